@@ -1,0 +1,1 @@
+"""Dataset features, pre-processing and the input pipeline."""
