@@ -1,0 +1,3 @@
+"""TFDS builders of echojax. Importing this package registers every builder, so that
+``tfds.builder("camus", data_dir=...)`` works from any project that installed echojax.
+"""
