@@ -1,0 +1,214 @@
+"""Convolutional building blocks shared by the U-Net family (NHWC layout).
+
+Every convolution of :mod:`echojax.models.unet` and :mod:`echojax.models.attention_unet`
+goes through the small classes here, so that a faster implementation (e.g. the 2x2
+stride-2 transposed convolution as one matmul followed by depth-to-space) can replace
+the body of a class without touching the architectures. Parameter names and shapes are
+part of that contract: checkpoints must keep loading.
+
+Initialisation follows PyTorch's defaults for ``nn.Conv2d`` weights (uniform with
+variance ``1 / (3 fan_in)``), so that the models start where the reference
+implementations start; biases start at zero (PyTorch draws them uniformly) because a
+BatchNorm follows almost every biased convolution and cancels them anyway.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# PyTorch's default ``kaiming_uniform_(a=sqrt(5))`` for conv weights equals
+# uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance 1/(3 fan_in).
+TORCH_CONV_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+# PyTorch BatchNorm updates running stats with momentum 0.1, i.e. Flax momentum 0.9.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def batch_norm(num_features: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    """BatchNorm with PyTorch's momentum and epsilon; trainable scale and bias."""
+    return nnx.BatchNorm(
+        num_features,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+class ConvBNReLU(nnx.Module):
+    """``k x k`` convolution (stride 1, 'SAME' padding), BatchNorm, ReLU.
+
+    ``x: [B, H, W, in_features] -> [B, H, W, out_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        kernel_size: int = 3,
+        use_bias: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.conv = nnx.Conv(
+            in_features,
+            out_features,
+            kernel_size=(kernel_size, kernel_size),
+            padding="SAME",
+            use_bias=use_bias,
+            kernel_init=TORCH_CONV_INIT,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.norm = batch_norm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.relu(self.norm(self.conv(x)))
+
+
+class DoubleConv(nnx.Module):
+    """(conv3x3 - BN - ReLU) twice: the U-Net level block (Ronneberger et al., 2015).
+
+    ``use_bias=False`` matches milesial/Pytorch-UNet (a bias before BatchNorm is
+    redundant); ``use_bias=True`` matches the ``conv_block`` of the Attention U-Net
+    reference implementation. ``x: [B, H, W, in_features] -> [B, H, W, out_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.block1 = ConvBNReLU(in_features, out_features, **kw)
+        self.block2 = ConvBNReLU(out_features, out_features, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.block2(self.block1(x))
+
+
+class TransposedConv2x2(nnx.Module):
+    """2x2 transposed convolution with stride 2 (doubles H and W), with bias.
+
+    Each input pixel writes an independent 2x2 output patch, so this is a per-pixel
+    linear map ``in -> 4 * out`` followed by depth-to-space; the kernel is stored as
+    ``[2, 2, in_features, out_features]`` whatever the implementation.
+    ``x: [B, H, W, in_features] -> [B, 2H, 2W, out_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.conv = nnx.ConvTranspose(
+            in_features,
+            out_features,
+            kernel_size=(2, 2),
+            strides=(2, 2),
+            padding="VALID",
+            use_bias=True,
+            kernel_init=TORCH_CONV_INIT,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.conv(x)
+
+
+class UpsampleConv(nnx.Module):
+    """Nearest-neighbour 2x up-sampling, then conv3x3 - BN - ReLU (with conv bias).
+
+    The ``up_conv`` of the Attention U-Net reference (``nn.Upsample(scale_factor=2)``
+    defaults to nearest). ``x: [B, H, W, in_features] -> [B, 2H, 2W, out_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.block = ConvBNReLU(
+            in_features, out_features, use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.block(upsample_nearest_2x(x))
+
+
+class Conv1x1(nnx.Module):
+    """Pointwise convolution (a per-pixel linear map), e.g. the segmentation head.
+
+    ``x: [B, H, W, in_features] -> [B, H, W, out_features]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.conv = nnx.Conv(
+            in_features,
+            out_features,
+            kernel_size=(1, 1),
+            use_bias=use_bias,
+            kernel_init=TORCH_CONV_INIT,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.conv(x)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2: ``[B, H, W, C] -> [B, H/2, W/2, C]`` (H, W even)."""
+    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour 2x up-sampling: ``[B, H, W, C] -> [B, 2H, 2W, C]``."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def check_spatial(shape: tuple[int, ...], *, in_channels: int, multiple: int, model: str) -> None:
+    """Raises ``ValueError`` unless ``shape`` is ``[B, H, W, in_channels]`` with H and W
+    positive multiples of ``multiple`` (a static check: shapes are known under jit)."""
+    if len(shape) != 4 or shape[-1] != in_channels:
+        raise ValueError(
+            f"{model}: expected input of shape [B, H, W, {in_channels}], got {tuple(shape)}"
+        )
+    h, w = shape[1], shape[2]
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        raise ValueError(
+            f"{model}: input height and width must be positive multiples of {multiple}, "
+            f"got {h}x{w}"
+        )
