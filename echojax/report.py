@@ -1,0 +1,645 @@
+"""Paper-layout tables, statistics and figures from per-run evaluation results.
+
+Two levels of results feed every table and figure:
+
+- *result rows* (``results.csv``): one row per run x test source x structure, with the
+  run's tags (experiment, setting, method, arch, loss, dropout, seed, training sizes)
+  and that run's Dice statistics over the test images of that source (images whose
+  ground truth lacks the structure are left out: Dice is undefined there), plus the
+  run's EF mean absolute error on that source (repeated on each structure's row).
+- *per-image rows* (each run's ``eval/test/per_image.csv`` with the run's tags added):
+  box plots and the Wilcoxon signed-rank tests need the paired per-image Dice.
+
+The layouts follow Islam et al., MELBA 2026 (doi:10.59275/j.melba.2026-3bfa):
+Figure 2 (train-source x test-source Dice matrix), Figures 3-4 (per-structure Dice per
+loss and architecture), Figure 6 (LA Dice on Unity against the label-dropout rate),
+Table 2 (CAMUS x Unity training-size grid of median LA Dice), Table 3 (Dice per
+structure, overall mean and EF MAE per loss) and Table 4 (external validation).
+
+Across seeds a cell is ``mean ± std`` of the per-run values (sample standard
+deviation, ddof=1; a single run shows no ``±``). Pooling several test sources into one
+number weights each source by its number of images (sums and counts, never a mean of
+means).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from echojax import labels
+
+STRUCTURES: tuple[str, ...] = tuple(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES)
+
+# Columns of results.csv, in order. ``train_sizes`` reads "camus=100;unity=200"
+# (training examples per source alias; "all" where a source is used whole).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "experiment", "run", "setting", "method", "arch", "loss", "dropout", "seed",
+    "train_sizes", "test_source", "structure", "n_images", "dice_mean", "dice_median",
+    "dice_std", "ef_mae", "ef_n")
+_INT_COLUMNS = ("seed", "n_images", "ef_n")
+_FLOAT_COLUMNS = ("dropout", "dice_mean", "dice_median", "dice_std", "ef_mae")
+
+# Numbers the paper states in its text, shown beside ours only for real data. The
+# tables and figures of the paper give more, but only values we could read from the
+# paper's own text go here; a column without one is left out rather than guessed.
+PAPER_FIG2_CROSS_DOMAIN_DROP = (0.08, 0.21)  # LV Dice drop across domains, Figure 2
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
+    """Writes rows (dicts with at least ``columns``) as CSV, atomically."""
+    import io
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for i, row in enumerate(rows):
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise ValueError(f"{path}: row {i} lacks columns {missing}")
+        writer.writerow({c: _format_cell(row[c]) for c in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _format_cell(value) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def _parse_float(text: str, *, where: str) -> float:
+    if text.strip() == "" or text.strip().lower() == "nan":
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: expected a number, got {text!r}") from None
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """Reads a ``results.csv`` written by :func:`write_csv` with ``RESULT_COLUMNS``."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in RESULT_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}; expected {RESULT_COLUMNS}")
+        rows = []
+        for i, raw in enumerate(reader, start=2):
+            row = dict(raw)
+            where = f"{path}:{i}"
+            for c in _INT_COLUMNS:
+                row[c] = int(row[c])
+            for c in _FLOAT_COLUMNS:
+                row[c] = _parse_float(row[c], where=f"{where} column {c}")
+            rows.append(row)
+    return rows
+
+
+def read_per_image(path: str | os.PathLike) -> list[dict]:
+    """Reads an evaluation ``per_image.csv``: ``dice_<structure>`` columns become floats
+    (NaN where the structure is absent from the ground truth), other columns stay text.
+    """
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = ("source", "patient_id", "view", "phase") + tuple(f"dice_{s}" for s in STRUCTURES)
+        missing = [c for c in need if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+        rows = []
+        for i, raw in enumerate(reader, start=2):
+            row = dict(raw)
+            for s in STRUCTURES:
+                row[f"dice_{s}"] = _parse_float(row[f"dice_{s}"], where=f"{path}:{i}")
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------- statistics
+
+
+def describe(values: Iterable[float]) -> dict:
+    """``n``, ``mean``, ``median``, ``std`` (population, over images) of the finite values.
+
+    NaN values (structure absent from the ground truth) are left out; with none left
+    every statistic is NaN and ``n`` is 0.
+    """
+    x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if x.size == 0:
+        return {"n": 0, "mean": math.nan, "median": math.nan, "std": math.nan}
+    return {"n": int(x.size), "mean": float(x.mean()), "median": float(np.median(x)),
+            "std": float(x.std())}
+
+
+def image_key(row: Mapping) -> tuple[str, str, str, str]:
+    """Identifies a test image across runs: (source, patient_id, view, phase)."""
+    return (row["source"], row["patient_id"], row["view"], row["phase"])
+
+
+def summarize_images(images: Sequence[Mapping], *, source_alias: Callable[[str], str] = str
+                     ) -> dict[tuple[str, str], dict]:
+    """Per (test source, structure) Dice statistics of one run's per-image rows.
+
+    ``source_alias`` maps the ``source`` feature (e.g. ``synthetic_echo/camus_like``)
+    to the name the tables use (e.g. ``camus``).
+    """
+    by_source: dict[str, list[Mapping]] = defaultdict(list)
+    for row in images:
+        by_source[source_alias(row["source"])].append(row)
+    return {(src, s): describe(r[f"dice_{s}"] for r in rows)
+            for src, rows in sorted(by_source.items()) for s in STRUCTURES}
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean and sample std (ddof=1; NaN for one value) of the finite values, and their count."""
+    x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan, 0
+    std = float(x.std(ddof=1)) if x.size > 1 else math.nan
+    return float(x.mean()), std, int(x.size)
+
+
+def fmt(mean: float, std: float = math.nan, *, digits: int = 3) -> str:
+    """``"0.812 ± 0.013"``, ``"0.812"`` without a std, ``"–"`` for no value."""
+    if math.isnan(mean):
+        return "–"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def pooled_over_sources(rows: Sequence[Mapping], value: str = "dice_mean",
+                        count: str = "n_images") -> float:
+    """Count-weighted mean of ``value`` over rows (e.g. one run's test sources).
+
+    Rows with no count or a NaN value add nothing; with none left, NaN.
+    """
+    total = weight = 0.0
+    for r in rows:
+        if r[count] > 0 and not math.isnan(r[value]):
+            total += r[count] * r[value]
+            weight += r[count]
+    return total / weight if weight else math.nan
+
+
+def parse_sizes(text: str) -> dict[str, str]:
+    """``"camus=100;unity=all"`` -> ``{"camus": "100", "unity": "all"}``."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        if "=" not in part:
+            raise ValueError(f"train_sizes entry {part!r} is not alias=count in {text!r}")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _select(rows: Iterable[Mapping], **where) -> list[Mapping]:
+    return [r for r in rows if all(r[k] == v for k, v in where.items())]
+
+
+def _ordered(values: Iterable, order: Sequence = ()) -> list:
+    """Distinct values, those in ``order`` first in that order, then the rest sorted."""
+    seen = list(dict.fromkeys(values))
+    head = [v for v in order if v in seen]
+    return head + sorted((v for v in seen if v not in head), key=str)
+
+
+def across_seeds(rows: Iterable[Mapping], key: Callable[[Mapping], tuple],
+                 value: Callable[[list[Mapping]], float]) -> dict[tuple, tuple[float, float, int]]:
+    """Groups result rows by ``key`` + run, takes ``value`` of each run's rows, then
+    ``mean_std`` over the runs of each group."""
+    per_run: dict[tuple, dict[str, list[Mapping]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        per_run[key(r)][r["run"]].append(r)
+    return {k: mean_std(value(rs) for rs in runs.values()) for k, runs in per_run.items()}
+
+
+# ------------------------------------------------------------------------- tables
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table; every body row must have ``len(header)`` cells."""
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise ValueError(f"table row {i} has {len(row)} cells, header has {len(header)}")
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def domain_shift_table(rows: Sequence[Mapping], *, structure: str = "lv",
+                       order: Sequence[str] = ()) -> str:
+    """Figure 2: mean ``structure`` Dice, training set (``setting``) x test source.
+
+    A training set named like a test source is its in-domain model; the last column
+    is the mean drop from the diagonal to that model's other test sources.
+    """
+    rows = _select(rows, structure=structure)
+    cells = across_seeds(rows, lambda r: (r["setting"], r["test_source"]),
+                         lambda rs: rs[0]["dice_mean"])
+    trains = _ordered((r["setting"] for r in rows), order)
+    tests = _ordered((r["test_source"] for r in rows), order)
+    body = []
+    for tr in trains:
+        line = [tr] + [fmt(*cells.get((tr, te), (math.nan, math.nan, 0))[:2]) for te in tests]
+        drop = math.nan
+        if (tr, tr) in cells:
+            others = [cells[(tr, te)][0] for te in tests if te != tr and (tr, te) in cells]
+            if others:
+                drop = cells[(tr, tr)][0] - float(np.mean(others))
+        body.append(line + [fmt(drop)])
+    header = [f"train \\ test ({structure.upper()} Dice)"] + tests + ["in-domain minus cross-domain"]
+    return markdown_table(header, body)
+
+
+def cross_domain_drops(rows: Sequence[Mapping], *, structure: str = "lv") -> dict[tuple[str, str], float]:
+    """(train, test) -> in-domain Dice of ``train``'s model on ``train`` minus its Dice on
+    ``test`` (means over seeds), for single-source training sets."""
+    cells = across_seeds(_select(rows, structure=structure),
+                         lambda r: (r["setting"], r["test_source"]),
+                         lambda rs: rs[0]["dice_mean"])
+    out = {}
+    for (tr, te), (m, _, _) in cells.items():
+        if tr != te and (tr, tr) in cells:
+            out[(tr, te)] = cells[(tr, tr)][0] - m
+    return out
+
+
+def structure_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("arch", "method"),
+                    test_source: str | None = None, structures: Sequence[str] = STRUCTURES,
+                    order: Sequence[str] = ()) -> str:
+    """Figures 3-4 / Table 4 layout: ``mean ± std`` over seeds of each run's mean Dice
+    per structure, one line per ``group`` value (e.g. architecture x method).
+
+    With ``test_source`` only that source's images count; otherwise each run's test
+    sources are pooled (weighted by image count).
+    """
+    if test_source is not None:
+        rows = _select(rows, test_source=test_source)
+    keys = sorted({tuple(r[g] for g in group) for r in rows},
+                  key=lambda k: tuple(_rank(v, order) for v in k))
+    cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["structure"],),
+                         pooled_over_sources)
+    body = [list(k) + [fmt(*cells.get(k + (s,), (math.nan, math.nan, 0))[:2]) for s in structures]
+            for k in keys]
+    return markdown_table(list(group) + [s.upper() for s in structures], body)
+
+
+def _rank(value, order: Sequence) -> tuple:
+    return (order.index(value), "") if value in order else (len(order), str(value))
+
+
+def dropout_table(rows: Sequence[Mapping], *, structure: str = "la", test_source: str,
+                  group: Sequence[str] = ("arch", "method"), order: Sequence[str] = ()) -> str:
+    """Figure 6 as a table: ``structure`` Dice on ``test_source``, one line per group,
+    one column per label-dropout rate (mean ± std over seeds)."""
+    rows = _select(rows, structure=structure, test_source=test_source)
+    cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["dropout"],),
+                         lambda rs: rs[0]["dice_mean"])
+    rates = sorted({r["dropout"] for r in rows})
+    keys = sorted({tuple(r[g] for g in group) for r in rows},
+                  key=lambda k: tuple(_rank(v, order) for v in k))
+    body = [list(k) + [fmt(*cells.get(k + (d,), (math.nan, math.nan, 0))[:2]) for d in rates]
+            for k in keys]
+    return markdown_table(list(group) + [f"{d:g}" for d in rates], body)
+
+
+def data_ratio_table(rows: Sequence[Mapping], *, row_source: str = "camus",
+                     col_source: str = "unity", structure: str = "la",
+                     test_source: str = "unity") -> str:
+    """Table 2: median ``structure`` Dice on ``test_source`` (mean ± std over seeds),
+    ``row_source`` training size x ``col_source`` training size (from ``train_sizes``;
+    a source absent from ``train_sizes`` counts as 0)."""
+    rows = _select(rows, structure=structure, test_source=test_source)
+
+    def sizes(r):
+        s = parse_sizes(r["train_sizes"])
+        return s.get(row_source, "0"), s.get(col_source, "0")
+
+    cells = across_seeds(rows, sizes, lambda rs: rs[0]["dice_median"])
+    as_num = lambda v: (0, int(v)) if v.isdigit() else (1, v)  # noqa: E731
+    rs_ = sorted({k[0] for k in cells}, key=as_num)
+    cs_ = sorted({k[1] for k in cells}, key=as_num)
+    body = [[r] + [fmt(*cells.get((r, c), (math.nan, math.nan, 0))[:2]) for c in cs_] for r in rs_]
+    return markdown_table([f"{row_source} \\ {col_source}"] + cs_, body)
+
+
+def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("setting", "arch", "method"),
+                       order: Sequence[str] = ()) -> str:
+    """Table 3: per line of ``group``, mean Dice per structure, their overall mean and
+    the EF MAE, each ``mean ± std`` over seeds; test sources pooled by image count.
+
+    The overall mean of a run is the mean of its per-structure means. EF MAE pools the
+    run's per-source MAEs weighted by their number of ED/ES pairs (``ef_n``).
+    """
+    keyf = lambda r: tuple(r[g] for g in group)  # noqa: E731
+    keys = sorted({keyf(r) for r in rows}, key=lambda k: tuple(_rank(v, order) for v in k))
+    per_struct = across_seeds(rows, lambda r: keyf(r) + (r["structure"],), pooled_over_sources)
+
+    def overall(run_rows):
+        means = [pooled_over_sources([r for r in run_rows if r["structure"] == s]) for s in STRUCTURES]
+        means = [m for m in means if not math.isnan(m)]
+        return float(np.mean(means)) if means else math.nan
+
+    def ef(run_rows):  # one row per source carries the run's EF error on it
+        per_source = {r["test_source"]: r for r in run_rows}
+        return pooled_over_sources(list(per_source.values()), "ef_mae", "ef_n")
+
+    overall_cells = across_seeds(rows, keyf, overall)
+    ef_cells = across_seeds(rows, keyf, ef)
+    body = []
+    for k in keys:
+        line = list(k) + [fmt(*per_struct.get(k + (s,), (math.nan, math.nan, 0))[:2]) for s in STRUCTURES]
+        line.append(fmt(*overall_cells[k][:2]))
+        line.append(fmt(*ef_cells[k][:2], digits=2))
+        body.append(line)
+    return markdown_table(list(group) + [s.upper() for s in STRUCTURES] + ["mean", "EF MAE (%)"], body)
+
+
+# ----------------------------------------------------------------- Wilcoxon tests
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and is not counted)."""
+    idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    m = len(order)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def paired_dice(per_image: Sequence[Mapping], *, method_a: str, method_b: str,
+                structure: str, pair_on: Sequence[str] = ("setting", "arch"),
+                method_key: str = "method") -> tuple[np.ndarray, np.ndarray]:
+    """Paired per-image Dice of two methods for one structure.
+
+    An image (``image_key``) under the same ``pair_on`` tags is one pair; its Dice is
+    first averaged over the seeds each method has for it, so each test image counts
+    once. Images where either method's Dice is NaN (the structure absent from that
+    image's ground truth) are dropped: Dice is undefined there.
+    Returns ``(a, b)``, float64 arrays of equal length, in a stable image order.
+    """
+    acc: dict[str, dict[tuple, list[float]]] = {method_a: defaultdict(list), method_b: defaultdict(list)}
+    col = f"dice_{structure}"
+    for r in per_image:
+        m = r[method_key]
+        if m in acc:
+            acc[m][tuple(r[k] for k in pair_on) + image_key(r)].append(r[col])
+    keys = sorted(set(acc[method_a]) & set(acc[method_b]))
+    a, b = [], []
+    for k in keys:
+        va, vb = acc[method_a][k], acc[method_b][k]
+        if any(math.isnan(v) for v in va + vb):
+            continue
+        a.append(float(np.mean(va)))
+        b.append(float(np.mean(vb)))
+    return np.asarray(a), np.asarray(b)
+
+
+def wilcoxon_tests(per_image: Sequence[Mapping], *, methods: Sequence[str],
+                   structures: Sequence[str] = STRUCTURES,
+                   pair_on: Sequence[str] = ("setting", "arch")) -> list[dict]:
+    """Two-sided Wilcoxon signed-rank test for every pair of methods and structure.
+
+    Pairs come from :func:`paired_dice`. ``scipy.stats.wilcoxon`` with its defaults:
+    ``zero_method="wilcox"`` drops zero differences (identical Dice, e.g. two perfect
+    segmentations) before ranking; ``method="auto"`` takes the exact null distribution
+    for up to 50 differences without ties or zeros, exhaustive permutations for up to
+    13 with ties or zeros, and the normal approximation (tie-corrected) otherwise.
+    When no non-zero difference is left the test cannot be run: statistic and p are
+    NaN (``n_nonzero`` = 0). ``p_holm`` corrects over all rows of the returned list.
+    """
+    from scipy import stats
+
+    out = []
+    for s in structures:
+        for ma, mb in itertools.combinations(methods, 2):
+            a, b = paired_dice(per_image, method_a=ma, method_b=mb, structure=s, pair_on=pair_on)
+            d = a - b
+            n_nonzero = int(np.count_nonzero(d))
+            stat = p = math.nan
+            if n_nonzero > 0:
+                res = stats.wilcoxon(a, b)
+                stat, p = float(res.statistic), float(res.pvalue)
+            out.append({"structure": s, "method_a": ma, "method_b": mb, "n_pairs": int(d.size),
+                        "n_nonzero": n_nonzero,
+                        "median_diff": float(np.median(d)) if d.size else math.nan,
+                        "statistic": stat, "p": p})
+    for row, ph in zip(out, holm([r["p"] for r in out])):
+        row["p_holm"] = ph
+    return out
+
+
+def wilcoxon_table(tests: Sequence[Mapping]) -> str:
+    """Markdown table of :func:`wilcoxon_tests` rows; ``*`` marks Holm-adjusted p < 0.05."""
+    body = []
+    for t in tests:
+        star = " *" if not math.isnan(t["p_holm"]) and t["p_holm"] < 0.05 else ""
+        body.append([t["structure"].upper(), f"{t['method_a']} vs {t['method_b']}", str(t["n_pairs"]),
+                     fmt(t["median_diff"]),
+                     "–" if math.isnan(t["p"]) else f"{t['p']:.2g}",
+                     ("–" if math.isnan(t["p_holm"]) else f"{t['p_holm']:.2g}") + star])
+    return markdown_table(["structure", "pair", "images", "median Dice diff (a-b)", "p", "p (Holm)"], body)
+
+
+# ------------------------------------------------------------------------ figures
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only; never a window
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Saves a matplotlib figure as PNG atomically and closes it."""
+    plt = _pyplot()
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def plot_domain_matrix(rows: Sequence[Mapping], path, *, structure: str = "lv",
+                       order: Sequence[str] = ()) -> None:
+    """Figure 2: heat map of mean ``structure`` Dice, training set x test source."""
+    plt = _pyplot()
+    rows = _select(rows, structure=structure)
+    cells = across_seeds(rows, lambda r: (r["setting"], r["test_source"]), lambda rs: rs[0]["dice_mean"])
+    trains = _ordered((r["setting"] for r in rows), order)
+    tests = _ordered((r["test_source"] for r in rows), order)
+    m = np.array([[cells.get((tr, te), (math.nan,))[0] for te in tests] for tr in trains])
+    fig, ax = plt.subplots(figsize=(1.4 * len(tests) + 2, 1.0 * len(trains) + 1.5))
+    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+    for i, j in itertools.product(range(len(trains)), range(len(tests))):
+        if not math.isnan(m[i, j]):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
+                    color="white" if m[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(tests)), tests)
+    ax.set_yticks(range(len(trains)), trains)
+    ax.set_xlabel("test source")
+    ax.set_ylabel("trained on")
+    ax.set_title(f"{structure.upper()} Dice")
+    fig.colorbar(im, ax=ax)
+    save_figure(fig, path)
+
+
+def plot_boxes(per_image: Sequence[Mapping], path, *, group: str = "method",
+               structures: Sequence[str] = STRUCTURES, order: Sequence[str] = (),
+               title: str = "") -> None:
+    """Figure 3 style: per-image Dice box plots, one panel per structure, one box per
+    ``group`` value (all seeds' images pooled)."""
+    plt = _pyplot()
+    groups = _ordered((r[group] for r in per_image), order)
+    fig, axes = plt.subplots(1, len(structures), figsize=(3.2 * len(structures), 3.4), squeeze=False)
+    for ax, s in zip(axes[0], structures):
+        data = [[r[f"dice_{s}"] for r in per_image if r[group] == g and not math.isnan(r[f"dice_{s}"])]
+                for g in groups]
+        ax.boxplot([d if d else [math.nan] for d in data], showfliers=True)
+        ax.set_xticks(range(1, len(groups) + 1), groups, rotation=45, ha="right")
+        ax.set_title(s.upper())
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("Dice")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
+                  order: Sequence[str] = (), title: str = "") -> None:
+    """Figure 4a style: mean against std of test Dice per structure, one marker per
+    ``group`` value (each run's test sources pooled; averaged over seeds)."""
+    plt = _pyplot()
+    groups = _ordered((r[group] for r in rows), order)
+    fig, axes = plt.subplots(1, len(STRUCTURES), figsize=(3.4 * len(STRUCTURES), 3.2), squeeze=False)
+    for ax, s in zip(axes[0], STRUCTURES):
+        sel = _select(rows, structure=s)
+        means = across_seeds(sel, lambda r: (r[group],), pooled_over_sources)
+        stds = across_seeds(sel, lambda r: (r[group],), lambda rs: pooled_over_sources(rs, "dice_std"))
+        for g in groups:
+            if (g,) in means:
+                ax.scatter(stds[(g,)][0], means[(g,)][0], label=g)
+        ax.set_xlabel("std of Dice over images")
+        ax.set_ylabel("mean Dice")
+        ax.set_title(s.upper())
+    axes[0][-1].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, structure: str = "la",
+                       group: str = "method", order: Sequence[str] = (), title: str = "") -> None:
+    """Figure 6: ``structure`` Dice on ``test_source`` against the label-dropout rate,
+    mean with error bars of one std over seeds, one line per ``group`` value."""
+    plt = _pyplot()
+    rows = _select(rows, structure=structure, test_source=test_source)
+    cells = across_seeds(rows, lambda r: (r[group], r["dropout"]), lambda rs: rs[0]["dice_mean"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for g in _ordered((r[group] for r in rows), order):
+        rates = sorted(d for (gg, d) in cells if gg == g)
+        m = [cells[(g, d)][0] for d in rates]
+        e = [0.0 if math.isnan(cells[(g, d)][1]) else cells[(g, d)][1] for d in rates]
+        ax.errorbar([100 * d for d in rates], m, yerr=e, marker="o", capsize=3, label=g)
+    ax.set_xlabel("label dropout rate (%)")
+    ax.set_ylabel(f"{structure.upper()} Dice on {test_source}")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    save_figure(fig, path)
+
+
+# Display colours for the classes of an overlay (background transparent).
+_OVERLAY_COLOURS = np.array([[0, 0, 0, 0], [1.0, 0.2, 0.2, 0.45], [0.2, 0.9, 0.2, 0.45],
+                             [0.3, 0.5, 1.0, 0.45]])
+
+
+def plot_overlays(samples: Sequence[Mapping], path, *, methods: Sequence[str], title: str = "") -> None:
+    """Figures 4b/7b/8 style: one line per sample: image, ground truth, each method's
+    prediction, as coloured class overlays on the image.
+
+    Each sample has ``image`` (H x W or H x W x 1), ``label`` (H x W ints),
+    ``predictions`` (method -> H x W ints) and optional ``title``.
+    """
+    if not samples:
+        raise ValueError("plot_overlays needs at least one sample")
+    lines = []
+    for i, sample in enumerate(samples):
+        image = np.asarray(sample["image"]).squeeze()
+        panels = [("image", None), ("ground truth", sample["label"])]
+        for m in methods:
+            if m not in sample["predictions"]:
+                raise ValueError(f"sample {i} has no prediction for {m!r}; has {sorted(sample['predictions'])}")
+            panels.append((m, sample["predictions"][m]))
+        checked = []
+        for name, mask in panels:
+            if mask is not None:
+                mask = np.asarray(mask).squeeze().astype(int)
+                if mask.shape != image.shape or mask.min() < 0 or mask.max() >= labels.NUM_CLASSES:
+                    raise ValueError(f"sample {i} {name}: mask must be ints 0..{labels.NUM_CLASSES - 1} "
+                                     f"of shape {image.shape}, got {mask.shape} in "
+                                     f"{mask.min()}..{mask.max()}")
+            checked.append((name, mask))
+        lines.append((image, checked, sample.get("title", "")))
+    plt = _pyplot()
+    cols = 2 + len(methods)
+    fig, axes = plt.subplots(len(lines), cols, figsize=(2.1 * cols, 2.2 * len(lines)), squeeze=False)
+    for i, (image, panels, sample_title) in enumerate(lines):
+        for ax, (name, mask) in zip(axes[i], panels):
+            ax.imshow(image, cmap="gray")
+            if mask is not None:
+                ax.imshow(_OVERLAY_COLOURS[mask])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=9)
+        if sample_title:
+            axes[i][0].set_ylabel(sample_title, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,218 @@
+"""Tables, statistics and figures of echojax.report on small hand-made results."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from echojax import report
+
+
+def _row(run, *, setting="s", method="cce", arch="unet", loss="cce", dropout=0.0, seed=0,
+         train_sizes="camus=all", test_source="camus", structure="lv", n=10, mean=math.nan,
+         median=math.nan, std=0.1, ef_mae=math.nan, ef_n=0):
+    return {"experiment": "exp", "run": run, "setting": setting, "method": method, "arch": arch,
+            "loss": loss, "dropout": dropout, "seed": seed, "train_sizes": train_sizes,
+            "test_source": test_source, "structure": structure, "n_images": n,
+            "dice_mean": mean, "dice_median": median, "dice_std": std, "ef_mae": ef_mae, "ef_n": ef_n}
+
+
+def test_describe_leaves_out_nan():
+    d = report.describe([0.5, math.nan, 0.7, 0.9])
+    assert d["n"] == 3
+    assert d["mean"] == pytest.approx(0.7)
+    assert d["median"] == pytest.approx(0.7)
+    assert d["std"] == pytest.approx(math.sqrt(0.08 / 3))  # population std over images
+    assert report.describe([math.nan])["n"] == 0 and math.isnan(report.describe([])["mean"])
+
+
+def test_mean_std_and_format():
+    m, s, n = report.mean_std([0.8, math.nan, 0.6])
+    assert (m, n) == (pytest.approx(0.7), 2)
+    assert s == pytest.approx(math.sqrt(0.02))  # sample std, ddof=1
+    assert report.fmt(m, s) == "0.700 ± 0.141"
+    m1, s1, _ = report.mean_std([0.25])
+    assert report.fmt(m1, s1) == "0.250"
+    assert report.fmt(math.nan) == "–"
+
+
+def test_pooled_over_sources_weights_by_count():
+    rows = [_row("r", n=10, mean=0.9), _row("r", n=30, mean=0.5), _row("r", n=0, mean=math.nan)]
+    assert report.pooled_over_sources(rows) == pytest.approx((9 + 15) / 40)
+    assert math.isnan(report.pooled_over_sources([_row("r", n=0)]))
+
+
+def test_summarize_images_per_source_and_structure():
+    imgs = [
+        {"source": "synthetic_echo/camus_like", "dice_lv": 0.9, "dice_lvm": 0.5, "dice_la": math.nan},
+        {"source": "synthetic_echo/camus_like", "dice_lv": 0.7, "dice_lvm": 0.7, "dice_la": 0.4},
+        {"source": "synthetic_echo/unity_like", "dice_lv": 0.2, "dice_lvm": 0.1, "dice_la": 0.0},
+    ]
+    out = report.summarize_images(imgs, source_alias=lambda s: s.split("/")[1].removesuffix("_like"))
+    assert out[("camus", "lv")]["mean"] == pytest.approx(0.8)
+    assert out[("camus", "la")] == {"n": 1, "mean": 0.4, "median": 0.4, "std": 0.0}
+    assert out[("unity", "lvm")]["n"] == 1
+    assert set(out) == {(s, c) for s in ("camus", "unity") for c in ("lv", "lvm", "la")}
+
+
+def test_domain_shift_table_hand_computed():
+    rows = []
+    # camus-trained: 2 seeds; in-domain 0.9 / 0.8, on unity 0.6 / 0.5.
+    for seed, (cc, cu) in enumerate([(0.9, 0.6), (0.8, 0.5)]):
+        run = f"camus-{seed}"
+        rows += [_row(run, setting="camus", seed=seed, test_source="camus", mean=cc),
+                 _row(run, setting="camus", seed=seed, test_source="unity", mean=cu)]
+    rows += [_row("unity-0", setting="unity", test_source="camus", mean=0.4),
+             _row("unity-0", setting="unity", test_source="unity", mean=0.7),
+             _row("unity-0", setting="unity", test_source="unity", structure="la", mean=0.1)]
+    table = report.domain_shift_table(rows, order=("camus", "unity"))
+    lines = table.strip().splitlines()
+    assert lines[0] == "| train \\ test (LV Dice) | camus | unity | in-domain minus cross-domain |"
+    # camus: mean 0.85 ± std(0.9, 0.8)=0.0707; on unity 0.55 ± 0.0707; drop 0.30.
+    assert lines[2] == "| camus | 0.850 ± 0.071 | 0.550 ± 0.071 | 0.300 |"
+    assert lines[3] == "| unity | 0.400 | 0.700 | 0.300 |"
+    drops = report.cross_domain_drops(rows)
+    assert drops == {("camus", "unity"): pytest.approx(0.3), ("unity", "camus"): pytest.approx(0.3)}
+
+
+def test_structure_ef_table_pools_sources_and_seeds():
+    rows = []
+    # One run (seed 0): camus 10 images, echonet 30 images.
+    for src, n, dice, ef, ef_n in [("camus", 10, (0.9, 0.8, 0.7), 4.0, 5), ("echonet", 30, (0.5, 0.4, 0.3), 8.0, 15)]:
+        for s, d in zip(("lv", "lvm", "la"), dice):
+            rows.append(_row("a", setting="full", method="acce", test_source=src, structure=s,
+                             n=n, mean=d, ef_mae=ef, ef_n=ef_n))
+    table = report.structure_ef_table(rows)
+    body = table.strip().splitlines()[2]
+    # LV: (10*0.9 + 30*0.5)/40 = 0.6; LVM 0.5; LA 0.4; overall 0.5; EF (5*4+15*8)/20 = 7.
+    assert body == "| full | unet | acce | 0.600 | 0.500 | 0.400 | 0.500 | 7.00 |"
+
+
+def test_structure_table_single_source_and_order():
+    rows = [_row("r1", method="marginal", test_source="unity", structure="la", mean=0.6),
+            _row("r2", method="marginal", seed=1, test_source="unity", structure="la", mean=0.8),
+            _row("r3", method="cce", test_source="unity", structure="la", mean=0.1),
+            _row("r3", method="cce", test_source="camus", structure="la", mean=0.9)]
+    table = report.structure_table(rows, group=("method",), test_source="unity",
+                                   structures=("la",), order=("cce", "marginal"))
+    assert table.strip().splitlines()[2:] == ["| cce | 0.100 |", "| marginal | 0.700 ± 0.141 |"]
+
+
+def test_dropout_table_columns_are_rates():
+    rows = [_row(f"r{d}{s}", method="acce", dropout=d, seed=s, test_source="unity", structure="la",
+                 mean=m) for d, s, m in [(0.0, 0, 0.2), (0.0, 1, 0.4), (0.5, 0, 0.7)]]
+    table = report.dropout_table(rows, test_source="unity", group=("method",))
+    lines = table.strip().splitlines()
+    assert lines[0] == "| method | 0 | 0.5 |"
+    assert lines[2] == "| acce | 0.300 ± 0.141 | 0.700 |"
+
+
+def test_data_ratio_table_uses_median_and_sizes():
+    rows = []
+    for (nc, nu, seed, med) in [(100, 0, 0, 0.1), (100, 0, 1, 0.3), (1000, 0, 0, 0.5), (100, 200, 0, 0.6)]:
+        sizes = f"camus={nc}" + (f";unity={nu}" if nu else "")
+        rows.append(_row(f"c{nc}u{nu}s{seed}", seed=seed, train_sizes=sizes, test_source="unity",
+                         structure="la", mean=0.0, median=med))
+    lines = report.data_ratio_table(rows).strip().splitlines()
+    assert lines[0] == "| camus \\ unity | 0 | 200 |"
+    assert lines[2] == "| 100 | 0.200 ± 0.141 | 0.600 |"  # numeric order, not text order
+    assert lines[3] == "| 1000 | 0.500 | – |"
+
+
+def test_holm_hand_computed():
+    assert report.holm([0.01, 0.04, 0.03, math.nan]) == pytest.approx([0.03, 0.06, 0.06, math.nan],
+                                                                         nan_ok=True)
+
+
+def _images(method, seed, dice_lv, dice_la, arch="unet"):
+    return [{"setting": "full", "arch": arch, "method": method, "seed": seed, "source": "camus",
+             "patient_id": f"p{i}", "view": "4CH", "phase": "ED", "dice_lv": lv, "dice_lvm": 0.5,
+             "dice_la": la} for i, (lv, la) in enumerate(zip(dice_lv, dice_la))]
+
+
+def test_wilcoxon_matches_direct_scipy_call():
+    rng = np.random.default_rng(0)
+    n = 20
+    a0, a1 = rng.uniform(0.6, 0.9, n), rng.uniform(0.6, 0.9, n)
+    b0 = rng.uniform(0.5, 0.8, n)
+    la = np.full(n, 0.5)
+    la_nan = la.copy()
+    la_nan[3] = math.nan  # structure absent from image 3: that pair is dropped
+    per_image = (_images("acce", 0, a0, la_nan) + _images("acce", 1, a1, la) + _images("cce", 0, b0, la + 0.1)
+                 + _images("other", 0, b0, la, arch="swin"))
+    tests = report.wilcoxon_tests(per_image, methods=["acce", "cce"], structures=("lv", "la"))
+    lv = next(t for t in tests if t["structure"] == "lv")
+    direct = stats.wilcoxon((a0 + a1) / 2, b0)  # seeds averaged per image, then paired
+    assert lv["n_pairs"] == n
+    assert lv["statistic"] == pytest.approx(direct.statistic)
+    assert lv["p"] == pytest.approx(direct.pvalue)
+    la_test = next(t for t in tests if t["structure"] == "la")
+    assert la_test["n_pairs"] == n - 1
+    assert la_test["median_diff"] == pytest.approx(-0.1)
+    assert [t["p_holm"] for t in tests] == pytest.approx(report.holm([t["p"] for t in tests]))
+    assert "LV | acce vs cce | 20" in report.wilcoxon_table(tests)
+
+
+def test_wilcoxon_all_zero_differences_gives_nan():
+    same = np.linspace(0.5, 0.9, 8)
+    per_image = _images("a", 0, same, same) + _images("b", 0, same, same)
+    (t,) = report.wilcoxon_tests(per_image, methods=["a", "b"], structures=("lv",))
+    assert t["n_pairs"] == 8 and t["n_nonzero"] == 0 and math.isnan(t["p"])
+    assert "| – | –" in report.wilcoxon_table([t])
+
+
+def test_results_csv_round_trip_and_bad_columns(tmp_path):
+    rows = [_row("r", mean=0.75, median=0.8, ef_mae=3.5, ef_n=4, dropout=0.3, seed=2)]
+    path = tmp_path / "results.csv"
+    report.write_csv(path, rows, report.RESULT_COLUMNS)
+    back = report.read_results(path)
+    assert back[0]["dice_mean"] == 0.75 and back[0]["seed"] == 2 and back[0]["dropout"] == 0.3
+    assert back[0]["dice_std"] == 0.1 and back[0]["ef_n"] == 4 and back[0]["ef_mae"] == 3.5
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
+    (tmp_path / "bad.csv").write_text("experiment,run\nx,y\n")
+    with pytest.raises(ValueError, match="missing columns"):
+        report.read_results(tmp_path / "bad.csv")
+    with pytest.raises(ValueError, match="lacks columns"):
+        report.write_csv(tmp_path / "x.csv", [{"run": "r"}], report.RESULT_COLUMNS)
+
+
+def test_read_per_image_parses_nan(tmp_path):
+    p = tmp_path / "per_image.csv"
+    p.write_text("source,patient_id,view,phase,dice_lv,dice_lvm,dice_la\n"
+                 "camus,p1,2CH,ED,0.9,nan,\ncamus,p2,4CH,ES,0.8,0.7,0.6\n")
+    rows = report.read_per_image(p)
+    assert rows[0]["dice_lv"] == 0.9 and math.isnan(rows[0]["dice_lvm"]) and math.isnan(rows[0]["dice_la"])
+    p.write_text("source,patient_id,view,phase,dice_lv\ncamus,p1,2CH,ED,0.9\n")
+    with pytest.raises(ValueError, match="dice_lvm"):
+        report.read_per_image(p)
+
+
+def test_markdown_and_sizes_bad_input():
+    with pytest.raises(ValueError, match="2 cells"):
+        report.markdown_table(["a", "b", "c"], [["1", "2"]])
+    assert report.parse_sizes("camus=100; unity=all") == {"camus": "100", "unity": "all"}
+    with pytest.raises(ValueError, match="alias=count"):
+        report.parse_sizes("camus100")
+
+
+def test_figures_are_written_atomically(tmp_path):
+    rows = [_row(f"r{d}", method="acce", dropout=d, test_source="unity", structure=s, mean=0.5 + d / 4)
+            for d in (0.0, 0.5, 1.0) for s in ("lv", "lvm", "la")]
+    report.plot_dropout_curve(rows, tmp_path / "f6.png", test_source="unity")
+    report.plot_mean_std(rows, tmp_path / "f4.png")
+    img = np.zeros((8, 8), np.uint8)
+    lab = np.zeros((8, 8), int)
+    lab[2:5, 2:5] = 1
+    report.plot_overlays([{"image": img, "label": lab, "predictions": {"acce": lab}}], tmp_path / "ov.png",
+                         methods=["acce"])
+    for name in ("f6.png", "f4.png", "ov.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(tmp_path)) == ["f4.png", "f6.png", "ov.png"]
+    with pytest.raises(ValueError, match="no prediction for 'cce'"):
+        report.plot_overlays([{"image": img, "label": lab, "predictions": {"acce": lab}}],
+                             tmp_path / "x.png", methods=["cce"])
+    with pytest.raises(ValueError, match="ints 0..3"):
+        report.plot_overlays([{"image": img, "label": lab + 5, "predictions": {}}], tmp_path / "x.png",
+                             methods=[])
