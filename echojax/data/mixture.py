@@ -1,0 +1,354 @@
+"""Declarative multi-dataset mixtures with artificial partial labelling.
+
+An experiment of Islam et al. (MELBA 2026) trains on a *mixture* of datasets: which
+TFDS datasets, how many training examples of each (Table 2's dataset-size grid), and
+which classes are removed from which fraction of each dataset's training and
+validation masks (Experiment 2: LVM from 50% of CAMUS; Experiment 3: LA from 100% of
+Unity). ``Source`` and ``Removal`` describe that; ``Mixture`` is the
+random-access view (a grain ``RandomAccessDataSource``) over one split of all
+sources, concatenated in mixture order.
+
+Every random choice is made once, from the seed and the source *name* (not its
+position in the mixture), so adding a source leaves the others' choices unchanged:
+
+- the training subset of ``train_examples`` is the first ``train_examples`` of a
+  seeded permutation of the split, so smaller subsets are nested in larger ones;
+- each ``Removal`` removes its classes from exactly ``round(fraction * n)`` of the
+  ``n`` examples of the split (train: of the subset), the first of another seeded
+  permutation. Removal sets pixels of those classes to 0 (background) and their
+  ``label_mask`` entries to False, as in the paper. The test split is never altered.
+
+Examples come out as numpy dicts:
+
+- ``image``: uint8[R, R, 1]; ``segmentation``: uint8[R, R] (channel dropped: the
+  losses and augmentation take int[B, H, W] labels); ``label_mask``: bool[4];
+  ``source_index``: int32, the position of the example's source in the mixture.
+- with ``metadata=True`` also ``patient_id``, ``view``, ``phase`` (str), ``ef``
+  (float32, percent, NaN when unknown), ``pixel_spacing_mm`` (float32[2]) and
+  ``index`` (int32, the example's index in its source's TFDS split).
+
+No TensorFlow at runtime: sources are read with ``builder.as_data_source``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from echojax import labels
+
+SPLITS = ("train", "validation", "test")
+# Splits whose masks the artificial partial labelling alters (the paper: train and
+# validation; test masks stay complete so that every structure is evaluated).
+REMOVAL_SPLITS = ("train", "validation")
+
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Removal:
+    """Remove ``classes`` from ``fraction`` of a source's train and validation masks.
+
+    ``classes`` take any spelling ``echojax.labels.class_id`` accepts and are stored
+    as canonical names (``CLASS_NAMES``), sorted by id; background cannot be removed.
+    """
+
+    classes: tuple[str, ...]
+    fraction: float
+
+    def __post_init__(self):
+        classes = self.classes
+        if isinstance(classes, str):
+            classes = [c for c in classes.split(",") if c.strip()]
+        if not classes:
+            raise ValueError("Removal.classes is empty; name at least one class to remove")
+        ids = labels.class_ids(classes)
+        if labels.BACKGROUND in ids:
+            raise ValueError(f"Removal.classes {tuple(self.classes)!r}: background cannot be removed")
+        object.__setattr__(self, "classes", tuple(labels.CLASS_NAMES[c] for c in ids))
+        fraction = self.fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)):
+            raise ValueError(f"Removal.fraction must be a number in [0, 1], got {fraction!r}")
+        fraction = float(fraction)
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"Removal.fraction must be in [0, 1], got {fraction}")
+        object.__setattr__(self, "fraction", fraction)
+
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        return labels.class_ids(self.classes)
+
+    def count(self, n: int) -> int:
+        """Number of the ``n`` examples that lose the classes: round half up."""
+        return int(np.floor(self.fraction * n + 0.5))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"classes": list(self.classes), "fraction": self.fraction}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Removal:
+        _check_keys(d, {"classes", "fraction"}, "Removal")
+        return cls(classes=tuple(d["classes"]), fraction=d["fraction"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One dataset of a mixture.
+
+    Attributes:
+      name: TFDS name with config (and optionally version), e.g.
+        ``"synthetic_echo/camus_like_64"`` or ``"camus/256"``.
+      alias: short name used in metric keys and reports, e.g. ``"camus"``.
+      train_examples: size of the seeded training subset; None takes all.
+      removals: artificial partial labelling of train and validation masks.
+    """
+
+    name: str
+    alias: str
+    train_examples: int | None = None
+    removals: tuple[Removal, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or self.name != self.name.strip():
+            raise ValueError(f"Source.name must be a TFDS name such as 'camus/256', got {self.name!r}")
+        if not isinstance(self.alias, str) or not _ALIAS_RE.match(self.alias):
+            raise ValueError(
+                f"Source.alias of {self.name!r} must be a non-empty string of letters, digits, "
+                f"'_', '.', '-', got {self.alias!r}")
+        n = self.train_examples
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
+            raise ValueError(
+                f"Source {self.alias!r}: train_examples must be a positive int or None, got {n!r}")
+        if n is not None:
+            object.__setattr__(self, "train_examples", int(n))
+        removals = tuple(Removal.from_dict(r) if isinstance(r, Mapping) else r
+                         for r in self.removals)
+        for r in removals:
+            if not isinstance(r, Removal):
+                raise ValueError(f"Source {self.alias!r}: removals must be Removal, got {r!r}")
+        object.__setattr__(self, "removals", removals)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "alias": self.alias, "train_examples": self.train_examples,
+                "removals": [r.to_dict() for r in self.removals]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Source:
+        _check_keys(d, {"name", "alias", "train_examples", "removals"}, "Source",
+                    optional={"train_examples", "removals"})
+        return cls(name=d["name"], alias=d["alias"], train_examples=d.get("train_examples"),
+                   removals=tuple(Removal.from_dict(r) for r in d.get("removals", ())))
+
+
+def _check_keys(d, keys, what, optional=()):
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{what} must be a mapping, got {d!r}")
+    unknown = set(d) - set(keys)
+    missing = set(keys) - set(optional) - set(d)
+    if unknown or missing:
+        raise ValueError(f"{what} {dict(d)!r}: unknown keys {sorted(unknown)}, "
+                         f"missing keys {sorted(missing)}")
+
+
+def check_sources(sources: Sequence[Source]) -> tuple[Source, ...]:
+    """Validates a mixture's sources (non-empty, unique aliases); returns a tuple."""
+    sources = tuple(sources)
+    if not sources:
+        raise ValueError("a mixture needs at least one Source")
+    for s in sources:
+        if not isinstance(s, Source):
+            raise ValueError(f"mixture entries must be Source, got {s!r}")
+    aliases = [s.alias for s in sources]
+    dup = sorted({a for a in aliases if aliases.count(a) > 1})
+    if dup:
+        raise ValueError(f"mixture source aliases must be unique, repeated: {dup}")
+    return sources
+
+
+def _rng(seed: int, source_name: str, purpose: str, *extra: int) -> np.random.Generator:
+    # Keyed by the source name (crc32: stable across runs, unlike hash()), so one
+    # source's choices do not depend on the other sources of the mixture.
+    key = [int(seed), zlib.crc32(source_name.encode()), zlib.crc32(purpose.encode()), *extra]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def subset_indices(source: Source, num_available: int, *, seed: int) -> np.ndarray:
+    """Sorted int64 indices of the training subset of ``source`` (all if None).
+
+    The first ``train_examples`` of a seeded permutation: subsets nest as the size grows.
+    """
+    n = source.train_examples
+    if n is None:
+        return np.arange(num_available, dtype=np.int64)
+    if n > num_available:
+        raise ValueError(
+            f"Source {source.alias!r} ({source.name}): train_examples={n} requested but the "
+            f"train split has only {num_available} examples")
+    perm = _rng(seed, source.name, "subset").permutation(num_available)
+    return np.sort(perm[:n]).astype(np.int64)
+
+
+def kept_classes(source: Source, split: str, num_examples: int, *, seed: int) -> np.ndarray:
+    """bool[num_examples, NUM_CLASSES]: False where a removal takes that class away.
+
+    Row i belongs to the i-th example of the split *as used by the mixture* (for
+    train: the i-th of ``subset_indices``). The test split is never altered.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    keep = np.ones((num_examples, labels.NUM_CLASSES), dtype=bool)
+    if split not in REMOVAL_SPLITS:
+        return keep
+    for k, removal in enumerate(source.removals):
+        chosen = _rng(seed, source.name, f"removal/{split}", k).permutation(num_examples)
+        chosen = chosen[:removal.count(num_examples)]
+        for c in removal.class_ids:
+            keep[chosen, c] = False
+    return keep
+
+
+class Mixture:
+    """One split of a mixture, as a grain ``RandomAccessDataSource``.
+
+    Index ``i`` runs over the sources in order: the examples of source 0 first
+    (in ascending TFDS index), then source 1, and so on.
+
+    Args:
+      sources: the mixture.
+      split: "train", "validation" or "test". ``train_examples`` applies to train.
+      data_dir: TFDS data directory holding the prepared datasets.
+      seed: chooses the training subsets and the removed labels.
+      metadata: also return patient_id, view, phase, ef, pixel_spacing_mm, index.
+      prepare: prepare (``download_and_prepare``, array_record) any source that is
+        not yet in ``data_dir``; otherwise a missing source is an error.
+    """
+
+    def __init__(self, sources: Sequence[Source], split: str, *, data_dir: str | None,
+                 seed: int, metadata: bool = False, prepare: bool = False):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.sources = check_sources(sources)
+        self.split = split
+        self.seed = int(seed)
+        self.metadata = metadata
+        self._data_dir = data_dir
+        self._builders = [_builder(s, data_dir, prepare=prepare) for s in self.sources]
+        resolutions = {s.alias: _resolution(b, s) for s, b in zip(self.sources, self._builders)}
+        if len(set(resolutions.values())) != 1:
+            raise ValueError(f"mixture sources differ in resolution: {resolutions}")
+        self.resolution = next(iter(resolutions.values()))
+        self._indices, self._keep = [], []
+        for s, b in zip(self.sources, self._builders):
+            if split not in b.info.splits:
+                raise ValueError(f"Source {s.alias!r} ({s.name}) has no split {split!r}; "
+                                 f"it has {sorted(b.info.splits)}")
+            available = b.info.splits[split].num_examples
+            idx = (subset_indices(s, available, seed=self.seed) if split == "train"
+                   else np.arange(available, dtype=np.int64))
+            self._indices.append(idx)
+            self._keep.append(kept_classes(s, split, len(idx), seed=self.seed))
+        self.sizes = tuple(len(i) for i in self._indices)
+        self._offsets = np.cumsum((0,) + self.sizes).tolist()
+        self._readers = None  # opened lazily, per process (picklable for grain workers)
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{s.alias}={n}" for s, n in zip(self.sources, self.sizes))
+        return f"Mixture({self.split}, {parts}, seed={self.seed})"
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        # Builders and readers hold open files: each process re-opens its own.
+        state["_readers"] = None
+        state["_builders"] = None
+        return state
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(source index, TFDS index within that source's split) of example ``i``."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {self!r} of length {len(self)}")
+        s = bisect.bisect_right(self._offsets, i) - 1
+        return s, int(self._indices[s][i - self._offsets[s]])
+
+    def annotated_counts(self) -> dict[str, dict[str, int]]:
+        """Per source alias: how many examples keep each foreground class's annotation
+        after removals (before looking at the data's own label masks)."""
+        return {s.alias: {labels.CLASS_NAMES[c]: int(k[:, c].sum())
+                          for c in labels.FOREGROUND_CLASSES}
+                for s, k in zip(self.sources, self._keep)}
+
+    def _reader(self, s: int):
+        if self._readers is None:
+            if self._builders is None:
+                self._builders = [_builder(src, self._data_dir, prepare=False)
+                                  for src in self.sources]
+            self._readers = [b.as_data_source(split=self.split) for b in self._builders]
+        return self._readers[s]
+
+    def __getitem__(self, i) -> dict[str, Any]:
+        i = int(i)
+        s, tfds_index = self.locate(i)
+        return self._process(self._reader(s)[tfds_index], s, i - self._offsets[s], tfds_index)
+
+    def _process(self, ex, s: int, j: int, tfds_index: int) -> dict[str, Any]:
+        keep = self._keep[s][j]
+        seg = ex["segmentation"][..., 0]
+        if not keep.all():
+            # Look-up table: removed classes map to background, others to themselves.
+            lut = np.arange(256, dtype=np.uint8)
+            lut[np.flatnonzero(~keep)] = labels.BACKGROUND
+            seg = lut[seg]
+        out = {
+            "image": ex["image"],
+            "segmentation": seg,
+            "label_mask": ex["label_mask"] & keep,
+            "source_index": np.int32(s),
+        }
+        if self.metadata:
+            out.update(
+                patient_id=_text(ex["patient_id"]), view=_text(ex["view"]),
+                phase=_text(ex["phase"]), ef=np.float32(ex["ef"]),
+                pixel_spacing_mm=np.asarray(ex["pixel_spacing_mm"], np.float32),
+                index=np.int32(tfds_index))
+        return out
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _builder(source: Source, data_dir, *, prepare: bool):
+    import tensorflow_datasets as tfds
+    try:
+        import tfds_builders  # noqa: F401  registers echojax's builders with TFDS
+    except ImportError:
+        pass
+    try:
+        builder = tfds.builder(source.name, data_dir=data_dir)
+    except Exception as e:  # TFDS raises several types for unknown names/configs
+        raise ValueError(f"Source {source.alias!r}: cannot open TFDS dataset {source.name!r} "
+                         f"in data_dir={data_dir!r}: {e}") from e
+    if not builder.is_prepared():
+        if not prepare:
+            raise ValueError(
+                f"Source {source.alias!r}: TFDS dataset {source.name!r} is not prepared in "
+                f"data_dir={data_dir!r}; prepare it (tfds build, or prepare=True) first")
+        builder.download_and_prepare(file_format="array_record")
+    return builder
+
+
+def _resolution(builder, source: Source) -> int:
+    shape = tuple(builder.info.features["image"].shape)
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
+        raise ValueError(f"Source {source.alias!r}: image must be [R, R, 1], got {shape}")
+    return shape[0]
