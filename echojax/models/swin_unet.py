@@ -1,0 +1,424 @@
+"""Swin-UNet (Cao et al., "Swin-Unet: Unet-like Pure Transformer for Medical Image
+Segmentation", ECCV Workshops 2022), NHWC, in Flax NNX.
+
+Built on Swin Transformer blocks (Liu et al., ICCV 2021): window multi-head
+self-attention with a learned relative position bias, windows shifted by half a window
+in every second block with an attention mask that keeps the cyclically rolled regions
+apart, pre-norm MLP with GELU, stochastic depth.
+
+Layer for layer the ``SwinTransformerSys`` of HuCaoFighting/Swin-Unet with
+``final_upsample="expand_first"``: patch embedding (strided conv + LayerNorm), encoder
+stages of Swin blocks with patch merging (2x2 concat, LayerNorm, linear without bias)
+between them, LayerNorm at the bottleneck; the decoder starts with a patch expanding of
+the bottleneck (linear without bias doubling the width, depth-to-space 2x, LayerNorm),
+then mirrors the encoder stages below the bottleneck, each after concatenating the skip
+(the *input* of the matching encoder stage) and a linear back to the stage width, with
+patch expanding between them; LayerNorm; a final patch expanding by the patch size
+(linear without bias to ``patch**2 * embed_dim``, depth-to-space, LayerNorm); 1x1 head
+without bias. At 256x256 with patch 4, embed 96, depths (2, 2, 2, 2), heads
+(3, 6, 12, 24), window 8, MLP ratio 4, ``in_channels=1``, ``num_classes=4``:
+27,172,740 trainable parameters, as the reference (whose ``depths_decoder`` argument
+is unused: the decoder mirrors ``depths``, as here).
+
+Deliberate differences from the reference:
+* The spatial size is not a constructor argument: the shift masks are built from the
+  input shape (static under jit), so one model runs at any H, W that are multiples of
+  ``patch_size * window_size * 2 ** (len(depths) - 1)`` (every stage then holds a whole
+  number of windows); other sizes raise ``ValueError``. As in the reference, a stage
+  whose grid is no larger than one window does not shift.
+* Masked attention logits are replaced by the dtype's most negative value (the
+  reference adds -100), so masked pairs get exactly zero weight in any dtype.
+* The final expansion scales by ``patch_size`` (the reference hard-codes 4, which only
+  matches its default patch size).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from echojax.models import layers
+
+_LINEAR_INIT = nnx.initializers.truncated_normal(stddev=0.02)
+_LN_EPSILON = 1e-5  # PyTorch's LayerNorm default
+
+
+def _linear(in_features, out_features, *, use_bias=True, dtype, param_dtype, rngs):
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        kernel_init=_LINEAR_INIT,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def _layer_norm(num_features, *, dtype, param_dtype, rngs):
+    return nnx.LayerNorm(
+        num_features, epsilon=_LN_EPSILON, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+    )
+
+
+def _dropout(rate: float, *, broadcast_dims=(), rngs: nnx.Rngs) -> nnx.Dropout:
+    # Dropout layers with rate 0 never draw keys: keep them out of the RNG state.
+    return nnx.Dropout(rate, broadcast_dims=broadcast_dims, rngs=rngs if rate > 0 else None)
+
+
+# ---------------------------------------------------------------------------------------
+# Windows, relative positions and the shifted-window mask (static, numpy).
+
+
+def window_partition(x: jax.Array, window: int) -> jax.Array:
+    """``[B, H, W, C] -> [B, H/window, W/window, window*window, C]``, row-major windows."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // window, window, w // window, window, c)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // window, w // window, window * window, c)
+
+
+def window_merge(x: jax.Array, window: int) -> jax.Array:
+    """Inverse of :func:`window_partition`: ``[B, nH, nW, window*window, C] -> [B, H, W, C]``."""
+    b, nh, nw, _, c = x.shape
+    x = x.reshape(b, nh, nw, window, window, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, nh * window, nw * window, c)
+
+
+@functools.lru_cache(maxsize=None)
+def relative_position_index(window: int) -> np.ndarray:
+    """``int32[window**2, window**2]``: for tokens i, j of a window, the row of the
+    ``(2 window - 1)**2``-entry bias table for their offset (dy, dx)."""
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij"))
+    coords = coords.reshape(2, -1)
+    rel = coords[:, :, None] - coords[:, None, :] + (window - 1)  # [2, N, N] in [0, 2w-2]
+    return (rel[0] * (2 * window - 1) + rel[1]).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
+    """``bool[H/window, W/window, window**2, window**2]``: True where two tokens of a
+    window of the grid rolled by ``-shift`` may attend to each other.
+
+    Rolling the grid by ``-shift`` brings the first ``shift`` rows/columns to the end,
+    so the last windows mix tokens that are far apart in the image. Label each token by
+    the region it came from (per axis: ``[0, -window)``, ``[-window, -shift)``,
+    ``[-shift, end)`` of the rolled grid) and allow only pairs from the same region.
+    """
+    labels = np.zeros((height, width), np.int32)
+    bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    count = 0
+    for rows in bounds:
+        for cols in bounds:
+            labels[rows, cols] = count
+            count += 1
+    windows = np.asarray(window_partition(labels[None, :, :, None], window))[0, ..., 0]
+    return windows[..., :, None] == windows[..., None, :]
+
+
+# ---------------------------------------------------------------------------------------
+# Modules.
+
+
+class WindowAttention(nnx.Module):
+    """Multi-head self-attention within windows, with a relative position bias.
+
+    ``x: [B, nH, nW, window**2, dim]``, optional ``mask: bool[nH, nW, window**2,
+    window**2]`` (True = may attend) ``-> [B, nH, nW, window**2, dim]``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        window_size: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if dim % num_heads:
+            raise ValueError(f"WindowAttention: dim {dim} not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.scale = (dim // num_heads) ** -0.5
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.qkv = _linear(dim, 3 * dim, use_bias=qkv_bias, **kw)
+        self.proj = _linear(dim, dim, **kw)
+        self.relative_position_bias_table = nnx.Param(
+            _LINEAR_INIT(rngs.params(), ((2 * window_size - 1) ** 2, num_heads), param_dtype)
+        )
+        self.attn_drop = _dropout(attn_drop, rngs=rngs)
+        self.proj_drop = _dropout(proj_drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array | np.ndarray | None = None) -> jax.Array:
+        *lead, n, dim = x.shape
+        qkv = self.qkv(x).reshape(*lead, n, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        # Logits and softmax in float32 whatever the compute dtype.
+        logits = jnp.einsum("...qhd,...khd->...hqk", q * self.scale, k,
+                            preferred_element_type=jnp.float32)
+        index = relative_position_index(self.window_size)
+        bias = self.relative_position_bias_table[...][index.reshape(-1)]
+        logits = logits + bias.reshape(n, n, self.num_heads).transpose(2, 0, 1).astype(jnp.float32)
+        if mask is not None:
+            logits = jnp.where(mask[..., None, :, :], logits, jnp.finfo(jnp.float32).min)
+        attn = self.attn_drop(jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
+        out = jnp.einsum("...hqk,...khd->...qhd", attn, v).reshape(*lead, n, dim)
+        return self.proj_drop(self.proj(out))
+
+
+class Mlp(nnx.Module):
+    """``dim -> hidden -> dim`` with exact GELU and dropout after each linear."""
+
+    def __init__(self, dim: int, hidden: int, *, drop: float = 0.0, dtype=None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.fc1 = _linear(dim, hidden, **kw)
+        self.fc2 = _linear(hidden, dim, **kw)
+        self.drop = _dropout(drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.drop(jax.nn.gelu(self.fc1(x), approximate=False))
+        return self.drop(self.fc2(x))
+
+
+class SwinBlock(nnx.Module):
+    """Swin Transformer block: ``x + DropPath(W-MSA(LN(x)))``, then
+    ``x + DropPath(MLP(LN(x)))``; ``x: [B, H, W, dim] -> [B, H, W, dim]``.
+
+    ``shifted=True`` rolls the grid by half a window before the window attention (and
+    back after), with :func:`shifted_window_mask`; on a grid no larger than one window
+    it does not shift (nothing to connect). Drop path (stochastic depth) drops the
+    residual branch per example with probability ``drop_path`` in training.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        window_size: int,
+        shifted: bool,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.window_size = window_size
+        self.shift_size = window_size // 2 if shifted else 0
+        self.norm1 = _layer_norm(dim, **kw)
+        self.attn = WindowAttention(dim, num_heads, window_size=window_size, qkv_bias=qkv_bias,
+                                    attn_drop=attn_drop, proj_drop=drop, **kw)
+        self.norm2 = _layer_norm(dim, **kw)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, **kw)
+        # Per-example mask broadcast over H, W, C: stochastic depth.
+        self.drop_path = _dropout(drop_path, broadcast_dims=(1, 2, 3), rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _, h, w, _ = x.shape
+        ws = self.window_size
+        if h % ws or w % ws:
+            raise ValueError(f"SwinBlock: grid {h}x{w} is not a multiple of window {ws}")
+        shift = self.shift_size if min(h, w) > ws else 0
+        y = self.norm1(x)
+        mask = None
+        if shift:
+            y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
+            mask = shifted_window_mask(h, w, ws, shift)
+        y = window_merge(self.attn(window_partition(y, ws), mask), ws)
+        if shift:
+            y = jnp.roll(y, (shift, shift), axis=(1, 2))
+        x = x + self.drop_path(y)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nnx.Module):
+    """2x down-sampling: concat each 2x2 neighbourhood (4 dim), LayerNorm, linear to
+    2 dim without bias; ``[B, H, W, dim] -> [B, H/2, W/2, 2 dim]``."""
+
+    def __init__(self, dim: int, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = _layer_norm(4 * dim, **kw)
+        self.reduction = _linear(4 * dim, 2 * dim, use_bias=False, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # Channel order (0,0), (1,0), (0,1), (1,1) as in the reference, so that
+        # converted weights line up.
+        x = jnp.concatenate(
+            [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
+        )
+        return self.reduction(self.norm(x))
+
+
+class PatchExpand(nnx.Module):
+    """``scale``x up-sampling: linear ``dim -> scale**2 * out_dim`` without bias,
+    depth-to-space, LayerNorm; ``[B, H, W, dim] -> [B, scale H, scale W, out_dim]``.
+
+    The decoder's patch expanding is ``scale=2, out_dim=dim // 2``; the final one is
+    ``scale=patch_size, out_dim=dim``."""
+
+    def __init__(self, dim: int, out_dim: int, *, scale: int, dtype=None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.scale = scale
+        self.out_dim = out_dim
+        self.expand = _linear(dim, scale * scale * out_dim, use_bias=False, **kw)
+        self.norm = _layer_norm(out_dim, **kw)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, _ = x.shape
+        s, c = self.scale, self.out_dim
+        x = self.expand(x).reshape(b, h, w, s, s, c).transpose(0, 1, 3, 2, 4, 5)
+        return self.norm(x.reshape(b, h * s, w * s, c))
+
+
+class SwinStage(nnx.Module):
+    """``depth`` Swin blocks alternating regular and shifted windows; ``[B, H, W, dim]``
+    in and out (resampling is done by the caller)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, *, window_size: int,
+                 mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float,
+                 drop_path: Sequence[float], dtype=None, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.blocks = nnx.List([
+            SwinBlock(dim, num_heads, window_size=window_size, shifted=bool(i % 2),
+                      mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
+                      drop_path=float(drop_path[i]), dtype=dtype, param_dtype=param_dtype,
+                      rngs=rngs)
+            for i in range(depth)
+        ])
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class SwinUNet(nnx.Module):
+    """Swin-UNet: ``x f32[B, H, W, in_channels] -> logits f32[B, H, W, num_classes]``.
+
+    Args:
+      in_channels: input image channels.
+      num_classes: output channels (logits).
+      patch_size: side of the square patches embedded as tokens.
+      embed_dim: token width of the first stage (doubles at every patch merging).
+      depths: Swin blocks per encoder stage; the decoder mirrors all but the last.
+      num_heads: attention heads per encoder stage (mirrored in the decoder).
+      window_size: attention window side, in tokens.
+      mlp_ratio: MLP hidden width / token width.
+      qkv_bias: bias in the query/key/value projection.
+      drop_rate: dropout after the patch embedding, the attention projection and the MLP.
+      attn_drop_rate: dropout on the attention weights.
+      drop_path_rate: stochastic depth, rising linearly from 0 over the encoder's blocks
+        to this value; each decoder stage reuses the rates of its encoder stage.
+      dtype: computation dtype; parameters stay ``param_dtype``, logits are float32.
+      param_dtype: parameter dtype.
+      rngs: initialisation keys; the ``dropout`` stream (or ``default``) drives dropout
+        and drop path.
+
+    H and W must be multiples of ``patch_size * window_size * 2 ** (len(depths) - 1)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        patch_size: int = 4,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 2, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 8,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        depths, num_heads = tuple(depths), tuple(num_heads)
+        if len(depths) < 2 or len(depths) != len(num_heads):
+            raise ValueError(
+                f"SwinUNet: depths {depths} and num_heads {num_heads} must have the same "
+                "length, at least 2"
+            )
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"SwinUNet: drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.patch_size = patch_size
+        self.window_size = window_size
+        self.num_stages = len(depths)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        stage_kw = dict(window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                        drop=drop_rate, attn_drop=attn_drop_rate, **kw)
+        dims = [embed_dim * 2**i for i in range(self.num_stages)]
+        rates = np.linspace(0.0, drop_path_rate, sum(depths))
+        starts = np.cumsum((0,) + depths)
+        stage_rates = [rates[starts[i]:starts[i + 1]] for i in range(self.num_stages)]
+
+        self.patch_embed = nnx.Conv(
+            in_channels, embed_dim, kernel_size=(patch_size, patch_size),
+            strides=(patch_size, patch_size), padding="VALID",
+            kernel_init=layers.TORCH_CONV_INIT, **kw)
+        self.patch_norm = _layer_norm(embed_dim, **kw)
+        self.pos_drop = _dropout(drop_rate, rngs=rngs)
+        self.encoder = nnx.List([
+            SwinStage(dims[i], depths[i], num_heads[i], drop_path=stage_rates[i], **stage_kw)
+            for i in range(self.num_stages)
+        ])
+        self.merges = nnx.List([PatchMerging(dims[i], **kw) for i in range(self.num_stages - 1)])
+        self.norm = _layer_norm(dims[-1], **kw)
+
+        # Decoder levels, from just below the bottleneck to the first stage.
+        levels = range(self.num_stages - 2, -1, -1)
+        self.expands = nnx.List(
+            [PatchExpand(dims[i + 1], dims[i], scale=2, **kw) for i in levels]
+        )
+        self.concat_linears = nnx.List([_linear(2 * dims[i], dims[i], **kw) for i in levels])
+        self.decoder = nnx.List([
+            SwinStage(dims[i], depths[i], num_heads[i], drop_path=stage_rates[i], **stage_kw)
+            for i in levels
+        ])
+        self.norm_up = _layer_norm(embed_dim, **kw)
+        self.final_expand = PatchExpand(embed_dim, embed_dim, scale=patch_size, **kw)
+        self.head = layers.Conv1x1(embed_dim, num_classes, use_bias=False, **kw)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W of the input must be multiples of this."""
+        return self.patch_size * self.window_size * 2 ** (self.num_stages - 1)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        layers.check_spatial(
+            x.shape, in_channels=self.in_channels, multiple=self.size_multiple, model="swin_unet"
+        )
+        x = self.pos_drop(self.patch_norm(self.patch_embed(x)))
+        skips = []
+        for i, stage in enumerate(self.encoder):
+            if i > 0:
+                x = self.merges[i - 1](x)
+            skips.append(x)  # the skip is the stage's input, as in the reference
+            x = stage(x)
+        x = self.norm(x)
+        skips.pop()
+        for expand, concat_linear, stage in zip(self.expands, self.concat_linears, self.decoder):
+            x = expand(x)
+            x = stage(concat_linear(jnp.concatenate([x, skips.pop()], axis=-1)))
+        x = self.final_expand(self.norm_up(x))
+        return self.head(x).astype(jnp.float32)
