@@ -1,0 +1,88 @@
+"""Segmentation architectures of the paper (Islam et al., MELBA 2026, Section 4.4),
+chosen by name.
+
+All map ``x f32[B, H, W, in_channels]`` to logits ``f32[B, H, W, num_classes]``;
+``model.train()`` / ``model.eval()`` switch BatchNorm statistics and dropout/drop path.
+
+>>> from flax import nnx
+>>> model = create("unet", rngs=nnx.Rngs(0), **PRESETS["unet"]["tiny"])
+
+Presets (constructor overrides):
+
+* ``"tiny"``: a few thousand parameters, for unit tests;
+* ``"cpu"``: small models for quick experiments on a CPU at 64x64-128x128;
+* ``"paper"``: the reference sizes (U-Net 31,036,676, Attention U-Net 34,877,616,
+  Swin-UNet 27,172,740 trainable parameters with one input channel and four classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from flax import nnx
+
+from echojax.models.attention_unet import AttentionGate, AttentionUNet
+from echojax.models.swin_unet import SwinUNet
+from echojax.models.unet import UNet
+
+_CLASSES: Mapping[str, type[nnx.Module]] = MappingProxyType(
+    {"unet": UNet, "attention_unet": AttentionUNet, "swin_unet": SwinUNet}
+)
+ARCHITECTURES: tuple[str, ...] = tuple(_CLASSES)
+
+_PAPER_WIDTHS = (64, 128, 256, 512, 1024)
+
+PRESETS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType({
+    "unet": MappingProxyType({
+        "tiny": MappingProxyType({"widths": (4, 8, 16)}),
+        "cpu": MappingProxyType({"widths": (16, 32, 64, 128, 256)}),
+        "paper": MappingProxyType({"widths": _PAPER_WIDTHS}),
+    }),
+    "attention_unet": MappingProxyType({
+        "tiny": MappingProxyType({"widths": (4, 8, 16)}),
+        "cpu": MappingProxyType({"widths": (16, 32, 64, 128, 256)}),
+        "paper": MappingProxyType({"widths": _PAPER_WIDTHS}),
+    }),
+    "swin_unet": MappingProxyType({
+        # Inputs: multiples of 16 (tiny), 64 (cpu), 256 (paper).
+        "tiny": MappingProxyType({
+            "patch_size": 2, "embed_dim": 8, "depths": (2, 2), "num_heads": (1, 2),
+            "window_size": 4, "mlp_ratio": 2.0, "drop_path_rate": 0.0,
+        }),
+        "cpu": MappingProxyType({
+            "patch_size": 4, "embed_dim": 32, "depths": (2, 2, 2), "num_heads": (1, 2, 4),
+            "window_size": 4, "mlp_ratio": 4.0, "drop_path_rate": 0.1,
+        }),
+        "paper": MappingProxyType({
+            "patch_size": 4, "embed_dim": 96, "depths": (2, 2, 2, 2),
+            "num_heads": (3, 6, 12, 24), "window_size": 8, "mlp_ratio": 4.0,
+            "drop_path_rate": 0.1,
+        }),
+    }),
+})
+
+
+def create(
+    name: str, *, num_classes: int = 4, in_channels: int = 1, rngs: nnx.Rngs, **overrides
+) -> nnx.Module:
+    """Builds architecture ``name`` (one of :data:`ARCHITECTURES`).
+
+    ``overrides`` are constructor keywords (e.g. ``**PRESETS[name]["cpu"]``, ``dtype``);
+    without them the model has the reference ("paper") size.
+    """
+    if name not in _CLASSES:
+        raise ValueError(f"unknown architecture {name!r}; expected one of {ARCHITECTURES}")
+    return _CLASSES[name](in_channels, num_classes, rngs=rngs, **overrides)
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "PRESETS",
+    "AttentionGate",
+    "AttentionUNet",
+    "SwinUNet",
+    "UNet",
+    "create",
+]
