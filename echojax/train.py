@@ -1,0 +1,450 @@
+"""The training engine: ``train_and_evaluate(config, workdir)``.
+
+One jitted train step over explicit state (big_vision / Flax examples style): the NNX
+model is split once into a static graph definition and array state
+(``nnx.split``), and ``jax.jit`` compiles a pure function of that state. Per step, on
+device: uint8 -> float, augmentation (``echojax.augment``), label dropout (Islam et al.
+2024, rate passed as a traced scalar so changing it never recompiles), model, loss by
+name (``echojax.losses.LOSSES``), SGD with Nesterov momentum 0.9 and a per-step decaying
+learning rate (polynomial, power 0.9, as nnU-Net; Islam et al. MELBA 2026, Sec. 4.6).
+
+Data parallel: a 1-D ``Mesh`` over all devices with axis ``data``; batches are split
+over it, the state is replicated (``NamedSharding``). Multi-host: each process feeds its
+own shard of the global batch (``jax.make_array_from_process_local_data``); call
+``echojax.distributed.initialize()`` first (``python -m echojax.train`` does).
+
+Every ``eval_every`` epochs the model is evaluated on the validation split of every
+source (foreground Dice: mean over LV, LVM, LA of the per-class mean over examples
+where that class is annotated and present, with the loss's own ``predict``), and a
+checkpoint is written; the checkpoint manager keeps the latest and the best by
+validation foreground Dice. A run started in a workdir holding a checkpoint resumes
+from it exactly (model, optimiser, step, RNG and data iterator).
+
+Workdir layout: ``config.json``, ``metrics.jsonl`` (one JSON object per line: train
+loss / lr / grad norm every ``log_every`` steps; validation Dice per class and source
+at each evaluation), ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from flax import nnx
+
+from echojax import augment as augment_lib
+from echojax import labels as labels_lib
+from echojax import losses as losses_lib
+from echojax import metrics as metrics_lib
+from echojax import models as models_lib
+from echojax.checkpoint import Checkpoints, abstract
+from echojax.config import Config, OptimConfig, write_text_atomic
+from echojax.data import mixture as mixture_lib
+from echojax.data import pipeline
+
+Batch = dict[str, jax.Array]
+State = dict[str, Any]  # {"params", "rest", "opt_state", "step", "rng"}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; the last good checkpoint is untouched."""
+
+
+# --- model, optimiser, inputs --------------------------------------------------------
+
+def create_model(config: Config, *, seed: int) -> nnx.Module:
+    """The configured architecture, initialised from ``seed``."""
+    kwargs = config.model.kwargs()
+    if config.compute_dtype == "bfloat16":
+        kwargs["dtype"] = jnp.bfloat16  # activations; parameters stay float32
+    return models_lib.create(
+        config.model.name, num_classes=labels_lib.NUM_CLASSES, in_channels=1,
+        rngs=nnx.Rngs(seed), **kwargs)
+
+
+def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Per-step learning rate: ``poly`` is ``lr (1 - t/T)^power`` (nnU-Net)."""
+    if optim.schedule == "poly":
+        return optax.polynomial_schedule(
+            init_value=optim.lr, end_value=0.0, power=optim.power, transition_steps=total_steps)
+    if optim.schedule == "cosine":
+        return optax.cosine_decay_schedule(optim.lr, decay_steps=total_steps)
+    return optax.constant_schedule(optim.lr)
+
+
+def make_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """SGD (Nesterov) with optional global-norm clipping and coupled L2 weight decay."""
+    parts = []
+    if optim.grad_clip is not None:
+        parts.append(optax.clip_by_global_norm(optim.grad_clip))
+    if optim.weight_decay:
+        parts.append(optax.add_decayed_weights(optim.weight_decay))
+    parts.append(optax.sgd(learning_rate_schedule(optim, total_steps),
+                           momentum=optim.momentum or None, nesterov=optim.nesterov))
+    return optax.chain(*parts)
+
+
+def to_float(images: jax.Array) -> jax.Array:
+    """uint8[B, H, W, 1] -> float32 in [0, 1] (augmentation works on this range)."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def model_input(images: jax.Array) -> jax.Array:
+    """float32 [0, 1] -> [-1, 1], the range the models see in training and evaluation."""
+    return images * 2.0 - 1.0
+
+
+# --- the two jitted steps -------------------------------------------------------------
+
+def make_train_step(config: Config, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule) -> Callable:
+    """``step(state, batch, dropout_rate) -> (state, metrics)``, pure, to be jitted.
+
+    batch: ``image uint8[B,H,W,1]``, ``segmentation uint8[B,H,W]``,
+    ``label_mask bool[B,C]``. metrics: ``loss``, ``grad_norm``, ``lr`` (float32 scalars).
+    The step's RNG is ``fold_in(rng, step)``: it depends on nothing but the seed and the
+    step, so a resumed run draws the same augmentations.
+    """
+    loss_fn_by_name = losses_lib.LOSSES[config.loss.name]
+    dropout_classes = config.loss.dropout_class_ids
+    augment_cfg = config.augment
+
+    def step_fn(state: State, batch: Batch, dropout_rate: jax.Array):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+        k_aug, k_drop = jax.random.split(key)
+        images = to_float(batch["image"])
+        seg = batch["segmentation"].astype(jnp.int32)
+        images, seg = augment_lib.augment_batch(k_aug, images, seg, augment_cfg)
+        label_mask = batch["label_mask"]
+        if dropout_classes:
+            seg, label_mask = losses_lib.label_dropout(
+                k_drop, seg, label_mask, rate=dropout_rate, classes=dropout_classes)
+        x = model_input(images)
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, state["rest"], copy=True)
+            logits = model(x).astype(jnp.float32)
+            return loss_fn_by_name(logits, seg, label_mask), nnx.state(model, _NOT_PARAM)
+
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new_state = dict(state, params=params, rest=rest, opt_state=opt_state,
+                         step=state["step"] + 1)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+                   "lr": jnp.asarray(schedule(state["step"]), jnp.float32)}
+        return new_state, metrics
+
+    return step_fn
+
+
+def make_predict(config: Config, graphdef_eval: nnx.GraphDef) -> Callable:
+    """``predict(params, rest, images uint8[B,H,W,1]) -> int32[B,H,W]`` (loss's rule)."""
+    loss = losses_lib.LOSSES[config.loss.name]
+
+    def predict(params, rest, images):
+        model = nnx.merge(graphdef_eval, params, rest, copy=True)
+        logits = model(model_input(to_float(images))).astype(jnp.float32)
+        return loss.predict(logits)
+
+    return predict
+
+
+def make_eval_step(config: Config, graphdef_eval: nnx.GraphDef) -> Callable:
+    """``eval_step(params, rest, batch, sums f32[S,C], counts i32[S,C]) -> (sums, counts)``.
+
+    For each example, adds to row ``source_index`` of ``sums`` the Dice of every class
+    that is annotated (``label_mask``) and present in the ground truth (Dice not NaN),
+    and 1 to ``counts``. Padding examples (``valid`` False) add nothing. Sums and
+    counts, never means of means. ``S`` is the number of sources.
+    """
+    predict = make_predict(config, graphdef_eval)
+    num_sources = len(config.sources)
+
+    def eval_step(params, rest, batch, sums, counts):
+        pred = predict(params, rest, batch["image"])
+        seg = batch["segmentation"].astype(jnp.int32)
+        dice = metrics_lib.dice_per_class(pred, seg, num_classes=labels_lib.NUM_CLASSES)
+        use = batch["valid"][:, None] & batch["label_mask"] & ~jnp.isnan(dice)  # [B, C]
+        onehot = jax.nn.one_hot(batch["source_index"], num_sources, dtype=jnp.float32)  # [B, S]
+        sums = sums + onehot.T @ jnp.where(use, dice, 0.0)
+        counts = counts + (onehot.T @ use.astype(jnp.float32)).astype(jnp.int32)
+        return sums, counts
+
+    return eval_step
+
+
+_NOT_PARAM = nnx.Not(nnx.Param)
+
+
+def foreground_dice(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-class mean Dice (NaN where no example counts) and their foreground mean."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    fg = per_class[list(labels_lib.FOREGROUND_CLASSES)]
+    return per_class, (float(np.nanmean(fg)) if np.isfinite(fg).any() else math.nan)
+
+
+# --- the engine -------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Engine:
+    """Model, optimiser, mesh and the compiled steps of one run (host-side object)."""
+    config: Config
+    total_steps: int
+    mesh: jax.sharding.Mesh = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        config = self.config
+        config.check_devices(jax.device_count(), jax.process_count())
+        self.mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                                  axis_types=(jax.sharding.AxisType.Auto,))
+        self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self.batch_sharding = jax.sharding.NamedSharding(
+            self.mesh, jax.sharding.PartitionSpec("data"))
+        model = create_model(config, seed=config.seed)
+        model.train()
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        model.eval()
+        self.graphdef_eval, _, _ = nnx.split(model, nnx.Param, ...)
+        self.schedule = learning_rate_schedule(config.optim, self.total_steps)
+        self.tx = make_optimizer(config.optim, self.total_steps)
+        state = {
+            "params": params, "rest": rest, "opt_state": self.tx.init(params),
+            "step": jnp.zeros((), jnp.int32),
+            "rng": jax.random.key_data(jax.random.key(config.seed)),
+        }
+        self.initial_state = jax.device_put(state, self.replicated)
+        self.train_step = jax.jit(
+            make_train_step(config, self.graphdef, self.tx, self.schedule),
+            out_shardings=self.replicated, donate_argnums=(0,))
+        self.eval_step = jax.jit(make_eval_step(config, self.graphdef_eval),
+                                 out_shardings=self.replicated, donate_argnums=(3, 4))
+        self.predict = jax.jit(make_predict(config, self.graphdef_eval),
+                               out_shardings=self.batch_sharding)
+
+    def global_batch(self, local: dict[str, np.ndarray]) -> Batch:
+        """This process's rows of a batch -> global arrays split over ``data``."""
+        n = jax.process_count()
+        return {k: jax.make_array_from_process_local_data(
+                    self.batch_sharding, v, (v.shape[0] * n,) + v.shape[1:])
+                for k, v in local.items()}
+
+    def evaluate(self, state: State, mix: mixture_lib.Mixture) -> dict[str, Any]:
+        """Dice of ``mix`` (one split) per source and pooled over sources (flat dict with
+        keys ``<split>/<alias>/dice_lv`` ..., ``<split>/fg_dice``)."""
+        c, n_src = labels_lib.NUM_CLASSES, len(self.config.sources)
+        sums = jax.device_put(jnp.zeros((n_src, c), jnp.float32), self.replicated)
+        counts = jax.device_put(jnp.zeros((n_src, c), jnp.int32), self.replicated)
+        keys = ("image", "segmentation", "label_mask", "source_index", "valid")
+        for local in pipeline.eval_batches(mix, batch_size=self.config.eval_batch_size):
+            batch = self.global_batch({k: np.asarray(local[k]) for k in keys})
+            sums, counts = self.eval_step(state["params"], state["rest"], batch, sums, counts)
+        sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.int64)
+        out: dict[str, Any] = {}
+        for i, source in enumerate(self.config.sources):
+            out.update(_dice_entries(f"{mix.split}/{source.alias}", sums[i], counts[i]))
+        out.update(_dice_entries(mix.split, sums.sum(0), counts.sum(0)))
+        return out
+
+
+def _dice_entries(prefix: str, sums: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
+    per_class, fg = foreground_dice(sums, counts)
+    entries = {f"{prefix}/fg_dice": fg}
+    for cls in labels_lib.FOREGROUND_CLASSES:
+        name = labels_lib.CLASS_NAMES[cls]
+        entries[f"{prefix}/dice_{name}"] = float(per_class[cls])
+        entries[f"{prefix}/count_{name}"] = int(counts[cls])
+    return entries
+
+
+# --- data (echojax.data.mixture, echojax.data.pipeline) --------------------------------
+
+def train_mixture(config: Config) -> mixture_lib.Mixture:
+    return mixture_lib.Mixture(config.sources, "train", data_dir=config.data_dir, seed=config.seed)
+
+
+def eval_mixture(config: Config, split: str, *, metadata: bool = False) -> mixture_lib.Mixture:
+    return mixture_lib.Mixture(config.sources, split, data_dir=config.data_dir, seed=config.seed,
+                               metadata=metadata)
+
+
+def _check_resolution(config: Config, mix: mixture_lib.Mixture) -> None:
+    if mix.resolution != config.resolution:
+        raise ValueError(f"config.resolution={config.resolution} but the sources hold "
+                         f"{mix.resolution}x{mix.resolution} images ({mix!r})")
+
+
+# --- metrics.jsonl ---------------------------------------------------------------------
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, rows after the restored step are dropped
+    (they came from the killed run past its last checkpoint and will be redone)."""
+
+    def __init__(self, path: str, *, resume_step: int | None, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        rows = []
+        if resume_step is not None and os.path.exists(path):
+            with open(path) as f:
+                rows = [line for line in f if line.strip()
+                        and json.loads(line)["step"] <= resume_step]
+        write_text_atomic(path, "".join(rows))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+# --- the entry point -------------------------------------------------------------------
+
+def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming from its checkpoint if there is one).
+
+    Returns a flat dict: ``step``, the last validation metrics (``validation/...``),
+    ``best_step`` and ``best/val_fg_dice``, ``train_loss`` (mean over the last log
+    interval), ``images_per_s``.
+    Raises ``NonFiniteLossError`` naming the step and loss if the loss goes NaN/Inf, and
+    ``ValueError`` for a workdir whose ``config.json`` differs from ``config``.
+    """
+    workdir = os.path.abspath(os.fspath(workdir))
+    main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):
+        saved = Config.load(config_path)
+        if saved != config:
+            raise ValueError(
+                f"{config_path} holds a different config; resume with Config.load of that "
+                f"file or use a new workdir")
+    elif main:
+        config.save(config_path)
+    if main:
+        print(config.to_json(), end="", flush=True)
+
+    train_mix, val_mix = train_mixture(config), eval_mixture(config, "validation")
+    _check_resolution(config, train_mix)
+    steps_per_epoch = pipeline.steps_per_epoch(len(train_mix), config.batch_size)
+    if steps_per_epoch <= 0:
+        raise ValueError(f"config.batch_size={config.batch_size} exceeds the training set "
+                         f"({train_mix!r})")
+    total_steps = steps_per_epoch * config.epochs
+    loader = pipeline.train_dataset(
+        train_mix, batch_size=config.batch_size, seed=config.seed, num_epochs=config.epochs,
+        worker_count=config.num_workers)
+    engine = Engine(config, total_steps)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"))
+    iterator = iter(loader)
+    state = engine.initial_state
+    start = checkpoints.latest_step()
+    if start is not None:
+        state = checkpoints.restore(start, abstract(state), iterator)
+        if int(state["step"]) != start:
+            raise ValueError(f"checkpoint {start} holds step {int(state['step'])}")
+    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start, enabled=main)
+    step = start or 0
+
+    rate = jax.device_put(jnp.float32(config.loss.dropout_rate), engine.replicated)
+    pending: list[tuple[int, dict[str, jax.Array]]] = []
+    last_eval: dict[str, Any] = {}
+    train_loss = math.nan
+    bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", disable=not main or None,
+                    dynamic_ncols=True)
+    t0, images_seen = time.perf_counter(), 0
+
+    def flush() -> None:
+        # One device->host transfer per log interval; a NaN is found here, before any
+        # checkpoint of the bad state can be written.
+        nonlocal train_loss
+        if not pending:
+            return
+        fetched = jax.device_get([m for _, m in pending])
+        for (s, _), m in zip(pending, fetched):
+            if not np.isfinite(m["loss"]):
+                raise NonFiniteLossError(
+                    f"training loss is {float(m['loss'])} at step {s} (epoch "
+                    f"{s // steps_per_epoch + 1}); stopped. The last good checkpoint in "
+                    f"{checkpoints.directory} is step {checkpoints.latest_step()}")
+        train_loss = float(np.mean([m["loss"] for m in fetched]))
+        row = {"step": pending[-1][0] + 1, "epoch": (pending[-1][0] + 1) / steps_per_epoch,
+               "train_loss": train_loss,
+               "lr": float(fetched[-1]["lr"]), "grad_norm": float(fetched[-1]["grad_norm"])}
+        log.write(row)
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix(loss=f"{train_loss:.4f}",
+                        img_s=f"{images_seen / max(elapsed, 1e-9):.1f}", refresh=False)
+        pending.clear()
+
+    try:
+        while step < total_steps:
+            local = next(iterator)
+            batch = engine.global_batch(
+                {k: np.asarray(local[k]) for k in ("image", "segmentation", "label_mask")})
+            state, m = engine.train_step(state, batch, rate)
+            pending.append((step, m))
+            step += 1
+            images_seen += config.batch_size
+            bar.update(1)
+            epoch_done = step % steps_per_epoch == 0
+            epoch = step // steps_per_epoch
+            if step % config.log_every == 0 or epoch_done:
+                flush()
+            if epoch_done and (epoch % config.eval_every == 0 or step == total_steps):
+                flush()
+                last_eval = engine.evaluate(state, val_mix)
+                log.write({"step": step, "epoch": epoch, **last_eval})
+                checkpoints.save(step, state, iterator,
+                                 val_fg_dice=last_eval["validation/fg_dice"])
+        flush()
+    finally:
+        bar.close()
+        checkpoints.close()
+
+    elapsed = time.perf_counter() - t0
+    best_step = checkpoints.best_step()
+    result = {"step": step, "train_loss": train_loss, **last_eval, "best_step": best_step,
+              "images_per_s": images_seen / elapsed if images_seen else math.nan}
+    if best_step is not None:
+        result["best/val_fg_dice"] = float(
+            checkpoints.manager.metrics(best_step)["val_fg_dice"]) if hasattr(
+            checkpoints.manager, "metrics") else math.nan
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m echojax.train --config CONFIG.json --workdir RUN``; rerunning with just
+    ``--workdir RUN`` resumes from the run's own ``config.json`` and latest checkpoint."""
+    import argparse
+
+    from echojax import distributed
+
+    parser = argparse.ArgumentParser(prog="python -m echojax.train", description=main.__doc__)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--config", default=None,
+                        help="config JSON (default: WORKDIR/config.json, i.e. resume)")
+    args = parser.parse_args(argv)
+    distributed.initialize()
+    path = args.config or os.path.join(args.workdir, "config.json")
+    if not os.path.exists(path):
+        parser.error(f"{path} does not exist; pass --config for a new run")
+    result = train_and_evaluate(Config.load(path), args.workdir)
+    if jax.process_index() == 0:
+        print(json.dumps({k: v for k, v in result.items() if "/" not in k or "fg_dice" in k},
+                         sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    main()
