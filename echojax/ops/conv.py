@@ -1,0 +1,150 @@
+"""Convolutions of the U-Net family written as matrix products (NHWC, HWIO kernels).
+
+XLA:CPU lowers some convolution gradients to slow generic loops: the kernel gradient
+of a 2x2 stride-2 transposed convolution, and the transposed-kernel convolutions of
+3x3 layers on small, wide maps. The functions here compute exactly the same maps (same
+parameter layout as ``nnx.Conv`` / ``nnx.ConvTranspose``, equal to float tolerance) as
+one or a few matrix products, which XLA:CPU runs at its GEMM speed. Measurements are in
+``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _check(x: jax.Array, kernel: jax.Array, *, name: str) -> None:
+    if x.ndim != 4 or kernel.ndim != 4:
+        raise ValueError(
+            f"{name}: expected x [B, H, W, C] and kernel [kh, kw, C, O], got "
+            f"{tuple(x.shape)} and {tuple(kernel.shape)}"
+        )
+    if kernel.shape[2] != x.shape[3]:
+        raise ValueError(
+            f"{name}: kernel input features {kernel.shape[2]} != x channels {x.shape[3]}"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# 2x2 stride-2 transposed convolution.
+
+
+def conv_transpose_2x2(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """``nnx.ConvTranspose(kernel_size=(2, 2), strides=(2, 2))`` as one matmul.
+
+    Every input pixel writes its own 2x2 output patch, so the layer is a per-pixel
+    linear map ``C -> 4 O`` followed by depth-to-space. ``lax.conv_transpose`` (which
+    ``nnx.ConvTranspose`` calls with ``transpose_kernel=False``) correlates the
+    zero-dilated input with the kernel *without* flipping it, so output pixel
+    ``(2i + a, 2j + b)`` receives ``x[i, j] @ kernel[1 - a, 1 - b]``: the kernel is
+    flipped here to keep parameters interchangeable with the Flax layer (both 'SAME'
+    and 'VALID' padding give this map for a 2x2 kernel with stride 2).
+
+    Args:
+      x: ``[B, H, W, C]``.
+      kernel: ``[2, 2, C, O]`` (the ``nnx.ConvTranspose`` kernel).
+      bias: optional ``[O]``.
+
+    Returns:
+      ``[B, 2H, 2W, O]``.
+    """
+    _check(x, kernel, name="conv_transpose_2x2")
+    if kernel.shape[:2] != (2, 2):
+        raise ValueError(f"conv_transpose_2x2: kernel must be [2, 2, C, O], got {kernel.shape}")
+    b, h, w, c = x.shape
+    o = kernel.shape[3]
+    # [a, b', C, O] -> [C, a, b', O] with a, b' the output offsets within the patch.
+    k = jnp.transpose(kernel[::-1, ::-1], (2, 0, 1, 3)).reshape(c, 4 * o)
+    y = jnp.dot(x.reshape(b * h * w, c), k).reshape(b, h, w, 2, 2, o)
+    y = jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, o)
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+# ---------------------------------------------------------------------------------------
+# k x k 'SAME' convolution, stride 1, as patches + one matmul.
+
+
+def _patches(x: jax.Array, k: int) -> jax.Array:
+    """``[B, H, W, C] -> [B, H, W, k*k*C]``; feature index ``(dh * k + dw) * C + c`` is
+    ``x[h + dh - k//2, w + dw - k//2, c]`` (zero outside), i.e. HWIO kernel order."""
+    _, h, w, _ = x.shape
+    p = k // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    return jnp.concatenate(
+        [xp[:, dh:dh + h, dw:dw + w] for dh in range(k) for dw in range(k)], axis=-1
+    )
+
+
+def _col2im(dp: jax.Array, k: int, c: int) -> jax.Array:
+    """Adjoint of :func:`_patches`: ``[B, H, W, k*k*C] -> [B, H, W, C]``."""
+    b, h, w, _ = dp.shape
+    p = k // 2
+    acc = jnp.zeros((b, h + 2 * p, w + 2 * p, c), dp.dtype)
+    for dh in range(k):
+        for dw in range(k):
+            i = dh * k + dw
+            acc = acc.at[:, dh:dh + h, dw:dw + w].add(dp[..., i * c:(i + 1) * c])
+    return acc[:, p:p + h, p:p + w]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=())
+def conv_same_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``k x k`` convolution, stride 1, 'SAME' zero padding (odd k), as patches @ kernel.
+
+    Same map and kernel layout as ``nnx.Conv(kernel_size=(k, k), padding="SAME")``.
+    The VJP is hand-written: ``dx = col2im(dy @ K^T)`` and ``dK = patches^T @ dy``, each
+    one matmul, instead of XLA's transposed-kernel convolutions (slow on XLA:CPU for
+    small, wide maps: 8x8 and below with hundreds of channels). On large maps the
+    ``k*k``-fold patch matrix costs more memory traffic than it saves: use
+    :func:`conv_same` to choose.
+
+    Args:
+      x: ``[B, H, W, C]``.
+      kernel: ``[k, k, C, O]``, k odd.
+
+    Returns:
+      ``[B, H, W, O]``.
+    """
+    return _im2col_fwd(x, kernel)[0]
+
+
+def _im2col_fwd(x, kernel):
+    _check(x, kernel, name="conv_same_im2col")
+    k = kernel.shape[0]
+    if kernel.shape[1] != k or k % 2 == 0:
+        raise ValueError(f"conv_same_im2col: kernel must be square with odd size, got {kernel.shape}")
+    b, h, w, c = x.shape
+    o = kernel.shape[3]
+    pm = _patches(x, k).reshape(b * h * w, k * k * c)
+    y = jnp.dot(pm, kernel.reshape(k * k * c, o)).reshape(b, h, w, o)
+    # Keep x (not the k*k-times larger patch matrix) and rebuild patches in the VJP.
+    return y, (x, kernel)
+
+
+def _im2col_bwd(res, dy):
+    x, kernel = res
+    k, _, c, o = kernel.shape
+    b, h, w, _ = x.shape
+    dy2 = dy.reshape(b * h * w, o)
+    pm = _patches(x, k).reshape(b * h * w, k * k * c)
+    dk = jnp.dot(pm.T, dy2).reshape(kernel.shape).astype(kernel.dtype)
+    dp = jnp.dot(dy2, kernel.reshape(k * k * c, o).T).reshape(b, h, w, k * k * c)
+    dx = _col2im(dp, k, c).astype(x.dtype)
+    return dx, dk
+
+
+conv_same_im2col.defvjp(_im2col_fwd, _im2col_bwd)
+
+
+def conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The reference: ``lax.conv_general_dilated`` with 'SAME' padding, NHWC/HWIO."""
+    _check(x, kernel, name="conv_same_xla")
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
