@@ -1,0 +1,253 @@
+"""Pseudo-labelling baseline (Islam et al., MELBA 2026, Sec. 4.5) as derived TFDS datasets.
+
+The baseline: a CCE *teacher* trained on the fully-labelled part of the training data
+predicts the structures missing from the partially-labelled masks; a CCE *student*
+then trains on the labels plus those pseudo-labels.
+
+Both steps need data that no builder produces, so this module writes it as derived
+TFDS datasets (``echojax_derived/<config>``, array_record, the shared feature dict) in
+the same ``data_dir`` as the sources, one per source and role, and returns the run
+configs that read them:
+
+- teacher data: the train and validation examples of the base mixture (after its
+  training subset and label removals, with the base config's seed) whose
+  ``label_mask`` has every class of ``classes``; the test split unchanged. Sources with
+  no such example are left out of the teacher's mixture.
+- student data: every train and validation example of the base mixture; where one of
+  ``classes`` is not annotated, its pixels are taken from the teacher's prediction
+  (only on background pixels: existing annotations are never overwritten) and its
+  ``label_mask`` entry becomes True. The test split unchanged.
+
+Derived datasets keep the source aliases, so the student's test results line up image
+by image with every other run's (for the Wilcoxon tests). Their names carry a hash of
+everything that defines them (base sources, seed, classes, the teacher's config), so a
+changed experiment never reads stale pseudo-labels; a prepared one is reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from echojax import labels
+from echojax.config import Config, LossConfig
+from echojax.data.mixture import Mixture, Source
+
+DERIVED_DATASET = "echojax_derived"
+SPLITS = ("train", "validation", "test")
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def predictor(run_dir: str | os.PathLike, *, checkpoint: str | int = "best") -> Predictor:
+    """``predict(images uint8[N, R, R, 1]) -> int32[N, R, R]`` with a run's checkpoint
+    (default: best validation Dice) and its loss's decision rule."""
+    import jax
+
+    from echojax.checkpoint import Checkpoints, abstract
+    from echojax.train import Engine, make_predict
+
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    config = Config.load(os.path.join(run_dir, "config.json"))
+    engine = Engine(config, total_steps=1)
+    checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"), read_only=True)
+    try:
+        state = checkpoints.restore(checkpoints.resolve(checkpoint), abstract(engine.initial_state))
+    finally:
+        checkpoints.close()
+    predict = jax.jit(make_predict(config, engine.graphdef_eval))
+    batch = config.eval_batch_size
+
+    def run(images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != (config.resolution, config.resolution, 1) \
+                or images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8[N, {config.resolution}, {config.resolution}, 1] "
+                             f"for {run_dir}, got {images.dtype}{list(images.shape)}")
+        out = []
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
+            padded = np.zeros((batch,) + chunk.shape[1:], np.uint8)
+            padded[:len(chunk)] = chunk  # one compiled shape
+            pred = predict(state["params"], state["rest"],
+                           engine.global_batch({"x": padded})["x"])
+            out.append(np.asarray(jax.device_get(pred))[:len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.int32)
+
+    return run
+
+
+def fill_missing(segmentation: np.ndarray, label_mask: np.ndarray, prediction: np.ndarray,
+                 classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Adds pseudo-labels for the ``classes`` not annotated in ``label_mask``.
+
+    Args:
+      segmentation: uint8[H, W] class ids; label_mask: bool[C]; prediction: int[H, W].
+    Returns:
+      (segmentation, label_mask): background pixels predicted as a missing class take
+      that class; those classes become annotated. Annotated pixels never change.
+    """
+    seg = np.array(segmentation, dtype=np.uint8, copy=True)
+    lm = np.array(label_mask, dtype=bool, copy=True)
+    if seg.shape != prediction.shape:
+        raise ValueError(f"prediction shape {prediction.shape} != segmentation shape {seg.shape}")
+    for c in classes:
+        if c == labels.BACKGROUND:
+            raise ValueError("background cannot be pseudo-labelled")
+        if not lm[c]:
+            seg[(seg == labels.BACKGROUND) & (prediction == c)] = c
+            lm[c] = True
+    return seg, lm
+
+
+def _digest(*parts) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _config_name(role: str, source: Source, key: str) -> str:
+    alias = "".join(ch if ch.isalnum() else "_" for ch in source.alias.lower())
+    return f"{role}_{alias}_{key}"
+
+
+def _examples(source: Source, split: str, *, data_dir, seed: int,
+              keep: Callable[[dict], bool] = lambda ex: True,
+              transform: Callable[[list[dict]], list[dict]] | None = None,
+              chunk: int = 64) -> Iterator[dict]:
+    """Feature-dict examples of one source's split as the base mixture sees it."""
+    import tensorflow_datasets as tfds
+    import tfds_builders  # noqa: F401
+
+    mix = Mixture([source], split, data_dir=data_dir, seed=seed, metadata=True)
+    raw = tfds.builder(source.name, data_dir=data_dir).as_data_source(split=split)
+    pending: list[dict] = []
+
+    def flush():
+        out = transform(pending) if transform else pending
+        pending.clear()
+        return out
+
+    for i in range(len(mix)):
+        ex = mix[i]
+        if not keep(ex):
+            continue
+        src = raw[int(ex["index"])]["source"]
+        pending.append({
+            "image": np.asarray(ex["image"], np.uint8),
+            "segmentation": np.asarray(ex["segmentation"], np.uint8)[..., None],
+            "label_mask": np.asarray(ex["label_mask"], bool),
+            "source": src.decode() if isinstance(src, bytes) else str(src),
+            "patient_id": ex["patient_id"], "view": ex["view"], "phase": ex["phase"],
+            "ef": np.float32(ex["ef"]), "pixel_spacing_mm": np.asarray(ex["pixel_spacing_mm"], np.float32),
+        })
+        if len(pending) >= chunk:
+            yield from flush()
+    yield from flush()
+
+
+def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[dict]]], *,
+                  resolution: int, data_dir, description: str) -> str:
+    """Prepares ``echojax_derived/<config_name>`` from example generators (unless it is
+    already prepared) and returns its TFDS name."""
+    import tensorflow_datasets as tfds
+
+    from echojax.data import features as features_lib
+
+    class Derived(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = DERIVED_DATASET
+        VERSION = tfds.core.Version("1.0.0")
+        RELEASE_NOTES = {"1.0.0": "Derived from other echojax datasets."}
+
+        def _info(self):
+            return self.dataset_info_from_configs(
+                features=features_lib.features(resolution), description=description)
+
+        def _split_generators(self, dl_manager):
+            return {s: self._generate(s) for s in splits}
+
+        def _generate(self, split):
+            for k, ex in enumerate(splits[split]()):
+                features_lib.check_example(ex, resolution, where=f"{config_name}/{split}[{k}]")
+                yield k, ex
+
+    builder = Derived(data_dir=data_dir, config=tfds.core.BuilderConfig(
+        name=config_name, description=description), file_format="array_record")
+    if not builder.is_prepared():
+        builder.download_and_prepare(file_format="array_record")
+    return f"{DERIVED_DATASET}/{config_name}"
+
+
+def teacher_config(base: Config, classes: Sequence[str]) -> Config:
+    """Prepares the teacher's data (see module doc) and returns its CCE config."""
+    ids = labels.class_ids(classes)
+    key = _digest("teacher", [s.to_dict() for s in base.sources], base.seed, ids)
+    sources = []
+    for source in base.sources:
+        def has_all(ex, ids=ids):
+            return bool(np.all(np.asarray(ex["label_mask"])[list(ids)]))
+
+        if not _any_full(source, base, has_all):
+            continue  # e.g. Unity with LA removed from every mask
+        name = write_derived(
+            _config_name("teacher", source, key),
+            {split: (lambda split=split, source=source: _examples(
+                source, split, data_dir=base.data_dir, seed=base.seed,
+                keep=has_all if split != "test" else (lambda ex: True)))
+             for split in SPLITS},
+            resolution=base.resolution, data_dir=base.data_dir,
+            description=f"Fully-labelled part ({', '.join(labels.CLASS_NAMES[c] for c in ids)}) "
+                        f"of {source.name} for a pseudo-label teacher.")
+        sources.append(Source(name, alias=source.alias))
+    if not sources:
+        raise ValueError(f"no source of {[s.alias for s in base.sources]} has training examples "
+                         f"annotated for all of {list(classes)}: nothing to train a teacher on")
+    return dataclasses.replace(base, sources=tuple(sources), loss=LossConfig(name="cce"))
+
+
+def _any_full(source: Source, base: Config, has_all) -> bool:
+    # Look at the examples' label masks after removal: the removal plan alone says
+    # nothing about classes a dataset never annotates (EchoNet's LVM and LA).
+    mix = Mixture([source], "train", data_dir=base.data_dir, seed=base.seed)
+    return any(has_all(mix[j]) for j in range(len(mix)))
+
+
+def student_config(base: Config, classes: Sequence[str], teacher_dir: str) -> Config:
+    """Prepares the student's data with the teacher in ``teacher_dir`` (see module doc)
+    and returns its CCE config."""
+    ids = labels.class_ids(classes)
+    with open(os.path.join(teacher_dir, "config.json")) as f:
+        teacher_json = f.read()
+    key = _digest("student", [s.to_dict() for s in base.sources], base.seed, ids, teacher_json)
+    predict: list[Predictor] = []  # loaded on first need: a prepared dataset needs none
+
+    def fill(batch: list[dict]) -> list[dict]:
+        todo = [k for k, ex in enumerate(batch) if not ex["label_mask"][list(ids)].all()]
+        if not todo:
+            return batch
+        if not predict:
+            predict.append(predictor(teacher_dir))
+        pred = predict[0](np.stack([batch[k]["image"] for k in todo]))
+        for k, p in zip(todo, pred):
+            seg, lm = fill_missing(batch[k]["segmentation"][..., 0], batch[k]["label_mask"], p, ids)
+            batch[k] = dict(batch[k], segmentation=seg[..., None], label_mask=lm)
+        return batch
+
+    sources = []
+    for source in base.sources:
+        name = write_derived(
+            _config_name("student", source, key),
+            {split: (lambda split=split, source=source: _examples(
+                source, split, data_dir=base.data_dir, seed=base.seed,
+                transform=fill if split != "test" else None))
+             for split in SPLITS},
+            resolution=base.resolution, data_dir=base.data_dir,
+            description=f"{source.name} with missing "
+                        f"{', '.join(labels.CLASS_NAMES[c] for c in ids)} pseudo-labelled by the "
+                        f"teacher in {teacher_dir}.")
+        sources.append(Source(name, alias=source.alias))
+    return dataclasses.replace(base, sources=tuple(sources), loss=LossConfig(name="cce"))

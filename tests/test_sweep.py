@@ -1,0 +1,222 @@
+"""echojax.sweep with a fake trainer and evaluator: sharding, skipping finished runs,
+resuming, results rows, grid search and the command line."""
+
+import json
+import math
+import os
+
+import pytest
+
+from echojax import report, sweep
+from echojax.config import Config, LossConfig, ModelConfig
+from echojax.data.mixture import Removal, Source
+
+CAMUS = Source("synthetic_echo/camus_like_64", alias="camus")
+UNITY = Source("synthetic_echo/unity_like_64", alias="unity",
+               removals=(Removal(("la",), 1.0),))
+
+
+def _config(loss="cce", seed=0, dropout=0.0, sources=(CAMUS, UNITY)):
+    return Config(sources=sources, resolution=64, model=ModelConfig(name="unet", size="tiny"),
+                  loss=LossConfig(name=loss, dropout_rate=dropout,
+                                  dropout_classes=("la",) if dropout else ()),
+                  seed=seed, epochs=1)
+
+
+# Per-image Dice the fake evaluator writes: depends on the source and the loss so that
+# results rows can be checked by hand. Two images per source; LA absent from image 1.
+_DICE = {"cce": (0.5, 0.7), "acce": (0.8, 0.9)}
+
+
+class FakeEngine:
+    """Stands in for train_and_evaluate / evaluate: records calls, writes the files."""
+
+    def __init__(self):
+        self.trained, self.evaluated = [], []
+
+    def train(self, config: Config, workdir: str):
+        self.trained.append(workdir)
+        os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+        path = os.path.join(workdir, "config.json")
+        if not os.path.exists(path):
+            config.save(path)
+        return {}
+
+    def evaluate(self, workdir: str, *, split: str):
+        self.evaluated.append(workdir)
+        config = Config.load(os.path.join(workdir, "config.json"))
+        d0, d1 = _DICE[config.loss.name]
+        lines = ["source,index,patient_id,view,phase,dice_lv,dice_lvm,dice_la"]
+        summary = {"sources": {}}
+        for s in config.sources:
+            lines += [f"{s.alias},0,p0,4CH,ED,{d0},{d0},{d0}", f"{s.alias},1,p1,4CH,ES,{d1},{d1},"]
+            summary["sources"][s.alias] = {"ef": {"monoplane": {"count": 1, "mae": 4.0},
+                                                  "biplane": {"count": 0, "mae": None}}}
+        out = os.path.join(workdir, "eval", split)
+        report.atomic_write_text(os.path.join(out, "per_image.csv"), "\n".join(lines) + "\n")
+        report.atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary))
+
+
+def test_parse_shard():
+    assert sweep.parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError, match="shard"):
+            sweep.parse_shard(bad)
+
+
+def test_select_shard_keeps_dependent_runs_together():
+    cfg = _config()
+    names = [("a", ()), ("b", ()), ("c", ("a",)), ("d", ()), ("e", ("b", "d")), ("f", ())]
+    runs = [sweep.Run(n, cfg, needs=needs) for n, needs in names]
+    # Groups in order: {a, c}, {b, d, e} (e ties b and d), {f}.
+    pick = lambda i, n: [r.name for r in sweep.select_shard(runs, i, n)]  # noqa: E731
+    assert pick(0, 2) == ["a", "c", "f"]
+    assert pick(1, 2) == ["b", "d", "e"]
+    assert pick(0, 1) == [n for n, _ in names]
+    assert pick(2, 3) == ["f"]
+    with pytest.raises(ValueError, match="not listed before"):
+        sweep.select_shard([sweep.Run("x", cfg, needs=("y",)), sweep.Run("y", cfg)], 0, 1)
+    with pytest.raises(ValueError, match="twice"):
+        sweep.check_runs([sweep.Run("x", cfg), sweep.Run("x", cfg)])
+
+
+def test_execute_skips_finished_and_resumes_interrupted(tmp_path):
+    runs = [sweep.Run("cce/s0", _config("cce")), sweep.Run("acce/s0", _config("acce"))]
+    fake = FakeEngine()
+    out = sweep.execute(runs, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
+                        log=lambda s: None)
+    assert [o.status for o in out] == ["trained", "trained"]
+    assert len(fake.trained) == 2
+    # Second pass: nothing trains.
+    out = sweep.execute(runs, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
+                        log=lambda s: None)
+    assert [o.status for o in out] == ["skipped", "skipped"] and len(fake.trained) == 2
+    # An interrupted run (config and checkpoints, no test summary) is trained again.
+    os.remove(tmp_path / "acce" / "s0" / "eval" / "test" / "summary.json")
+    out = sweep.execute(runs, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
+                        log=lambda s: None)
+    assert [o.status for o in out] == ["skipped", "trained"]
+    assert fake.trained[-1] == str(tmp_path / "acce" / "s0")
+    # The same run name with a changed config is refused, not mixed.
+    changed = [sweep.Run("cce/s0", _config("cce", seed=1))]
+    with pytest.raises(ValueError, match="different config"):
+        sweep.execute(changed, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate)
+
+
+def test_collect_rows_per_run_source_structure(tmp_path):
+    runs = [sweep.Run("cce", _config("cce"), tags={"setting": "camus+unity"}),
+            sweep.Run("acce-d", _config("acce", dropout=0.5), tags={"setting": "camus+unity"},
+                      test_sources=(Source("synthetic_echo/echonet_like_64", alias="echonet"),)),
+            sweep.Run("unfinished", _config("cce", seed=3))]
+    fake = FakeEngine()
+    sweep.execute(runs[:2], str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
+                  log=lambda s: None)
+    # The external evaluation folder holds the source alone and links the checkpoints.
+    ext = tmp_path / "acce-d" / "external" / "echonet"
+    assert [s.alias for s in Config.load(ext / "config.json").sources] == ["echonet"]
+    assert os.path.islink(ext / "checkpoints")
+    rows, images, missing = sweep.collect("exp3", runs, str(tmp_path))
+    assert missing == ["unfinished"]
+    # cce: 2 sources x 3 structures; acce: 3 sources (one external) x 3 structures.
+    assert len(rows) == 6 + 9
+    la = next(r for r in rows if r["run"] == "cce" and r["test_source"] == "unity"
+              and r["structure"] == "la")
+    assert (la["n_images"], la["dice_mean"]) == (1, 0.5)  # image 1 has no LA
+    lv = next(r for r in rows if r["run"] == "acce-d" and r["test_source"] == "echonet"
+              and r["structure"] == "lv")
+    assert lv["dice_mean"] == pytest.approx(0.85) and lv["dice_median"] == pytest.approx(0.85)
+    assert (lv["dropout"], lv["method"], lv["loss"], lv["ef_mae"], lv["ef_method"]) == \
+        (0.5, "acce", "acce", 4.0, "monoplane")
+    assert lv["train_sizes"] == "camus=all;unity=all"
+    assert len(images) == 2 * 2 + 2 * 3
+    assert {i["method"] for i in images} == {"cce", "acce"}
+
+
+def _options(tmp_path, **kw):
+    args = sweep.build_parser("").parse_args(
+        ["--workdir", str(tmp_path), "--preset", "paper"] + [f"--{k}={v}" for k, v in kw.items()])
+    return sweep.options_from_args("exp", args)
+
+
+def test_options_and_bad_flags(tmp_path):
+    o = _options(tmp_path, loss="acce,cce", seeds="3,4", epochs=2)
+    assert o.losses == ("acce", "cce") and o.seeds == (3, 4) and o.grid_search
+    cfg = o.config([CAMUS], arch="swin_unet", loss="acce", seed=3, dropout=0.2,
+                   dropout_classes=("la",))
+    assert (cfg.resolution, cfg.epochs, cfg.model.size, cfg.loss.dropout_rate) == (256, 2, "paper", 0.2)
+    assert not _options(tmp_path, lr=0.1).grid_search
+    assert o.size(1400) == 1400
+    for bad in ({"loss": "dice"}, {"arch": "vit"}, {"seeds": "a"}, {"epochs": 0}, {"shard": "2/2"}):
+        with pytest.raises(ValueError):
+            _options(tmp_path, **bad)
+
+
+def test_grid_search_picks_best_validation_dice(tmp_path):
+    o = _options(tmp_path)
+    runs = [sweep.Run(f"acce/s{s}", _config("acce", seed=s)) for s in (0, 1)]
+    grid = sweep.with_grid_search(runs, o, key=lambda r: "unet_acce")
+    names = [r.name for r in grid]
+    assert len(names) == 9 + 2 and names[-2:] == ["acce/s0", "acce/s1"]
+    scores = {("0.01", 16): 0.7, ("0.1", 8): 0.9, ("0.001", 32): 0.2}
+    dirs = {}
+    for r in grid[:9]:
+        d = tmp_path / r.name
+        d.mkdir(parents=True)
+        dirs[r.name] = str(d)
+        key = (f"{r.config.optim.lr:g}", r.config.batch_size)
+        lines = [{"step": 1, "train_loss": 1.0},
+                 {"step": 2, "validation/fg_dice": scores.get(key, 0.1)},
+                 {"step": 3, "validation/fg_dice": scores.get(key, 0.1) - 0.05}]
+        d.joinpath("metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    final = grid[-1]
+    assert final.config is None and set(final.needs) == set(dirs)
+    cfg = final.setup(str(tmp_path / "final"), dirs)
+    assert (cfg.optim.lr, cfg.batch_size, cfg.seed) == (0.1, 8, 1)
+
+
+def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
+    def runs(options):
+        return [sweep.Run(f"{loss}", _config(loss), tags={"setting": "mix"}) for loss in options.losses]
+
+    def make_report(inp):
+        table = report.structure_table(inp.results, group=("method",), test_source="unity")
+        return "## LA on Unity\n\n" + table, table
+
+    exp = sweep.Experiment("exp_test", "Test experiment", runs=runs, report=make_report)
+    fake = FakeEngine()
+    prepared = []
+    argv = ["--loss=cce,acce", f"--workdir={tmp_path}"]
+    kw = dict(train_fn=fake.train, evaluate_fn=fake.evaluate,
+              prepare_fn=lambda names, **k: prepared.extend(names))
+    assert sweep.main(exp, argv, **kw) == 0
+    assert len(fake.trained) == 2 and "synthetic_echo/unity_like_64" in prepared
+    text = (tmp_path / "report.md").read_text()
+    assert "runs finished: 2 of 2" in text and "| acce | 0.850 | 0.850 | 0.800 |" in text
+    results = report.read_results(tmp_path / "results.csv")
+    assert len(results) == 2 * 2 * 3
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'report.md'}" in out and "| cce |" in out
+    assert sweep.main(exp, argv, **kw) == 0
+    assert len(fake.trained) == 2  # nothing retrained
+    assert sweep.main(exp, argv + ["--dry_run"], **kw) == 0
+    assert "cce: unet cce dropout=0 seed=0" in capsys.readouterr().out
+
+
+def test_real_data_not_prepared_is_a_clear_error(tmp_path, capsys):
+    def refuse(names, **kw):
+        raise sweep.DataNotPrepared(f"real datasets not prepared: {', '.join(names)}")
+
+    exp = sweep.Experiment("e", "E", runs=lambda o: [sweep.Run("r", _config())],
+                           report=lambda inp: ("", ""))
+    fake = FakeEngine()
+    assert sweep.main(exp, ["--data=real", f"--workdir={tmp_path}"], train_fn=fake.train,
+                      evaluate_fn=fake.evaluate, prepare_fn=refuse) == 2
+    assert "not prepared" in capsys.readouterr().err and fake.trained == []
+
+
+def test_tfds_names():
+    assert sweep.tfds_name("unity", data="synthetic", resolution=64) == "synthetic_echo/unity_like_64"
+    assert sweep.tfds_name("echonet", data="real", resolution=256) == "echonet_dynamic/256"
+    with pytest.raises(ValueError, match="alias"):
+        sweep.tfds_name("acdc", data="real", resolution=256)
+    assert math.isnan(sweep.best_validation_dice("/nonexistent"))
