@@ -266,9 +266,9 @@ def sample_subject(style: Style | str, subject_index: int, *, seed: int = 0) -> 
     look["attenuation_at_depth"] = style.attenuation_at_depth
     look["speckle_mm"] = tuple(s * _u(rng, 1 - j, 1 + j) for s in style.speckle_mm)
     for _ in range(200):
-        a = _u(rng, 52, 66) * k
+        a = _u(rng, 46, 60) * k
         tau = _u(rng, 0.15, 0.35)
-        b2, b4 = _u(rng, 18, 25) * k, _u(rng, 18, 25) * k
+        b2, b4 = _u(rng, 21, 28) * k, _u(rng, 21, 28) * k
         wall = _u(rng, 7.5, 11.5) * k
         chambers = {}
         for view in VIEWS:   # both views always, so either can be rendered
@@ -277,9 +277,9 @@ def sample_subject(style: Style | str, subject_index: int, *, seed: int = 0) -> 
                 rv = None
             else:
                 ax, phi = _u(rng, 0, 8) * k, math.radians(_u(rng, 0, 10))
-                rv = (_u(rng, 6, 14) * k, -_u(rng, 0.3, 0.6) * b4,
+                rv = (_u(rng, 6, 14) * k, -_u(rng, 1.2, 1.6) * b4,
                       phi - math.radians(_u(rng, 8, 20)),
-                      a * _u(rng, 0.65, 0.85), b4 * _u(rng, 0.7, 0.95), _u(rng, 0.1, 0.3))
+                      a * _u(rng, 0.7, 0.9), b4 * _u(rng, 0.6, 0.8), _u(rng, 0.1, 0.3))
             chambers[view] = _Chambers(
                 apex_x=ax, apex_y=_u(rng, 22, 36) * k, phi=phi,
                 b=b2 if view == "2CH" else b4,
@@ -428,8 +428,9 @@ def generate_subject(style: Style | str, subject_index: int, *, resolution: int,
     subject = sample_subject(style, subject_index, seed=seed)
     out = []
     for view in subject.views:
+        scene = _scene(subject, view, (resolution, resolution))
         for phase in PHASES:
-            r = _render(subject, view, phase, (resolution, resolution))
+            r = _render(subject, view, phase, None, scene)
             out.append({
                 "image": r.image[..., None],
                 "segmentation": r.segmentation[..., None],
@@ -444,7 +445,44 @@ def generate_subject(style: Style | str, subject_index: int, *, resolution: int,
     return out
 
 
-def _render(subject: Subject, view: str, phase: str | float, shape) -> Rendering:
+@dataclasses.dataclass(frozen=True)
+class _Scene:
+    """What does not change with the phase: grids, sector, beam profile, markings."""
+
+    shape: tuple[int, int]
+    spacing: tuple[float, float]      # (dx, dy) mm
+    xs: np.ndarray                    # float32[1, W] lateral position, mm
+    ys: np.ndarray                    # float32[H, 1] depth, mm
+    cone: np.ndarray                  # bool[H, W]
+    beam: np.ndarray                  # float32[H, W] attenuation x lateral fall-off
+    haze: np.ndarray                  # float32[H, W] near-field clutter
+    markings: np.ndarray              # bool[H, W]
+    marking_value: np.uint8
+
+
+def _scene(subject: Subject, view: str, shape) -> _Scene:
+    h, w = (int(x) for x in shape)
+    if h < 16 or w < 16:
+        raise ValueError(f"shape must be at least 16x16, got {shape}")
+    look = subject.look
+    x0, x1, y0, y1 = field_of_view(subject)
+    dx, dy = (x1 - x0) / w, (y1 - y0) / h
+    xs = (x0 + (np.arange(w, dtype=np.float32) + 0.5) * dx)[None, :]
+    ys = (y0 + (np.arange(h, dtype=np.float32) + 0.5) * dy)[:, None]
+    r = np.sqrt(xs * xs + ys * ys)
+    ta = math.tan(subject.half_angle)
+    cone = (r <= subject.depth) & (np.abs(xs) <= ys * ta)
+    beam = np.exp(r * np.float32(math.log(look["attenuation_at_depth"]) / subject.depth))
+    # Lateral fall-off cos^4 of the beam angle; cos = y / r inside the sector.
+    cos = np.clip(ys / np.maximum(r, 1e-3), math.cos(subject.half_angle), 1.0)
+    beam *= (cos * cos) ** 2
+    haze = np.float32(look["haze"]) * np.exp(-r / np.float32(0.08 * subject.depth))
+    marks, val = _markings(subject, view, (h, w), xs, ys, r, (dx, dy))
+    return _Scene((h, w), (dx, dy), xs, ys, cone, beam, haze, marks, val)
+
+
+def _render(subject: Subject, view: str, phase: str | float, shape,
+            scene: _Scene | None = None) -> Rendering:
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     if isinstance(phase, str):
@@ -456,18 +494,13 @@ def _render(subject: Subject, view: str, phase: str | float, shape) -> Rendering
         if not 0.0 <= s <= 1.0:
             raise ValueError(f"phase fraction must be in [0, 1], got {phase}")
         phase_name = "ED" if s == 0.0 else "ES" if s == 1.0 else "unknown"
-    h, w = (int(x) for x in shape)
-    if h < 16 or w < 16:
-        raise ValueError(f"shape must be at least 16x16, got {shape}")
+    if scene is None:
+        scene = _scene(subject, view, shape)
     style, look = subject.style, subject.look
-
+    h, w = scene.shape
+    xs, ys, cone = scene.xs, scene.ys, scene.cone
     x0, x1, y0, y1 = field_of_view(subject)
-    dx, dy = (x1 - x0) / w, (y1 - y0) / h
-    xs = (x0 + (np.arange(w, dtype=np.float32) + 0.5) * dx)[None, :]
-    ys = (y0 + (np.arange(h, dtype=np.float32) + 0.5) * dy)[:, None]
-    r = np.sqrt(xs * xs + ys * ys)
-    ta = math.tan(subject.half_angle)
-    cone = (r <= subject.depth) & (np.abs(xs) <= ys * ta)
+    dx, dy = scene.spacing
 
     f = _frame(subject, view, s)
     c = subject.chambers[view]
@@ -507,7 +540,7 @@ def _render(subject: Subject, view: str, phase: str | float, shape) -> Rendering
         ru = sx * rd[0] + sy * rd[1]
         rvv = sx * rd[1] - sy * rd[0]
         rL = ra * (1 + rtau)
-        septum = ellipse(a + t_apex, b + 1.6 * t) & above   # RV stays off the LV wall
+        septum = ellipse(a + t_apex, b + 1.3 * t) & above   # RV stays off the LV wall
         rv = (((ru - ra) / ra) ** 2 + (rvv / rb) ** 2 <= 1.0) & (ru <= rL) & ~septum
         # RA below the tricuspid plane, kept off the LA by an interatrial septum.
         rbase = (rap[0] + rd[0] * rL, rap[1] + rd[1] * rL)
@@ -541,11 +574,7 @@ def _render(subject: Subject, view: str, phase: str | float, shape) -> Rendering
     grain_avg = min(1.0, (ax_mm / dy) * (lat_mm / dx))
     strength = look["speckle_strength"] * math.sqrt(grain_avg) * min(1.0, px_per_grain)
     sp = 1.0 + np.float32(strength) * (sp - 1.0)
-    depth_gain = np.exp(r * np.float32(math.log(look["attenuation_at_depth"]) / subject.depth))
-    lateral = np.cos(np.minimum(np.arctan2(np.abs(xs), np.maximum(ys, 1e-3)),
-                                subject.half_angle)) ** 4
-    haze = look["haze"] * np.exp(-r / np.float32(0.08 * subject.depth))
-    img = echo * sp * depth_gain * lateral + haze
+    img = echo * sp * scene.beam + scene.haze
     img = look["gain"] * np.power(np.maximum(img, 0.0), look["gamma"]) + 0.012
     # Uniform noise: as good as Gaussian here and six times cheaper to draw.
     img += look["noise"] * (rng.random((h, w), dtype=np.float32) - 0.5)
@@ -566,8 +595,8 @@ def _render(subject: Subject, view: str, phase: str | float, shape) -> Rendering
     lut = np.where(label_mask, np.arange(labels.NUM_CLASSES), 0).astype(np.uint8)
     segmentation = lut[classes]
 
-    markings, mark_val = _markings(subject, view, (h, w), xs, ys, r, (dx, dy))
-    image_raw = np.where(markings, mark_val, image)
+    markings = scene.markings
+    image_raw = np.where(markings, scene.marking_value, image)
 
     def to_px(pt):
         return (float((pt[1] - y0) / dy - 0.5), float((pt[0] - x0) / dx - 0.5))
@@ -618,7 +647,7 @@ def _markings(subject, view, shape, xs, ys, r, spacing):
                 break
             glyphs = rng.random((5, 4 * n)) < 0.55
             glyphs[:, 3::4] = False
-            block = np.kron(glyphs, np.ones((sc, sc), bool))
+            block = glyphs.repeat(sc, 0).repeat(sc, 1)
             c0 = 1 + sc if side == 0 else w - 1 - sc - block.shape[1]
             marks[row:row + gh, c0:c0 + block.shape[1]] |= block
             row += gh + 2 * sc
