@@ -251,3 +251,22 @@ def student_config(base: Config, classes: Sequence[str], teacher_dir: str) -> Co
                         f"teacher in {teacher_dir}.")
         sources.append(Source(name, alias=source.alias))
     return dataclasses.replace(base, sources=tuple(sources), loss=LossConfig(name="cce"))
+
+
+def runs(base: Config, classes: Sequence[str], *, teacher_name: str, student_name: str,
+         tags: Mapping[str, str]):
+    """The two sweep runs of the baseline: the teacher, then the student that needs it.
+
+    ``base`` is the partially-labelled mixture the other methods train on (its model,
+    schedule and seed are kept; the loss becomes CCE). The teacher is tagged
+    ``method=pseudo_teacher``; the student gets ``tags`` with ``method=pseudo_label``.
+    """
+    from echojax.sweep import Run
+
+    tags = {**tags, "grid_key": f"{base.model.name}_cce"}  # tuned like other CCE runs
+    teacher = Run(teacher_name, None, tags={**tags, "method": "pseudo_teacher"},
+                  setup=lambda run_dir, dirs: teacher_config(base, classes), uses=base.sources)
+    student = Run(student_name, None, tags={**tags, "method": "pseudo_label"},
+                  needs=(teacher_name,), uses=base.sources,
+                  setup=lambda run_dir, dirs: student_config(base, classes, dirs[teacher_name]))
+    return [teacher, student]

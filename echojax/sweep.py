@@ -409,6 +409,37 @@ def collect(experiment: str, runs: Sequence[Run], workdir: str) -> tuple[list[di
 RESULT_COLUMNS = report_lib.RESULT_COLUMNS + ("ef_method",)
 
 
+def overlay_figure(workdir: str, runs_by_method: Mapping[str, Run], alias: str, path: str, *,
+                   count: int = 3, title: str = "") -> None:
+    """Figures 4b/7b/8: ``count`` test images of source ``alias`` (evenly spaced through
+    its test split), their ground truth, and each method's prediction (best checkpoint).
+    """
+    import numpy as np
+
+    from echojax import pseudo_label
+    from echojax.data.mixture import Mixture
+
+    if not runs_by_method:
+        raise ValueError("overlay_figure needs at least one run")
+    first = Config.load(os.path.join(run_dir(workdir, next(iter(runs_by_method.values()))),
+                                     "config.json"))
+    source = next((s for s in first.sources if s.alias == alias), None)
+    if source is None:
+        raise ValueError(f"{alias!r} is not a source of the overlay's first run")
+    test = Mixture([Source(source.name, alias=alias)], "test", data_dir=first.data_dir,
+                   seed=0, metadata=True)
+    picks = np.linspace(0, len(test) - 1, num=min(count, len(test))).round().astype(int)
+    examples = [test[int(i)] for i in picks]
+    images = np.stack([ex["image"] for ex in examples])
+    predictions = {m: pseudo_label.predictor(run_dir(workdir, r))(images)
+                   for m, r in runs_by_method.items()}
+    samples = [{"image": ex["image"], "label": ex["segmentation"],
+                "predictions": {m: p[k] for m, p in predictions.items()},
+                "title": f"{alias} {ex['patient_id']} {ex['view']} {ex['phase']}"}
+               for k, ex in enumerate(examples)]
+    report_lib.plot_overlays(samples, path, methods=list(runs_by_method), title=title)
+
+
 # --------------------------------------------------------------------------- options
 
 
@@ -536,8 +567,17 @@ def best_validation_dice(directory: str) -> float:
     return best
 
 
+def grid_key(run: Run) -> str:
+    """Default grid-search group: ``tags["grid_key"]`` or ``<arch>_<loss>``."""
+    if run.tags.get("grid_key"):
+        return str(run.tags["grid_key"])
+    if run.config is None:
+        raise ValueError(f"run {run.name!r} has no config: give it tags['grid_key']")
+    return f"{run.config.model.name}_{run.config.loss.name}"
+
+
 def with_grid_search(runs: Sequence[Run], options: Options,
-                     key: Callable[[Run], str]) -> list[Run]:
+                     key: Callable[[Run], str] = grid_key) -> list[Run]:
     """Adds an initial-LR x batch-size grid search in front of each group of runs.
 
     Runs with the same ``key`` (e.g. architecture and loss) share one search, trained
@@ -616,6 +656,7 @@ class ReportInput:
     workdir: str
     figures_dir: str
     missing: list[str]
+    overlays: bool = True  # False with injected fake engines (no checkpoints to load)
 
     def run_dir(self, name: str) -> str:
         return run_dir(self.workdir, next(r for r in self.runs if r.name == name))
@@ -651,11 +692,13 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
           f"data={options.data}, workdir={options.workdir}", flush=True)
     if args.dry_run:
         for r in mine:
-            cfg = "config after " + ", ".join(r.needs) if r.config is None else (
+            cfg = (f"config set up at run time (after {len(r.needs)} needed runs)"
+                   if r.config is None else (
                 f"{r.config.model.name} {r.config.loss.name} dropout={r.config.loss.dropout_rate:g} "
-                f"seed={r.config.seed} {train_sizes(r.config)}")
+                f"seed={r.config.seed} {train_sizes(r.config)}"))
             print(f"  {r.name}: {cfg}")
         return 0
+    fake = train_fn is not None
     if train_fn is None or evaluate_fn is None:
         _enable_compilation_cache(options.workdir)
         from echojax import evaluate as evaluate_lib
@@ -675,14 +718,15 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     trained = [o for o in outcomes if o.status == "trained"]
     print(f"{len(trained)} runs trained, {len(outcomes) - len(trained)} skipped, "
           f"{wall:.0f} s", flush=True)
-    path, compact = write_report(experiment, options, runs)
+    path, compact = write_report(experiment, options, runs, overlays=not fake)
     print(compact)
     print(f"report: {path}\nresults: {os.path.join(options.workdir, 'results.csv')}\n"
           f"figures: {os.path.join(options.workdir, 'figures')}")
     return 0
 
 
-def write_report(experiment: Experiment, options: Options, runs: Sequence[Run]) -> tuple[str, str]:
+def write_report(experiment: Experiment, options: Options, runs: Sequence[Run], *,
+                 overlays: bool = True) -> tuple[str, str]:
     """Collects the results of all finished runs and writes results.csv, report.md."""
     results, per_image, missing = collect(experiment.name, runs, options.workdir)
     report_lib.write_csv(os.path.join(options.workdir, "results.csv"), results, RESULT_COLUMNS)
@@ -690,7 +734,7 @@ def write_report(experiment: Experiment, options: Options, runs: Sequence[Run]) 
     if results:
         body, compact = experiment.report(ReportInput(
             options=options, runs=list(runs), results=results, per_image=per_image,
-            workdir=options.workdir, figures_dir=figures, missing=missing))
+            workdir=options.workdir, figures_dir=figures, missing=missing, overlays=overlays))
     else:
         body, compact = "No finished runs yet.\n", "(no finished runs yet)"
     seconds = 0.0

@@ -1,0 +1,153 @@
+"""Experiment 3 (inter-domain, label dropout) of Islam et al., MELBA 2026.
+
+CAMUS (fully labelled) + Unity with the LA removed from every Unity train/validation
+mask. Each loss is trained with label dropout on the LA at each rate of the preset
+(paper: 0 to 100 % in steps of 10 %), beside a fully-labelled benchmark (CCE, Unity's
+LA kept) and the pseudo-labelling baseline (a CCE teacher on CAMUS labels Unity's LA).
+Reported: LA Dice on Unity against the dropout rate (Figure 6) and each loss at rate
+0 and at its best rate against the baselines (Figure 7), with sample predictions.
+
+    python experiments/exp3_dropout.py --loss=acce            # quick preset, phantoms
+    python experiments/exp3_dropout.py --preset=paper --data=real --data_dir=...
+"""
+
+import math
+import os
+import sys
+
+from echojax import pseudo_label
+from echojax import report as R
+from echojax import sweep
+
+BASELINES = ("benchmark", "pseudo_label")
+
+
+def add_flags(parser):
+    parser.add_argument("--rates", default=None,
+                        help="comma list of label-dropout rates in [0, 1] (default: the preset's)")
+    parser.add_argument("--baselines", default=",".join(BASELINES),
+                        help="comma list of %(default)s, or '' for none")
+
+
+def _rates(options):
+    text = options.extra.get("rates")
+    if not text:
+        return options.preset.dropout_rates
+    try:
+        rates = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--rates must be a comma list of numbers, got {text!r}") from None
+    if any(not 0.0 <= r <= 1.0 for r in rates):
+        raise ValueError(f"--rates must lie in [0, 1], got {rates}")
+    return rates
+
+
+def runs(options):
+    rates = _rates(options)
+    baselines = sweep._csv_list(options.extra.get("baselines") or "none", BASELINES + ("none",),
+                                "--baselines")
+    camus = sweep.paper_source("camus", options)
+    unity_partial = sweep.paper_source("unity", options, remove=("la",))
+    unity_full = sweep.paper_source("unity", options)
+    tags = {"setting": "camus+unity(no LA)"}
+    out = []
+    for arch in options.archs:
+        for seed in options.seeds:
+            for loss in options.losses:
+                for rate in rates:
+                    cfg = options.config([camus, unity_partial], arch=arch, loss=loss, seed=seed,
+                                         dropout=rate, dropout_classes=("la",))
+                    out.append(sweep.Run(f"{arch}/{loss}/d{rate:g}/s{seed}", cfg, tags=tags))
+            if "benchmark" in baselines:
+                cfg = options.config([camus, unity_full], arch=arch, loss="cce", seed=seed)
+                out.append(sweep.Run(f"{arch}/benchmark/s{seed}", cfg,
+                                     tags={"setting": "camus+unity", "method": "benchmark"}))
+            if "pseudo_label" in baselines:
+                base = options.config([camus, unity_partial], arch=arch, loss="cce", seed=seed)
+                out += pseudo_label.runs(base, ("la",), teacher_name=f"{arch}/pseudo_teacher/s{seed}",
+                                         student_name=f"{arch}/pseudo_label/s{seed}", tags=tags)
+    return sweep.with_grid_search(out, options)
+
+
+def best_rates(results, *, losses):
+    """Per (arch, loss): the dropout rate with the highest mean (over seeds) LA Dice on
+    Unity's test set. Chosen on the test set, as a figure of what each loss can reach."""
+    sel = [r for r in results if r["structure"] == "la" and r["test_source"] == "unity"
+           and r["method"] in losses]
+    cells = R.across_seeds(sel, lambda r: (r["arch"], r["method"], r["dropout"]),
+                           lambda rs: rs[0]["dice_mean"])
+    best = {}
+    for (arch, loss, rate), (m, _, _) in cells.items():
+        if not math.isnan(m) and ((arch, loss) not in best or m > best[(arch, loss)][1]):
+            best[(arch, loss)] = (rate, m)
+    return {k: v[0] for k, v in best.items()}
+
+
+def report(inp):
+    o = inp.options
+    losses = [m for m in o.losses]
+    res = [r for r in inp.results if r["method"] != "pseudo_teacher"]
+    lines = ["## LA Dice on Unity against the label-dropout rate (Figure 6)", "",
+             "Rows: architecture and loss; columns: dropout rate on the LA; cells: mean ± std "
+             "over seeds of the mean LA Dice over Unity's test images.", ""]
+    dropout_rows = [r for r in res if r["method"] in losses]
+    fig6 = R.dropout_table(dropout_rows, test_source="unity", order=list(sweep.ARCHS) + losses)
+    lines += [fig6, ""]
+    base = [r for r in res if r["method"] in ("benchmark", "pseudo_label")]
+    if base:
+        lines += ["Baselines, LA Dice on Unity:", "",
+                  R.structure_table(base, group=("arch", "method"), test_source="unity",
+                                    structures=("la",)), ""]
+    for arch in o.archs:
+        rows = [r for r in res if r["arch"] == arch]
+        if rows:
+            R.plot_dropout_curve([r for r in rows if r["method"] in losses],
+                                 os.path.join(inp.figures_dir, f"fig6_dropout_{arch}.png"),
+                                 test_source="unity", order=losses, title=f"{arch}: LA on Unity")
+            lines += [f"![Figure 6, {arch}](figures/fig6_dropout_{arch}.png)", ""]
+
+    best = best_rates(res, losses=losses)
+    picked = []
+    for r in res:
+        if r["method"] in losses:
+            if r["dropout"] == 0.0:
+                picked.append({**r, "method": f"{r['method']} d=0"})
+            if best.get((r["arch"], r["method"])) == r["dropout"] and r["dropout"] != 0.0:
+                picked.append({**r, "method": f"{r['method']} d={r['dropout']:g} (best)"})
+        elif r["method"] in ("benchmark", "pseudo_label"):
+            picked.append(r)
+    lines += ["## Each loss without and with its best label dropout (Figure 7)", "",
+              "Best rate per loss chosen on Unity's test LA Dice (so optimistic, as a "
+              "ceiling). Dice per structure on each test source:", ""]
+    for source in ("unity", "camus"):
+        lines += [f"Test source: {source}", "",
+                  R.structure_table(picked, group=("arch", "method"), test_source=source), ""]
+    if inp.overlays:
+        for arch in o.archs:
+            chosen = {}
+            for loss in losses:
+                rate = best.get((arch, loss), 0.0)
+                seed = o.seeds[0]
+                name = f"{arch}/{loss}/d{rate:g}/s{seed}"
+                if name not in inp.missing and any(r.name == name for r in inp.runs):
+                    chosen[f"{loss} d={rate:g}"] = next(r for r in inp.runs if r.name == name)
+            for m in ("benchmark", "pseudo_label"):
+                name = f"{arch}/{m}/s{o.seeds[0]}"
+                run = next((r for r in inp.runs if r.name == name), None)
+                if run is not None and name not in inp.missing:
+                    chosen[m] = run
+            if chosen:
+                path = os.path.join(inp.figures_dir, f"fig7_overlay_{arch}.png")
+                sweep.overlay_figure(inp.workdir, chosen, "unity", path,
+                                     title=f"{arch}: Unity test images (LA in blue)")
+                lines += [f"![Figure 7b, {arch}](figures/fig7_overlay_{arch}.png)", ""]
+    return "\n".join(lines), "LA Dice on Unity by label-dropout rate:\n" + fig6
+
+
+EXPERIMENT = sweep.Experiment(
+    name="exp3_dropout",
+    title="Experiment 3: CAMUS + Unity without LA, label dropout (Figures 6-7)",
+    runs=runs, report=report, add_flags=add_flags)
+
+if __name__ == "__main__":
+    sys.exit(sweep.main(EXPERIMENT))
