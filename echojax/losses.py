@@ -185,8 +185,10 @@ def marginal_per_pixel(logits: Array, labels: Array, label_mask: Array) -> Array
 
     computed as ``lse(z) - lse_{c in M}(z_c)`` for background pixels. A pixel labelled
     0 may be background or any structure that was not annotated, so the loss rewards
-    the total *probability* of that set (Eq. 3-4 of Shi et al.; the authors' nnU-Net
-    code sums logits instead, which is not a marginal probability).
+    the total *probability* of that set, as the equations state (Islam et al., MELBA
+    2026, Eq. 3-4; Shi et al.). The public nnU-Net-based code of Shi et al. sums the
+    logits instead, which is not a marginal probability. With every class annotated
+    this is :func:`cce_per_pixel`, bit for bit.
 
     Reference: Shi et al., "Marginal loss and exclusion loss for partially
     supervised multi-organ segmentation", Medical Image Analysis, 2021.
