@@ -11,8 +11,8 @@ with a trained cone segmenter. This is a deterministic geometric estimate instea
    edge; two straight lines are fitted to them by least squares with outlier
    rejection (rows touching the image border, or below the widest row, where the arc
    begins, are left out). Their intersection is the sector apex.
-4. The arc: an axis-aligned ellipse centred on the apex fitted to the lowest dense
-   pixel of each column inside the wedge (an ellipse, not a circle, because resized
+4. The arc: an axis-aligned ellipse centred on the apex fitted to where, in each
+   column, the dense run entering the wedge from above ends (an ellipse, not a circle, because resized
    images have anisotropic pixels). If the arc is cut by the image bottom, none.
 5. The mask is the wedge below the apex and inside the arc, grown by ``margin_px``.
 """
@@ -44,6 +44,41 @@ def _robust_line(rows: np.ndarray, cols: np.ndarray, where: str):
             break
         keep = new
     return float(m), float(q)
+
+
+def _fit_arc(dr: np.ndarray, dc: np.ndarray) -> np.ndarray:
+    """Robust fit of ``p dr^2 + q dc^2 = 1`` (an ellipse centred on the apex).
+
+    Candidate ellipses through pairs of points far apart; the one with most points
+    within 1.5 px wins and is refitted by least squares on those points.
+    """
+    a_mat = np.stack([dr * dr, dc * dc], 1)
+    n = len(dr)
+    order = np.argsort(dc)
+    best, best_count = None, -1
+    for t in np.linspace(0, n // 2 - 1, min(n // 2, 40)).astype(int):
+        i, j = order[t], order[t + n // 2]
+        m = a_mat[[i, j]]
+        if abs(np.linalg.det(m)) < 1e-9 * np.abs(m).max() ** 2:
+            continue
+        coef = np.linalg.solve(m, np.ones(2))
+        if (coef <= 0).any():
+            continue
+        res = np.abs(np.sqrt(a_mat @ coef) - 1) * np.sqrt(1 / coef).mean()
+        count = int((res <= 1.5).sum())
+        if count > best_count:
+            best, best_count = coef, count
+    if best is None or best_count < 5:
+        raise ValueError("cone_mask: could not fit the sector's arc")
+    coef = best
+    for _ in range(2):
+        res = np.abs(np.sqrt(a_mat @ coef) - 1) * np.sqrt(1 / coef).mean()
+        keep = res <= 1.5
+        new, *_ = np.linalg.lstsq(a_mat[keep], np.ones(keep.sum()), rcond=None)
+        if (new <= 0).any():
+            break
+        coef = new
+    return coef
 
 
 def cone_mask(frames: np.ndarray, *, margin_px: float = 1.0) -> np.ndarray:
@@ -103,24 +138,19 @@ def cone_mask(frames: np.ndarray, *, margin_px: float = 1.0) -> np.ndarray:
     cc = idx.astype(np.float32)[None, :]
     wedge = (cc >= mL * rr + qL - margin_px) & (cc <= mR * rr + qR + margin_px) & (
         rr >= r_apex - margin_px)
-    # Arc: lowest dense pixel per column, for columns clearly inside the wedge.
-    low = np.where(dense & wedge, np.arange(h)[:, None], -1).max(0)
+    # Arc: per column, where the dense run that enters the wedge from above ends
+    # (markings below the arc are separated from it by a gap, so they are skipped).
+    inw = dense & wedge
+    rows_h = np.arange(h)[:, None]
+    top = np.where(inw.any(0), np.argmax(inw, 0), h)
+    gap = ~dense & (rows_h > top[None, :])
+    low = np.where(gap.any(0), np.argmax(gap, 0) - 1, h - 1)
+    low = np.where(top < h, low, -1)
     inner = (idx >= mL * low + qL + 2) & (idx <= mR * low + qR - 2) & (low > 0) & (low < h - 1)
     if inner.sum() >= 5:
         dr = (low[inner] - r_apex).astype(float)
         dc = (idx[inner] - c_apex).astype(float)
-        a_mat = np.stack([dr * dr, dc * dc], 1)
-        keep = np.ones(dr.shape, bool)
-        for _ in range(5):
-            coef, *_ = np.linalg.lstsq(a_mat[keep], np.ones(keep.sum()), rcond=None)
-            if (coef <= 0).any():
-                raise ValueError("cone_mask: the sector's arc is not convex")
-            rad = np.sqrt(a_mat @ coef)      # 1 on the fitted ellipse
-            res = np.abs(rad - 1) * np.sqrt(1 / coef).mean()
-            new = res <= max(1.5, 2.5 * float(np.median(res[keep])))
-            if (new == keep).all() or new.sum() < 5:
-                break
-            keep = new
+        coef = _fit_arc(dr, dc)
         semi_r, semi_c = 1 / np.sqrt(coef)
         inside = ((rr - r_apex) / (semi_r + margin_px)) ** 2 + (
             (cc - c_apex) / (semi_c + margin_px)) ** 2 <= 1.0
