@@ -19,7 +19,8 @@ foreground Dice, the model the paper keeps) and writes, under ``RUN/eval/<split>
   - ``ef.biplane``: one EF per patient having such pairs in both 2CH and 4CH views
     (Simpson's biplane, 4CH as the main view);
 
-  each with ``mae`` against the dataset's reference EF (the ``ef`` feature) and
+  each with ``count`` pairs, ``failed`` (no LV predicted in a frame: no EF, left out
+  of the errors), ``mae`` against the dataset's reference EF (the ``ef`` feature) and
   ``mae_vs_gt_masks`` against the EF of the same method on the ground-truth masks
   (which isolates the segmentation error from the reference's own method).
 
@@ -155,13 +156,17 @@ def _ef_summary(rows: list[dict[str, Any]], masks) -> dict[str, Any] | None:
             pairs[(patient, view)] = (ed[0], es[0])
 
     def ef_of(which: int, ed_es_main, ed_es_other=None) -> float:
+        """EF from the predicted (which=0) or true (1) LV masks; NaN if one is empty."""
         vols = []
         for k in (0, 1):  # ED, ES
             main = masks[(ed_es_main[k]["source"], ed_es_main[k]["index"])]
-            kw = {}
+            kw, parts = {}, [main[which]]
             if ed_es_other is not None:
                 other = masks[(ed_es_other[k]["source"], ed_es_other[k]["index"])]
                 kw = dict(other_view=other[which], other_spacing_mm=other[2])
+                parts.append(other[which])
+            if not all(m.any() for m in parts):
+                return math.nan  # no LV predicted: no volume (counted as a failure)
             vols.append(float(biomarkers.lv_volume(main[which], main[2], **kw)))
         return float(biomarkers.ejection_fraction(vols[0], vols[1]))
 
@@ -183,10 +188,13 @@ def _ef_summary(rows: list[dict[str, Any]], masks) -> dict[str, Any] | None:
 
 def _ef_errors(ef: dict[str, list[float]]) -> dict[str, Any]:
     pred, gt, ref = (np.asarray(ef[k], np.float64) for k in ("pred", "gt_masks", "reference"))
-    if pred.size == 0:
-        return {"count": 0, "mae": None, "mae_vs_gt_masks": None}
-    return {"count": int(pred.size), "mae": float(np.nanmean(np.abs(pred - ref))),
-            "mae_vs_gt_masks": float(np.nanmean(np.abs(pred - gt)))}
+    ok = np.isfinite(pred)
+    out = {"count": int(pred.size), "failed": int((~ok).sum()), "mae": None,
+           "mae_vs_gt_masks": None}
+    if ok.any():
+        out["mae"] = float(np.nanmean(np.abs(pred[ok] - ref[ok])))
+        out["mae_vs_gt_masks"] = float(np.nanmean(np.abs(pred[ok] - gt[ok])))
+    return out
 
 
 def _format(value: Any) -> str:

@@ -142,7 +142,7 @@ def make_train_step(config: Config, graphdef: nnx.GraphDef, tx: optax.GradientTr
         params = optax.apply_updates(state["params"], updates)
         new_state = dict(state, params=params, rest=rest, opt_state=opt_state,
                          step=state["step"] + 1)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                    "lr": jnp.asarray(schedule(state["step"]), jnp.float32)}
         return new_state, metrics
 
@@ -374,8 +374,9 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
         fetched = jax.device_get([m for _, m in pending])
         for (s, _), m in zip(pending, fetched):
             if not np.isfinite(m["loss"]):
+                # Steps are counted as in metrics.jsonl: step n is the n-th update.
                 raise NonFiniteLossError(
-                    f"training loss is {float(m['loss'])} at step {s} (epoch "
+                    f"training loss is {float(m['loss'])} at step {s + 1} (epoch "
                     f"{s // steps_per_epoch + 1}); stopped. The last good checkpoint in "
                     f"{checkpoints.directory} is step {checkpoints.latest_step()}")
         train_loss = float(np.mean([m["loss"] for m in fetched]))

@@ -1,0 +1,223 @@
+"""The training engine: determinism, exact resume, crash safety, device/process
+invariance, NaN stop, compile-once. Tiny U-Net on 16x16 ``tiny_echo`` (2 epochs of 5
+steps); runs that must be killed or need other devices/processes are subprocesses."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from fixtures_engine import (assert_trees_equal, engine_data_dir, load_state,  # noqa: F401
+                             read_metrics, run_worker, tiny_config, train_losses, WORKER, HERE)
+
+from echojax import train
+from echojax.augment import AugmentConfig
+from echojax.checkpoint import Checkpoints
+from echojax.config import LossConfig, OptimConfig
+
+pytestmark = pytest.mark.xdist_group("engine")
+
+
+@pytest.fixture(scope="module")
+def reference_run(engine_data_dir, tmp_path_factory):
+    """An uninterrupted run, in this process: (config, workdir, result)."""
+    config = tiny_config(engine_data_dir)
+    workdir = str(tmp_path_factory.mktemp("reference") / "run")
+    result = train.train_and_evaluate(config, workdir)
+    return config, workdir, result
+
+
+def test_run_layout_and_metrics(reference_run):
+    config, workdir, result = reference_run
+    assert result["step"] == 10
+    rows = read_metrics(workdir)
+    train_rows = [r for r in rows if "train_loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(1, 11))
+    assert all(np.isfinite(r["train_loss"]) and r["grad_norm"] > 0 for r in train_rows)
+    # Poly schedule, power 0.9: lr of step t (0-based) is lr0 (1 - t/T)^0.9.
+    lrs = [r["lr"] for r in train_rows]
+    want = [config.optim.lr * (1 - t / 10) ** 0.9 for t in range(10)]
+    np.testing.assert_allclose(lrs, want, rtol=1e-6)
+    val = [r for r in rows if "validation/fg_dice" in r]
+    assert [r["step"] for r in val] == [5, 10]
+    assert val[-1]["validation/tiny/count_lv"] == 5  # all 5 validation images annotated
+    assert result["validation/fg_dice"] == val[-1]["validation/fg_dice"]
+    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    assert ckpt.latest_step() == 10
+    best = max(val, key=lambda r: (r["validation/fg_dice"], r["step"]))["step"]
+    assert ckpt.best_step() == best and set(ckpt.all_steps()) == {best, 10}
+    ckpt.close()
+
+
+def test_same_seed_is_bitwise_identical(reference_run, tmp_path):
+    config, workdir, _ = reference_run
+    again = str(tmp_path / "again")
+    train.train_and_evaluate(config, again)
+    assert read_metrics(again) == read_metrics(workdir)
+    assert_trees_equal(load_state(again), load_state(workdir))
+    # And a different seed is not.
+    other = str(tmp_path / "other")
+    train.train_and_evaluate(tiny_config(config.data_dir, seed=4, epochs=1), other)
+    assert train_losses(other)[1] != train_losses(workdir)[1]
+
+
+def test_resume_after_sigkill_and_crash_while_saving(reference_run, tmp_path):
+    config, reference, _ = reference_run
+    workdir = str(tmp_path / "run")
+    # 1. Killed right after the checkpoint of step 5 is written.
+    proc = run_worker(config, workdir, "--kill_after_save", "5", check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True).all_steps() == [5]
+    # 2. Resumed, then killed while writing the checkpoint of step 10.
+    proc = run_worker(config, workdir, "--kill_during_save", "10", check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    leftovers = [d for d in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in d]
+    assert leftovers, "the interrupted save should leave its temporary folder"
+    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    assert ckpt.latest_step() == 5  # the half-written step 10 is not a checkpoint
+    ckpt.close()
+    assert load_state(workdir)["step"] == 5
+    # 3. Resumed from step 5 again, in this process: ends exactly as the uninterrupted run.
+    result = train.train_and_evaluate(config, workdir)
+    assert result["step"] == 10
+    assert_trees_equal(load_state(workdir), load_state(reference))
+    assert read_metrics(workdir) == read_metrics(reference)
+
+
+def test_two_fake_devices_match_one(reference_run, tmp_path):
+    config, reference, _ = reference_run
+    workdir = str(tmp_path / "two_devices")
+    run_worker(config, workdir, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    got, want = train_losses(workdir), train_losses(reference)
+    assert sorted(got) == sorted(want) == list(range(1, 11))
+    np.testing.assert_allclose([got[s] for s in want], list(want.values()), atol=1e-5, rtol=0)
+    ref_params = load_state(reference)["params"]
+    for a, b in zip(jax.tree.leaves(load_state(workdir)["params"]), jax.tree.leaves(ref_params)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(reference_run, tmp_path):
+    config, reference, _ = reference_run
+    workdir = str(tmp_path / "two_processes")
+    os.makedirs(workdir)
+    path = str(tmp_path / "config.json")
+    config.save(path)
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = {**os.environ, "PYTHONPATH": HERE, "JAX_PLATFORMS": "cpu",
+               "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+               "JAX_PROCESS_ID": str(pid)}
+        procs.append(subprocess.Popen([sys.executable, WORKER, "--config", path, "--workdir",
+                                       workdir], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-4000:]
+    got, want = train_losses(workdir), train_losses(reference)
+    assert sorted(got) == sorted(want)
+    np.testing.assert_allclose([got[s] for s in want], list(want.values()), atol=1e-5, rtol=0)
+    val = [r for r in read_metrics(workdir) if "validation/fg_dice" in r]
+    ref_val = [r for r in read_metrics(reference) if "validation/fg_dice" in r]
+    assert [r["validation/tiny/count_lv"] for r in val] == [5, 5]
+    np.testing.assert_allclose([r["validation/fg_dice"] for r in val],
+                               [r["validation/fg_dice"] for r in ref_val], atol=1e-3)
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(engine_data_dir, tmp_path,
+                                                            monkeypatch):
+    config = tiny_config(engine_data_dir, log_every=5)
+    workdir = str(tmp_path / "nan")
+    original = train.Engine.global_batch
+    calls = {"train": 0}
+
+    def poisoned(self, local):
+        if "valid" not in local:  # a training batch
+            calls["train"] += 1
+            if calls["train"] == 8:  # step 8 (the 8th update) sees a NaN image
+                local = dict(local, image=np.full(local["image"].shape, np.nan, np.float32))
+        return original(self, local)
+
+    monkeypatch.setattr(train.Engine, "global_batch", poisoned)
+    with pytest.raises(train.NonFiniteLossError, match=r"training loss is nan at step 8 .*"
+                                                       r"last good checkpoint .* is step 5"):
+        train.train_and_evaluate(config, workdir)
+    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    assert ckpt.all_steps() == [5]
+    ckpt.close()
+    state = load_state(workdir)
+    assert state["step"] == 5
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+    assert all(np.isfinite(r.get("train_loss", 0.0)) for r in read_metrics(workdir))
+
+
+def test_train_step_compiles_once_and_dropout_rate_is_traced(engine_data_dir):
+    config = tiny_config(engine_data_dir, augment=AugmentConfig(),
+                         loss=LossConfig(name="acce", dropout_rate=0.5, dropout_classes=("la",)))
+    engine = train.Engine(config, total_steps=10)
+    mix = train.train_mixture(config)
+    batches = train.pipeline.train_batches(mix, batch_size=4, seed=0)
+    keys = ("image", "segmentation", "label_mask")
+    state = jax.tree.map(jnp.copy, engine.initial_state)  # the step donates its input
+    put = lambda x: jax.device_put(jnp.float32(x), engine.replicated)
+    losses = {}
+    for i, rate in enumerate([0.0, 0.3, 1.0, 0.0]):
+        batch = engine.global_batch({k: np.asarray(batches[i % 2][k]) for k in keys})
+        state, m = engine.train_step(state, batch, put(rate))
+        losses[i] = float(m["loss"])
+    assert engine.train_step._cache_size() == 1
+    # The rate is used: the same batch and step with all LA dropped (acce then ignores
+    # LA's logit) gives another loss than with none dropped.
+    s0 = engine.initial_state
+    batch = engine.global_batch({k: np.asarray(batches[0][k]) for k in keys})
+    _, m0 = engine.train_step(jax.tree.map(jnp.copy, s0), batch, put(0.0))
+    _, m1 = engine.train_step(jax.tree.map(jnp.copy, s0), batch, put(1.0))
+    assert float(m0["loss"]) != float(m1["loss"])
+    assert engine.train_step._cache_size() == 1
+
+
+def test_batch_must_divide_over_devices(engine_data_dir, monkeypatch):
+    monkeypatch.setattr(jax, "device_count", lambda: 3)
+    with pytest.raises(ValueError, match="batch_size=4 is not divisible by the 3 devices"):
+        train.Engine(tiny_config(engine_data_dir), total_steps=1)
+
+
+def test_workdir_with_other_config_is_refused(reference_run):
+    config, workdir, _ = reference_run
+    with pytest.raises(ValueError, match="holds a different config"):
+        train.train_and_evaluate(tiny_config(config.data_dir, seed=99), workdir)
+
+
+def test_foreground_dice_sums_and_counts():
+    sums = np.array([0.0, 1.5, 0.0, 0.9])
+    counts = np.array([0, 2, 0, 3])
+    per_class, fg = train.foreground_dice(sums, counts)
+    np.testing.assert_allclose(per_class[[1, 3]], [0.75, 0.3])
+    assert np.isnan(per_class[2])  # never annotated: left out, not counted as 0
+    assert fg == pytest.approx((0.75 + 0.3) / 2)
+    assert np.isnan(train.foreground_dice(np.zeros(4), np.zeros(4, int))[1])
+
+
+def test_schedules_and_weight_decay():
+    for name, at_half in [("poly", 0.1 * 0.5 ** 0.9), ("cosine", 0.05), ("constant", 0.1)]:
+        sched = train.learning_rate_schedule(OptimConfig(lr=0.1, schedule=name), 100)
+        assert float(sched(50)) == pytest.approx(at_half, rel=1e-6)
+    # Coupled L2: with a zero gradient, one plain SGD step moves w by -lr * wd * w.
+    tx = train.make_optimizer(OptimConfig(lr=0.1, momentum=0.0, nesterov=False,
+                                          schedule="constant", weight_decay=0.01), 10)
+    w = {"w": jnp.array([2.0])}
+    updates, _ = tx.update({"w": jnp.zeros(1)}, tx.init(w), w)
+    np.testing.assert_allclose(optax.apply_updates(w, updates)["w"], [2.0 - 0.1 * 0.01 * 2.0])
