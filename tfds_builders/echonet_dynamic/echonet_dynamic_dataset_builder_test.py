@@ -1,0 +1,146 @@
+"""EchoNet-Dynamic builder: TFDS harness, tracing geometry, the ED/ES rule, cone
+masking, metadata and bad input."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from echojax import labels
+from echojax.data import cone, preprocess
+from tfds_builders.echonet_dynamic import echonet_dynamic_dataset_builder as echonet
+
+DUMMY = Path(__file__).parent / "dummy_data"
+
+
+class EchoNetTest(tfds.testing.DatasetBuilderTestCase):
+    DATASET_CLASS = echonet.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = ["128"]
+    # 4 traced videos (2 TRAIN, 1 VAL, 1 TEST) x (ED, ES); one TRAIN video has a
+    # single traced frame and is skipped.
+    SPLITS = {"train": 4, "validation": 2, "test": 2}
+    SKIP_CHECKSUMS = True
+
+    def _make_builder(self, config=None):  # as_dataset needs tfrecord
+        return self.dataset_class(data_dir=self.tmp_dir, config=config, version=self.VERSION,
+                                  file_format="tfrecord")
+
+
+def prepare(manual_dir, data_dir, config="64"):
+    builder = echonet.Builder(config=config, data_dir=str(data_dir))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    return builder
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    out = {}
+    for split, source in prepare(DUMMY, tmp_path_factory.mktemp("data")).as_data_source().items():
+        for ex in source:
+            out[(ex["patient_id"].decode(), ex["phase"].decode())] = dict(ex, split=split)
+    return out
+
+
+def test_polygon_from_chords_by_hand():
+    # Long axis first (skipped), then two chords: the square (0,0)-(4,4).
+    trace = np.array([[2, -9, 2, 9], [0, 0, 4, 0], [0, 4, 4, 4]], float)
+    x, y = echonet.trace_polygon(trace)
+    np.testing.assert_array_equal(x, [0, 0, 4, 4])
+    np.testing.assert_array_equal(y, [0, 4, 4, 0])
+    assert echonet.polygon_area(x, y) == 16
+    mask = echonet.trace_mask(trace, (8, 8))
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, labels.LV}
+    assert mask[1:4, 1:4].all() and not mask[5:].any() and not mask[:, 5:].any()
+
+
+def test_ed_is_the_largest_traced_area_whatever_the_file_order():
+    small = np.array([[0, 0, 0, 0], [0, 0, 2, 0], [0, 2, 2, 2]], float)
+    large = np.array([[0, 0, 0, 0], [0, 0, 6, 0], [0, 6, 6, 6]], float)
+    assert echonet.ed_es_frames({10: small, 30: large}) == (30, 10)  # loader's order too
+    assert echonet.ed_es_frames({30: large, 10: small}) == (30, 10)  # loader would swap
+    with pytest.raises(ValueError, match="two traced frames"):
+        echonet.ed_es_frames({3: small})
+
+
+def test_examples_ed_es_ef_spacing(examples):
+    file_list = echonet.read_file_list(DUMMY / "FileList.csv")
+    tracings = echonet.read_tracings(DUMMY / "VolumeTracings.csv")
+    traced = [n for n in file_list if len(tracings.get(n, {})) >= 2]
+    assert len(traced) == 4 and len(file_list) == 5
+    assert {p for p, _ in examples} == set(traced)  # single-trace video skipped
+    for name in traced:
+        ed, es = examples[(name, "ED")], examples[(name, "ES")]
+        # The dummy video's true ED/ES are frames 1 and 4, whatever the CSV order.
+        want_ed = preprocess.resize_mask(echonet.trace_mask(tracings[name][1], (32, 32)), 64)
+        want_es = preprocess.resize_mask(echonet.trace_mask(tracings[name][4], (32, 32)), 64)
+        np.testing.assert_array_equal(ed["segmentation"][..., 0], want_ed)
+        np.testing.assert_array_equal(es["segmentation"][..., 0], want_es)
+        assert (ed["segmentation"] == 1).sum() > (es["segmentation"] == 1).sum()
+        for ex in (ed, es):
+            assert ex["ef"] == pytest.approx(file_list[name]["ef"], abs=1e-4)
+            assert np.isnan(ex["pixel_spacing_mm"]).all()
+            np.testing.assert_array_equal(ex["label_mask"], labels.LV_ONLY_LABEL_MASK)
+            assert ex["view"] == b"4CH" and ex["source"] == b"echonet_dynamic"
+            assert ex["split"] == file_list[name]["split"]
+
+
+def test_markings_outside_the_cone_are_removed(examples):
+    name = "0X1A0000000000001"
+    video = echonet.read_video(DUMMY / "Videos" / f"{name}.avi")
+    assert video.shape == (6, 32, 32)
+    sector = cone.cone_mask(video)
+    want = preprocess.resize_image(cone.apply_cone_mask(video[1], sector), 64)
+    got = examples[(name, "ED")]["image"][..., 0]
+    np.testing.assert_array_equal(got, want)
+    raw = preprocess.resize_image(video[1], 64)
+    assert ((raw > 40) & (got == 0)).sum() > 0  # the markings were there, and are gone
+
+
+# ------------------------------------------------------------------- bad input
+
+
+def _broken_copy(tmp_path):
+    manual = tmp_path / "manual"
+    shutil.copytree(DUMMY, manual)
+    return manual
+
+
+def _assert_fails_cleanly(manual, data_dir, error, match):
+    with pytest.raises(error, match=match):
+        prepare(manual, data_dir)
+    assert not (Path(data_dir) / "echonet_dynamic" / "64" / "1.0.0").exists()
+
+
+def test_missing_files_are_listed(tmp_path):
+    manual = _broken_copy(tmp_path)
+    (manual / "VolumeTracings.csv").unlink()
+    _assert_fails_cleanly(manual, tmp_path / "data", FileNotFoundError,
+                          r"(?s)VolumeTracings\.csv.*MANUAL_DOWNLOAD_INSTRUCTIONS")
+    manual = _broken_copy(tmp_path / "b")
+    (manual / "Videos" / "0X1A0000000000003.avi").unlink()
+    _assert_fails_cleanly(manual, tmp_path / "data", FileNotFoundError,
+                          r"Videos/0X1A0000000000003\.avi")
+
+
+def test_corrupt_video_names_the_file(tmp_path):
+    manual = _broken_copy(tmp_path)
+    (manual / "Videos" / "0X1A0000000000004.avi").write_bytes(b"RIFF not a video")
+    _assert_fails_cleanly(manual, tmp_path / "data", ValueError,
+                          r"0X1A0000000000004\.avi: cannot read any video frame")
+
+
+@pytest.mark.parametrize("csv_name, edit, match", [
+    ("VolumeTracings.csv", lambda t: t.replace("FileName,X1", "Name,X1"), r"csv:1: header"),
+    ("VolumeTracings.csv", lambda t: t.replace("\n0X1A0000000000002.avi,", "\n0X1A0000000000002.avi,abc", 1),
+     r"VolumeTracings\.csv:\d+: X1,Y1,X2,Y2 must be numbers"),
+    ("FileList.csv", lambda t: t.replace(",VAL\n", ",VALIDATE\n"), r"FileList\.csv:4: Split"),
+    ("FileList.csv", lambda t: t.replace("Split", "Fold"), r"FileList\.csv:1: header lacks"),
+])
+def test_malformed_csv_names_file_and_line(tmp_path, csv_name, edit, match):
+    manual = _broken_copy(tmp_path)
+    path = manual / csv_name
+    path.write_text(edit(path.read_text()))
+    _assert_fails_cleanly(manual, tmp_path / "data", ValueError, match)
