@@ -122,6 +122,8 @@ def _label(value, *, where: str) -> dict:
         value = value[0]
     if not isinstance(value, dict) or value.get("type") not in LABEL_TYPES:
         raise ValueError(f"{where}: expected a label with type in {LABEL_TYPES}, got {value!r}")
+    if value["type"] == "curve":
+        curve_points(value, where=where)  # malformed points: fail here, naming the file
     return value
 
 
