@@ -1,0 +1,125 @@
+"""Tests of the synthetic_echo builder: TFDS's harness, then content and TF-free use."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_builders.synthetic_echo import synthetic_echo_dataset_builder as seb
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class SyntheticEchoTest(tfds.testing.DatasetBuilderTestCase):
+    """TFDS's harness on a 10-subject config (subjects 0-7 train, 8 validation, 9 test)."""
+
+    DATASET_CLASS = seb.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = [
+        seb.SyntheticEchoConfig(name="camus_like_32_tiny", style="camus_like",
+                                resolution=32, num_subjects=10),
+    ]
+    SPLITS = {"train": 32, "validation": 4, "test": 4}
+    SKIP_CHECKSUMS = True
+
+
+def test_configs_cover_styles_and_resolutions():
+    names = {c.name for c in seb.Builder.BUILDER_CONFIGS}
+    for style in ("camus_like", "unity_like", "echonet_like"):
+        for res in (256, 128, 64):
+            assert f"{style}_{res}" in names
+    counts = {c.name: c.subjects * seb.phantoms.STYLES[c.style].examples_per_subject
+              for c in seb.Builder.BUILDER_CONFIGS}
+    assert counts["camus_like_256"] == 1000
+    assert counts["unity_like_64"] == 400
+    assert counts["echonet_like_128"] == 2000
+    assert counts["echonet_like_full_64"] == 20_048
+
+
+def test_split_by_subject_is_80_10_10():
+    splits = [seb.split_of(i) for i in range(250)]
+    assert splits.count("train") == 200
+    assert splits.count("validation") == splits.count("test") == 25
+
+
+# Run in a fresh interpreter, from a directory outside the repository, where
+# `import tensorflow` fails (a fake package that raises shadows the real one): build array_record files, read them with data_source.
+_SCRIPT = textwrap.dedent("""
+    import json, sys
+
+    try:
+        import tensorflow  # the fake package first on the path raises
+        raise AssertionError("tensorflow was importable")
+    except ImportError:
+        pass
+    import numpy as np
+    import tensorflow_datasets as tfds
+    import tfds_builders  # registers synthetic_echo
+    from tfds_builders.synthetic_echo import synthetic_echo_dataset_builder as seb
+
+    data_dir = sys.argv[1]
+    # (tfds.list_builders() would also query the community index over the network.)
+    out = {"registered": "synthetic_echo" in tfds.core.registered.list_imported_builders()}
+    b = tfds.builder("synthetic_echo/camus_like_64", data_dir=data_dir)
+    out["default_config"] = [b.builder_config.name, b.builder_config.subjects]
+    for style in ("camus_like", "unity_like", "echonet_like"):
+        cfg = seb.SyntheticEchoConfig(name=style + "_24_tiny", style=style,
+                                      resolution=24, num_subjects=20)
+        b = tfds.builder("synthetic_echo", config=cfg, data_dir=data_dir,
+                         file_format="array_record")
+        b.download_and_prepare()
+        res = {}
+        for split, ds in b.as_data_source().items():
+            exs = [ds[i] for i in range(len(ds))]
+            res[split] = {
+                "n": len(exs),
+                "patients": sorted({e["patient_id"].decode() for e in exs}),
+                "sources": sorted({e["source"].decode() for e in exs}),
+                "label_masks": sorted({tuple(map(bool, e["label_mask"])) for e in exs}),
+                "seg_max": int(max(e["segmentation"].max() for e in exs)),
+                "seg_values": sorted({int(v) for e in exs for v in np.unique(e["segmentation"])}),
+                "ef": [float(e["ef"]) for e in exs],
+                "shape": list(exs[0]["image"].shape),
+            }
+        out[style] = res
+    out["tensorflow_imported"] = "tensorflow" in sys.modules
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_array_record_without_tensorflow_from_outside_the_repo(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(_SCRIPT)
+    fake = tmp_path / "no_tf" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("tensorflow is blocked in this test")\n')
+    path = [str(tmp_path / "no_tf"), _REPO, os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    out = json.loads(line[len("RESULT"):])
+    assert out["registered"] and not out["tensorflow_imported"]
+    assert out["default_config"] == ["camus_like_64", 250]
+    want_masks = {"camus_like": [[True] * 4], "unity_like": [[True] * 4],
+                  "echonet_like": [[True, True, False, False]]}
+    for style, per_style in (("camus_like", 4), ("unity_like", 2), ("echonet_like", 2)):
+        res = out[style]
+        assert {s: res[s]["n"] for s in res} == {
+            "train": 16 * per_style, "validation": 2 * per_style, "test": 2 * per_style}
+        patients = [set(res[s]["patients"]) for s in ("train", "validation", "test")]
+        assert not (patients[0] & patients[1] or patients[0] & patients[2]
+                    or patients[1] & patients[2])
+        for split in res.values():
+            assert split["sources"] == [f"synthetic_echo/{style}"]
+            assert split["label_masks"] == want_masks[style]
+            assert split["seg_max"] <= 3
+            assert split["shape"] == [24, 24, 1]
+            assert all(15 <= ef <= 75 for ef in split["ef"])
+        values = set().union(*(res[s]["seg_values"] for s in res))
+        assert values == ({0, 1} if style == "echonet_like" else {0, 1, 2, 3})
+    np.testing.assert_equal(out["camus_like"]["train"]["n"], 64)
