@@ -125,18 +125,31 @@ def _affine_coords(scale, angle, h, w):
     return cy + cos * u + sin * v, cx - sin * u + cos * v
 
 
+def _pad_flat(x):
+    """[B, H, W, C] -> [B*(H+2)*(W+2), C] with a zero border: clipping an index into
+    the border reads 0, which is how points outside the image come out as 0."""
+    b, h, w, c = x.shape
+    return jnp.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]).reshape(b * (h + 2) * (w + 2), c)
+
+
 def _gather(flat, rows, cols, h, w):
-    """flat[b, rows*w+cols] with zero outside the image. flat: [B, H*W, C]."""
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    idx = jnp.clip(rows, 0, h - 1) * w + jnp.clip(cols, 0, w - 1)
-    b, oh, ow = idx.shape
-    vals = jnp.take_along_axis(flat, idx.reshape(b, oh * ow, 1), axis=1).reshape(b, oh, ow, -1)
-    return jnp.where(inside[..., None], vals, jnp.zeros((), flat.dtype))
+    """Values at integer (rows, cols) int32[B, H', W'] of a batch flattened by
+    ``_pad_flat``: [B, H', W', C]; anything outside the image reads the zero border.
+
+    One gather on the flat array: on CPU about twice as fast as a batched
+    ``take_along_axis``.
+    """
+    b, oh, ow = rows.shape
+    base = (jnp.arange(b, dtype=jnp.int32) * ((h + 2) * (w + 2)))[:, None, None]
+    idx = base + jnp.clip(rows + 1, 0, h + 1) * (w + 2) + jnp.clip(cols + 1, 0, w + 1)
+    return flat[idx.reshape(-1)].reshape(b, oh, ow, flat.shape[-1])
 
 
 def _bilinear(images, y, x):
     b, h, w, c = images.shape
-    flat = images.reshape(b, h * w, c)
+    flat = _pad_flat(images)
+    # Points beyond the zero border read only the border (and stay in int range).
+    y, x = jnp.clip(y, -1, h), jnp.clip(x, -1, w)
     y0, x0 = jnp.floor(y), jnp.floor(x)
     wy, wx = (y - y0)[..., None], (x - x0)[..., None]
     y0, x0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
@@ -147,9 +160,9 @@ def _bilinear(images, y, x):
 
 def _nearest(labels, y, x):
     b, h, w = labels.shape
-    rows = jnp.floor(y + 0.5).astype(jnp.int32)
-    cols = jnp.floor(x + 0.5).astype(jnp.int32)
-    return _gather(labels.reshape(b, h * w, 1), rows, cols, h, w)[..., 0]
+    rows = jnp.clip(jnp.floor(y + 0.5), -1, h).astype(jnp.int32)
+    cols = jnp.clip(jnp.floor(x + 0.5), -1, w).astype(jnp.int32)
+    return _gather(_pad_flat(labels[..., None]), rows, cols, h, w)[..., 0]
 
 
 def _blur(images, sigma, radius):
@@ -190,26 +203,34 @@ def augment_batch(rng: jax.Array, images: jax.Array, labels: jax.Array,
     images = images.astype(jnp.float32)
     labels = labels.astype(jnp.int32)
     keys = jax.random.split(rng, 12)
-    scale = _uniform_where(keys[0], keys[1], cfg.scale_prob, cfg.scale, 1.0, b)
-    degrees = _uniform_where(keys[2], keys[3], cfg.rotation_prob, cfg.rotation_degrees, 0.0, b)
-    y, x = _affine_coords(scale, jnp.deg2rad(degrees), h, w)
-    images = _bilinear(images, y, x)
-    labels = _nearest(labels, y, x)
+    # A transform whose probability is 0 is left out of the graph (a branch on the
+    # static config, not on values), so AugmentConfig.none() costs nothing.
+    if cfg.scale_prob > 0 or cfg.rotation_prob > 0:
+        scale = _uniform_where(keys[0], keys[1], cfg.scale_prob, cfg.scale, 1.0, b)
+        degrees = _uniform_where(keys[2], keys[3], cfg.rotation_prob, cfg.rotation_degrees, 0.0, b)
+        y, x = _affine_coords(scale, jnp.deg2rad(degrees), h, w)
+        images = _bilinear(images, y, x)
+        labels = _nearest(labels, y, x)
 
-    sigma = _uniform_where(keys[4], keys[5], cfg.blur_prob, cfg.blur_sigma, 0.0, b)
-    images = _blur(images, sigma, cfg.blur_radius)
+    if cfg.blur_prob > 0:
+        sigma = _uniform_where(keys[4], keys[5], cfg.blur_prob, cfg.blur_sigma, 0.0, b)
+        images = _blur(images, sigma, cfg.blur_radius)
 
-    coin = jax.random.uniform(keys[6], (b,)) < cfg.brightness_prob
-    factor = jnp.where(coin, jax.random.uniform(keys[7], (b,), minval=cfg.brightness[0],
-                                                maxval=cfg.brightness[1]), 1.0)
-    shift = jnp.where(coin, jax.random.uniform(keys[8], (b,), minval=cfg.brightness_shift[0],
-                                               maxval=cfg.brightness_shift[1]), 0.0)
-    images = images * factor[:, None, None, None] + shift[:, None, None, None]
+    if cfg.brightness_prob > 0:
+        coin = jax.random.uniform(keys[6], (b,)) < cfg.brightness_prob
+        factor = jnp.where(coin, jax.random.uniform(keys[7], (b,), minval=cfg.brightness[0],
+                                                    maxval=cfg.brightness[1]), 1.0)
+        shift = jnp.where(coin, jax.random.uniform(keys[8], (b,), minval=cfg.brightness_shift[0],
+                                                   maxval=cfg.brightness_shift[1]), 0.0)
+        images = images * factor[:, None, None, None] + shift[:, None, None, None]
 
-    contrast = _uniform_where(keys[9], keys[10], cfg.contrast_prob, cfg.contrast, 1.0, b)
-    mean = images.mean(axis=(1, 2, 3), keepdims=True)
-    lo = images.min(axis=(1, 2, 3), keepdims=True)
-    hi = images.max(axis=(1, 2, 3), keepdims=True)
-    contrasted = jnp.clip((images - mean) * contrast[:, None, None, None] + mean, lo, hi)
-    images = jnp.where((contrast != 1.0)[:, None, None, None], contrasted, images)
+    if cfg.contrast_prob > 0:
+        contrast = _uniform_where(keys[9], keys[10], cfg.contrast_prob, cfg.contrast, 1.0, b)
+        # Reductions over one contiguous axis: several times faster on CPU than over
+        # axes (1, 2, 3) of the 4-D array.
+        flat = images.reshape(b, -1)
+        mean = flat.mean(axis=1, keepdims=True)
+        lo, hi = flat.min(axis=1, keepdims=True), flat.max(axis=1, keepdims=True)
+        contrasted = jnp.clip((flat - mean) * contrast[:, None] + mean, lo, hi)
+        images = jnp.where((contrast != 1.0)[:, None], contrasted, flat).reshape(images.shape)
     return images, labels

@@ -52,6 +52,25 @@ def test_scale_two_samples_the_centre_half_with_nearest_labels():
     np.testing.assert_array_equal(np.asarray(out_l)[0], labels[0][np.ix_(src, src)])
 
 
+@pytest.mark.parametrize("scale, degrees", [(1.3, 23.0), (0.8, -37.0)])
+def test_affine_matches_scipy_map_coordinates(scale, degrees):
+    from scipy import ndimage
+    images, labels = _data(b=2, h=11, w=11)
+    cfg = _only(scale_prob=1.0, scale=(scale, scale), rotation_prob=1.0,
+                rotation_degrees=(degrees, degrees))
+    out_i, out_l = augment(jax.random.key(12), images, labels, cfg)
+    # Output pixel p samples the input at c + M (p - c) / scale, M = [[cos, sin], [-sin, cos]].
+    t = np.deg2rad(degrees)
+    u, v = np.mgrid[0:11, 0:11] - 5.0
+    coords = [5 + (np.cos(t) * u + np.sin(t) * v) / scale, 5 + (-np.sin(t) * u + np.cos(t) * v) / scale]
+    for k in range(2):
+        want_i = ndimage.map_coordinates(images[k, ..., 0].astype(np.float64), coords, order=1,
+                                         mode="grid-constant", cval=0.0)
+        want_l = ndimage.map_coordinates(labels[k], coords, order=0, mode="grid-constant", cval=0)
+        np.testing.assert_allclose(np.asarray(out_i)[k, ..., 0], want_i, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(out_l)[k], want_l)
+
+
 def test_zoom_out_fills_with_background_and_keeps_label_values():
     images, labels = _data(b=2, h=16, w=16)
     labels = np.where(labels == 0, 2, labels)  # no background in the input at all
