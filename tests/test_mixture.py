@@ -143,6 +143,20 @@ def test_mixture_applies_removals_to_pixels_and_label_mask(data_dir):
     assert counts == {"a": {"lv": 20, "lvm": 10, "la": 20}, "b": {"lv": 12, "lvm": 12, "la": 0}}
 
 
+def test_fast_decoder_equals_tfds_decoding(data_dir):
+    import tensorflow_datasets as tfds
+    from echojax.data import mixture as mixture_lib
+    mix = Mixture([Source(B, "b")], "validation", data_dir=data_dir, seed=0, metadata=True)
+    reader = mix._reader(0)
+    assert isinstance(reader, mixture_lib._FastDecoder)
+    full = tfds.builder(B, data_dir=data_dir).as_data_source(split="validation")
+    for i in range(len(full)):
+        fast, slow = reader(i), full[i]
+        for key in mixture_lib._FEATURE_KEYS:
+            assert mixture_lib._same(fast[key], slow[key]), (i, key)
+        assert fast["image"].dtype == np.uint8 and fast["image"].shape == (16, 16, 1)
+
+
 def test_test_split_is_never_altered(data_dir):
     sources = [Source(A, "a", train_examples=3, removals=(Removal(("lv", "lvm", "la"), 1.0),))]
     mix = Mixture(sources, "test", data_dir=data_dir, seed=0)

@@ -292,13 +292,13 @@ class Mixture:
             if self._builders is None:
                 self._builders = [_builder(src, self._data_dir, prepare=False)
                                   for src in self.sources]
-            self._readers = [b.as_data_source(split=self.split) for b in self._builders]
+            self._readers = [_open_reader(b, self.split) for b in self._builders]
         return self._readers[s]
 
     def __getitem__(self, i) -> dict[str, Any]:
         i = int(i)
         s, tfds_index = self.locate(i)
-        return self._process(self._reader(s)[tfds_index], s, i - self._offsets[s], tfds_index)
+        return self._process(self._reader(s)(tfds_index), s, i - self._offsets[s], tfds_index)
 
     def _process(self, ex, s: int, j: int, tfds_index: int) -> dict[str, Any]:
         keep = self._keep[s][j]
@@ -321,6 +321,69 @@ class Mixture:
                 pixel_spacing_mm=np.asarray(ex["pixel_spacing_mm"], np.float32),
                 index=np.int32(tfds_index))
         return out
+
+
+def _open_reader(builder, split: str):
+    """``index -> example dict`` for one split, decoding the shared feature format
+    (``echojax.data.features``) directly from the stored protos when possible.
+
+    TFDS's generic decoder spends about as long in Python as zlib spends inflating a
+    256x256 image; reading the few fields of the shared format directly is ~1.4x faster
+    end to end. The fast path is used only if the dataset has exactly the shared
+    features and its first record decodes identically both ways; otherwise TFDS decodes.
+    """
+    import tensorflow_datasets as tfds
+    full = builder.as_data_source(split=split)
+    if len(full) == 0 or set(builder.info.features.keys()) != set(_FEATURE_KEYS):
+        return full.__getitem__
+    raw = builder.as_data_source(split=split,
+                                 deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    shape = tuple(builder.info.features["image"].shape)
+    decode = _FastDecoder(raw, shape)
+    try:
+        fast, slow = decode(0), full[0]
+        same = all(_same(fast[k], slow[k]) for k in _FEATURE_KEYS)
+    except Exception:  # an unexpected encoding: let TFDS decode it
+        same = False
+    return decode if same else full.__getitem__
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind == "f":
+        return a.shape == b.shape and np.array_equal(a, b.astype(a.dtype), equal_nan=True)
+    return a.dtype == b.dtype and np.array_equal(a, b)
+
+
+_FEATURE_KEYS = ("image", "segmentation", "label_mask", "source", "patient_id", "view",
+                 "phase", "ef", "pixel_spacing_mm")
+
+
+class _FastDecoder:
+    """Decodes one record of the shared feature format: zlib tensors and plain lists."""
+
+    def __init__(self, raw_source, image_shape):
+        from tensorflow_datasets.proto import tf_example_pb2
+        self._raw, self._shape, self._example = raw_source, image_shape, tf_example_pb2.Example
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        f = self._example.FromString(self._raw[index]).features.feature
+
+        def tensor(key):
+            data = zlib.decompress(f[key].bytes_list.value[0])
+            return np.frombuffer(data, np.uint8).reshape(self._shape)
+
+        return {
+            "image": tensor("image"),
+            "segmentation": tensor("segmentation"),
+            "label_mask": np.array(f["label_mask"].int64_list.value, dtype=bool),
+            "source": f["source"].bytes_list.value[0],
+            "patient_id": f["patient_id"].bytes_list.value[0],
+            "view": f["view"].bytes_list.value[0],
+            "phase": f["phase"].bytes_list.value[0],
+            "ef": np.float32(f["ef"].float_list.value[0]),
+            "pixel_spacing_mm": np.array(f["pixel_spacing_mm"].float_list.value, np.float32),
+        }
 
 
 def _text(v) -> str:
