@@ -6,6 +6,7 @@ default file format, and turning a raw frame + mask into a checked example.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -81,3 +82,22 @@ def make_example(*, image: np.ndarray, mask: np.ndarray, spacing_mm, resolution:
     }
     features_lib.check_example(example, resolution, where=where)
     return example
+
+
+def sector_mask(frames: np.ndarray, *, where: str) -> np.ndarray | None:
+    """The ultrasound sector of ``frames`` (``uint8[..., H, W]``) by
+    ``echojax.data.cone.cone_mask``, or None when it cannot be estimated.
+
+    Lossy video codecs leave faint ringing outside the sector; when the first estimate
+    fails, it is retried with grey levels below 16 set to 0. The caller skips the file
+    (and counts it) on None: a frame whose markings cannot be removed is not kept.
+    """
+    from echojax.data import cone  # pylint: disable=g-import-not-at-top
+
+    for floor in (0, 16):
+        try:
+            return cone.cone_mask(np.where(frames < floor, 0, frames).astype(np.uint8))
+        except ValueError as e:
+            error = e
+    logging.warning("%s: no ultrasound sector found (%s); skipped", where, error)
+    return None

@@ -11,8 +11,9 @@ Reads ``FileList.csv``, ``VolumeTracings.csv`` and ``Videos/<FileName>.avi`` (11
   instead takes the first traced frame in file order as ES and the last as ED, relying
   on the rows being sorted by area; the two rules agree when that holds, and the number
   of videos where they disagree is logged.
-- Videos with fewer than two traced frames, or with a traced frame beyond the end of
-  the video, are skipped; both counts are logged.
+- Videos with fewer than two traced frames, with a traced frame beyond the end of
+  the video, or whose ultrasound sector cannot be estimated, are skipped; the counts
+  are logged.
 - label_mask is [T, T, F, F] (LV only). EF (percent) from ``FileList.csv``.
 - Pixel spacing is not published for EchoNet-Dynamic (the DICOMs were resampled to
   112 x 112 without it): ``pixel_spacing_mm`` is NaN, so volumes in mL cannot be
@@ -223,7 +224,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         from echojax.data import cone  # pylint: disable=g-import-not-at-top
 
         resolution = self.builder_config.resolution
-        out_of_range = 0
+        out_of_range = no_sector = 0
         for name, ef, ed, es, ed_trace, es_trace in items:
             path = root / "Videos" / f"{name}.avi"
             video = read_video(path)
@@ -233,7 +234,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                 "skipped (%d so far)", path.name, len(video), max(ed, es),
                                 out_of_range)
                 continue
-            sector = cone.cone_mask(video)
+            sector = real_data.sector_mask(video, where=str(path))
+            if sector is None:
+                no_sector += 1
+                continue
             shape = video.shape[1:]
             for phase, frame, trace in (("ED", ed, ed_trace), ("ES", es, es_trace)):
                 image = cone.apply_cone_mask(video[frame], sector)
@@ -242,3 +246,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     resolution=resolution, label_mask=labels.LV_ONLY_LABEL_MASK,
                     source=SOURCE, patient_id=name, view="4CH", phase=phase, ef=ef,
                     where=f"{path} frame {frame}")
+        if out_of_range or no_sector:
+            logging.warning("echonet_dynamic: skipped %d videos with a traced frame beyond "
+                            "their end and %d without a detectable sector", out_of_range,
+                            no_sector)

@@ -25,7 +25,8 @@ Reads the labels JSON files (``labels/*.json``) and the PNG frames of ``png-cach
   View: 4CH if any right-heart label (``UnityConfig.four_chamber_labels``) is drawn,
   else 2CH (the labels carry no view tag: this is an inference). Counts are logged.
 - Grey level: PNGs are converted to luminance. Cone masking: the sector is estimated
-  from all frames of the same video found in png-cache (``echojax.data.cone``).
+  from all frames of the same video found in png-cache (``echojax.data.cone``); a
+  frame whose sector cannot be found is skipped and counted.
 - Spacing, EF and phase are not published: NaN, NaN, ``unknown``.
 - Patient: the DICOM hash (one video); Unity publishes no patient identity, so the
   deterministic 80/10/10 split is by video.
@@ -273,13 +274,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         from echojax.data import cone  # pylint: disable=g-import-not-at-top
 
         cfg = self.builder_config
-        short = 0
+        short = no_sector = 0
         for code, view, frame_labels in items:
             path = frame_path(png_cache, code)
             image = read_png(path)
             siblings = [read_png(p) for p in sorted(path.parent.glob(f"{video_code(code)}-*.png"))]
             clip = np.stack([s for s in siblings if s.shape == image.shape] or [image])
-            image = cone.apply_cone_mask(image, cone.cone_mask(clip))
+            sector = real_data.sector_mask(clip, where=str(path))
+            if sector is None:
+                no_sector += 1
+                continue
+            image = cone.apply_cone_mask(image, sector)
             mask, label_mask, n_short = label_frame(frame_labels, image.shape, cfg,
                                                     where=f"labels {code}")
             short += n_short
@@ -291,6 +296,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 resolution=cfg.resolution, label_mask=label_mask, source=SOURCE,
                 patient_id=video_code(code), view=view, phase="unknown", ef=float("nan"),
                 where=str(path))
-        if short:
-            logging.info("unity_imaging: %d curves with < 3 points treated as not annotated",
-                         short)
+        if short or no_sector:
+            logging.info("unity_imaging: %d curves with < 3 points treated as not annotated; "
+                         "%d frames without a detectable sector skipped", short, no_sector)
