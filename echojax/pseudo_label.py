@@ -128,9 +128,9 @@ def _examples(source: Source, split: str, *, data_dir, seed: int,
     pending: list[dict] = []
 
     def flush():
-        out = transform(pending) if transform else pending
+        batch = list(pending)
         pending.clear()
-        return out
+        return transform(batch) if transform else batch
 
     for i in range(len(mix)):
         ex = mix[i]
@@ -165,12 +165,13 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
 
         def _info(self):
             return self.dataset_info_from_configs(
-                features=features_lib.features(resolution), description=description)
+                features=features_lib.features(resolution), description=description,
+                disable_shuffling=True)  # keep the base mixture's order
 
         def _split_generators(self, dl_manager):
-            return {s: self._generate(s) for s in splits}
+            return {s: self._generate_examples(s) for s in splits}
 
-        def _generate(self, split):
+        def _generate_examples(self, split):
             for k, ex in enumerate(splits[split]()):
                 features_lib.check_example(ex, resolution, where=f"{config_name}/{split}[{k}]")
                 yield k, ex
@@ -216,22 +217,24 @@ def _any_full(source: Source, base: Config, has_all) -> bool:
     return any(has_all(mix[j]) for j in range(len(mix)))
 
 
-def student_config(base: Config, classes: Sequence[str], teacher_dir: str) -> Config:
+def student_config(base: Config, classes: Sequence[str], teacher_dir: str, *,
+                   predict: Predictor | None = None) -> Config:
     """Prepares the student's data with the teacher in ``teacher_dir`` (see module doc)
-    and returns its CCE config."""
+    and returns its CCE config. ``predict`` replaces the teacher's best checkpoint
+    (default: :func:`predictor` of ``teacher_dir``, loaded only if data is missing)."""
     ids = labels.class_ids(classes)
     with open(os.path.join(teacher_dir, "config.json")) as f:
         teacher_json = f.read()
     key = _digest("student", [s.to_dict() for s in base.sources], base.seed, ids, teacher_json)
-    predict: list[Predictor] = []  # loaded on first need: a prepared dataset needs none
+    loaded: list[Predictor] = [predict] if predict is not None else []
 
     def fill(batch: list[dict]) -> list[dict]:
         todo = [k for k, ex in enumerate(batch) if not ex["label_mask"][list(ids)].all()]
         if not todo:
             return batch
-        if not predict:
-            predict.append(predictor(teacher_dir))
-        pred = predict[0](np.stack([batch[k]["image"] for k in todo]))
+        if not loaded:  # loaded on first need: a prepared dataset needs none
+            loaded.append(predictor(teacher_dir))
+        pred = loaded[0](np.stack([batch[k]["image"] for k in todo]))
         for k, p in zip(todo, pred):
             seg, lm = fill_missing(batch[k]["segmentation"][..., 0], batch[k]["label_mask"], p, ids)
             batch[k] = dict(batch[k], segmentation=seg[..., None], label_mask=lm)

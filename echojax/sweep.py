@@ -460,6 +460,7 @@ class Options:
     epochs: int | None
     external: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    seeds_given: bool = False  # --seeds was passed (else the preset's seeds)
 
     @property
     def grid_search(self) -> bool:
@@ -546,7 +547,7 @@ def options_from_args(experiment: str, args: argparse.Namespace,
         seeds=seeds or preset.seeds, preset=preset, data=args.data, data_dir=args.data_dir,
         workdir=os.path.abspath(workdir), shard=parse_shard(args.shard), lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, external=tuple(external),
-        extra=dict(extra or {}))
+        extra=dict(extra or {}), seeds_given=seeds is not None)
 
 
 # --------------------------------------------------------------------------- grid search

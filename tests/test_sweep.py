@@ -220,3 +220,140 @@ def test_tfds_names():
     with pytest.raises(ValueError, match="alias"):
         sweep.tfds_name("acdc", data="real", resolution=256)
     assert math.isnan(sweep.best_validation_dice("/nonexistent"))
+
+
+# --------------------------------------------------------------------------- pseudo-labels
+
+import importlib.util  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from echojax import labels, phantoms, pseudo_label  # noqa: E402
+from echojax.data.mixture import Mixture  # noqa: E402
+
+
+def test_fill_missing_only_background_pixels():
+    seg = np.array([[0, 1], [3, 0]], np.uint8)
+    lm = np.array([True, True, False, True])
+    pred = np.array([[2, 2], [2, 1]])
+    out, out_lm = pseudo_label.fill_missing(seg, lm, pred, [labels.LVM, labels.LA])
+    # LVM missing: background pixels predicted LVM become LVM; LA annotated: untouched.
+    assert out.tolist() == [[2, 1], [3, 0]]
+    assert out_lm.tolist() == [True, True, True, True]
+    assert seg.tolist() == [[0, 1], [3, 0]]  # input not modified
+    with pytest.raises(ValueError, match="background"):
+        pseudo_label.fill_missing(seg, lm, pred, [0])
+
+
+def _phantom_examples(n_subjects, split):
+    from tfds_builders.synthetic_echo.synthetic_echo_dataset_builder import split_of
+    for i in range(n_subjects):
+        if split_of(i) == split:
+            yield from phantoms.generate_subject("camus_like", i, resolution=32)
+
+
+def test_teacher_and_student_datasets(tmp_path):
+    data_dir = str(tmp_path / "tfds")
+    name = pseudo_label.write_derived(
+        "base_tiny", {s: (lambda s=s: _phantom_examples(20, s)) for s in ("train", "validation", "test")},
+        resolution=32, data_dir=data_dir, description="test data")
+    base_src = Source(name, alias="camus", removals=(Removal(("lvm",), 0.5),))
+    base = Config(sources=(base_src,), resolution=32, data_dir=data_dir, seed=0,
+                  loss=LossConfig(name="acce"), model=ModelConfig(name="unet", size="tiny"))
+    train = Mixture([base_src], "train", data_dir=data_dir, seed=0)
+    n_train = len(train)  # 16 subjects x 4 images
+    with_lvm = sum(bool(train[i]["label_mask"][labels.LVM]) for i in range(n_train))
+    assert with_lvm == n_train // 2
+
+    teacher = pseudo_label.teacher_config(base, ["lvm"])
+    assert teacher.loss.name == "cce" and teacher.sources[0].alias == "camus"
+    t_train = Mixture(teacher.sources, "train", data_dir=data_dir, seed=5)
+    assert len(t_train) == with_lvm
+    assert all(t_train[i]["label_mask"][labels.LVM] for i in range(len(t_train)))
+    t_test = Mixture(teacher.sources, "test", data_dir=data_dir, seed=0, metadata=True)
+    b_test = Mixture([base_src], "test", data_dir=data_dir, seed=0, metadata=True)
+    assert len(t_test) == len(b_test) > 0
+    assert np.array_equal(t_test[0]["segmentation"], b_test[0]["segmentation"])
+
+    teacher_dir = tmp_path / "teacher"
+    teacher_dir.mkdir()
+    teacher.save(teacher_dir / "config.json")
+    calls = []
+
+    def everything_lvm(images):
+        calls.append(len(images))
+        return np.full(images.shape[:3], labels.LVM, np.int32)
+
+    student = pseudo_label.student_config(base, ["lvm"], str(teacher_dir), predict=everything_lvm)
+    s_train = Mixture(student.sources, "train", data_dir=data_dir, seed=0)
+    val = Mixture([base_src], "validation", data_dir=data_dir, seed=0)
+    val_missing = sum(not val[i]["label_mask"][labels.LVM] for i in range(len(val)))
+    predicted = (n_train - with_lvm) + val_missing  # train and validation are filled
+    assert len(s_train) == n_train and sum(calls) == predicted and val_missing > 0
+    for i in range(n_train):
+        before, after = train[i], s_train[i]
+        assert after["label_mask"].all()
+        if before["label_mask"][labels.LVM]:
+            assert np.array_equal(before["segmentation"], after["segmentation"])
+        else:  # background became LVM; annotated pixels kept
+            fg = before["segmentation"] != 0
+            assert np.array_equal(after["segmentation"][fg], before["segmentation"][fg])
+            assert (after["segmentation"][~fg] == labels.LVM).all()
+    # Prepared once: asking again reuses the dataset without predicting.
+    again = pseudo_label.student_config(base, ["lvm"], str(teacher_dir), predict=everything_lvm)
+    assert again == student and sum(calls) == predicted
+
+
+# --------------------------------------------------------------------------- experiment scripts
+
+
+def _experiment(name):
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EXPERIMENT
+
+
+_DICE.update({"marginal": (0.6, 0.8), "abce": (0.7, 0.9)})
+
+
+@pytest.mark.parametrize("name,argv,runs,heading", [
+    ("exp1_domain_shift", [], 4, "| unity | 0.600 | 0.600 | 0.600 | 0.000 |"),
+    ("exp2_intra_domain", ["--baselines="], 4, "| unet | acce | 0.850 | 0.850 | 0.800 |"),
+    ("exp3_dropout", ["--loss=acce,cce", "--baselines=", "--rates=0,0.5"], 4,
+     "| unet | acce | 0.800 | 0.800 |"),
+    ("exp3_data_ratio", ["--loss=acce", "--camus_sizes=5,10", "--unity_sizes=0,5"], 4,
+     "| 5 | 0.800 | 0.800 |"),
+    # 6 paired images all differing by -0.25: exact p = 2 / 2**6; Holm over 3 tests.
+    ("exp4_all_datasets", ["--loss=cce,acce", "--baselines="], 4,
+     "| LV | cce vs acce | 6 | -0.250 | 0.031 | 0.094 |"),
+])
+def test_experiment_scripts_with_fake_engine(tmp_path, capsys, name, argv, runs, heading):
+    exp = _experiment(name)
+    fake = FakeEngine()
+    kw = dict(train_fn=fake.train, evaluate_fn=fake.evaluate, prepare_fn=lambda names, **k: None)
+    assert sweep.main(exp, argv + [f"--workdir={tmp_path}"], **kw) == 0
+    assert len(fake.trained) == runs
+    text = (tmp_path / "report.md").read_text()
+    assert heading in text, text
+    assert f"runs finished: {runs} of {runs}" in text
+    for png in os.listdir(tmp_path / "figures") if (tmp_path / "figures").exists() else ():
+        assert (tmp_path / "figures" / png).read_bytes()[:4] == b"\x89PNG"
+    assert sweep.main(exp, argv + [f"--workdir={tmp_path}"], **kw) == 0
+    assert len(fake.trained) == runs  # re-running trains nothing
+
+
+def test_paper_preset_run_counts(tmp_path):
+    # 11 rates x 4 losses x 5 seeds x 3 archs + benchmark and pseudo-label pairs, plus
+    # one 3 x 3 LR/batch grid per (arch, loss) group: 4 losses + cce baselines.
+    exp = _experiment("exp3_dropout")
+    args = sweep.build_parser("").parse_args(["--preset=paper", f"--workdir={tmp_path}"])
+    args.rates, args.baselines = None, "benchmark,pseudo_label"
+    o = sweep.options_from_args("exp3_dropout", args, {"baselines": "benchmark,pseudo_label"})
+    runs = exp.runs(o)
+    assert len(runs) == 11 * 4 * 5 * 3 + 3 * 5 * 3 + 9 * 4 * 3
+    assert sum(r.name.startswith("grid/") for r in runs) == 9 * 4 * 3
+    # Shards partition the sweep.
+    parts = [sweep.select_shard(runs, i, 7) for i in range(7)]
+    assert sorted(r.name for p in parts for r in p) == sorted(r.name for r in runs)
