@@ -148,3 +148,82 @@ def conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """The reference: ``lax.conv_general_dilated`` with 'SAME' padding, NHWC/HWIO."""
     _check(x, kernel, name="conv_same_xla")
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
+
+
+# ---------------------------------------------------------------------------------------
+# XLA's forward and input-gradient convolutions, with the kernel gradient as matmuls.
+
+
+def _dk_im2col(x, dy, kshape):
+    """``dK = patches(x)^T @ dy``: one ``[k*k*C, N] @ [N, O]`` matmul, N = B*H*W."""
+    k, _, c, o = kshape
+    pm = _patches(x, k).reshape(-1, k * k * c)
+    return jnp.dot(pm.T, dy.reshape(-1, o)).reshape(kshape)
+
+
+def _dk_rows(x, dy, kshape):
+    """``dK`` one kernel row at a time: patches along W only (``k*C`` wide, a third of
+    the memory of the full patch matrix), ``k`` matmuls ``[k*C, N] @ [N, O]``."""
+    k, _, c, o = kshape
+    _, h, w, _ = x.shape
+    p = k // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    xw = jnp.concatenate([xp[:, :, dw:dw + w] for dw in range(k)], axis=-1)
+    d2 = dy.reshape(-1, o)
+    rows = [jnp.dot(xw[:, dh:dh + h].reshape(-1, k * c).T, d2) for dh in range(k)]
+    return jnp.stack(rows).reshape(kshape)
+
+
+_DK = {"dw_im2col": _dk_im2col, "dw_rows": _dk_rows}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_matmul_dk(x, kernel, method):
+    return conv_same_xla(x, kernel)
+
+
+def _matmul_dk_fwd(x, kernel, method):
+    return conv_same_xla(x, kernel), (x, kernel)
+
+
+def _matmul_dk_bwd(method, res, dy):
+    x, kernel = res
+    dx = jax.vjp(lambda x_: conv_same_xla(x_, kernel), x)[1](dy)[0]
+    return dx, _DK[method](x, dy, kernel.shape).astype(kernel.dtype)
+
+
+_conv_matmul_dk.defvjp(_matmul_dk_fwd, _matmul_dk_bwd)
+
+METHODS = ("auto", "xla", "im2col", "dw_im2col", "dw_rows")
+
+# Maps with at most this many pixels (8x8) use patches + matmul for all three products.
+IM2COL_MAX_PIXELS = 64
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.Array:
+    """``k x k`` convolution, stride 1, 'SAME' zero padding: ``nnx.Conv``'s map and
+    kernel layout, computed the way that is fastest on XLA:CPU for the map's size.
+
+    Args:
+      x: ``[B, H, W, C]``.
+      kernel: ``[k, k, C, O]``.
+      method: ``"xla"`` (``lax.conv_general_dilated`` and its XLA gradients);
+        ``"im2col"`` (:func:`conv_same_im2col`); ``"dw_im2col"`` / ``"dw_rows"`` (XLA
+        forward and input gradient, kernel gradient as matmuls over patches, 3x3
+        kernels); ``"auto"``: ``"im2col"`` on maps of at most
+        :data:`IM2COL_MAX_PIXELS` pixels, ``"xla"`` otherwise (the measurements behind
+        this choice are in ``bench/README.md``).
+
+    Returns:
+      ``[B, H, W, O]``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"conv_same: unknown method {method!r}; expected one of {METHODS}")
+    _check(x, kernel, name="conv_same")
+    if method == "auto":
+        method = "im2col" if x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS else "xla"
+    if method == "xla":
+        return conv_same_xla(x, kernel)
+    if method == "im2col":
+        return conv_same_im2col(x, kernel)
+    return _conv_matmul_dk(x, kernel, method)

@@ -1,0 +1,153 @@
+"""echojax.ops against the lax / Flax layers they replace: forward values, gradients
+(against a float64 reference) and parameter compatibility."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+
+from echojax import ops
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _rand(seed, *shape):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _ref_conv(x, k):
+    return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=NHWC)
+
+
+def _ref_conv_transpose(x, k, b, padding):
+    return lax.conv_transpose(x, k, (2, 2), padding, dimension_numbers=NHWC) + b
+
+
+def _value_and_grads(f, args, cotangent):
+    """``f(*args)`` and the gradient of ``sum(f(*args) * cotangent)`` wrt every arg."""
+    out, vjp = jax.vjp(f, *args)
+    return out, vjp(jnp.asarray(cotangent, out.dtype))
+
+
+def _check_against_float64(op, ref, args, out_shape, *, rtol):
+    """The op in float64 equals the reference to rounding; in float32 it is within
+    ``rtol`` (relative to the largest entry) of the float64 reference."""
+    ct = _rand(99, *out_shape)
+    with jax.enable_x64(True):
+        a64 = [jnp.asarray(a, jnp.float64) for a in args]
+        want = _value_and_grads(ref, a64, ct)
+        got64 = _value_and_grads(op, a64, ct)
+        want = jax.tree.map(np.asarray, want)
+        got64 = jax.tree.map(np.asarray, got64)
+    got32 = jax.tree.map(np.asarray, _value_and_grads(op, [jnp.asarray(a, jnp.float32) for a in args], ct))
+    for w, g64, g32 in zip(jax.tree.leaves(want), jax.tree.leaves(got64), jax.tree.leaves(got32)):
+        scale = np.abs(w).max()
+        assert g32.dtype == np.float32
+        np.testing.assert_allclose(g64, w, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(g32, w, rtol=0, atol=rtol * scale)
+
+
+# --- conv_transpose_2x2 ----------------------------------------------------------------
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_conv_transpose_matches_lax_values_and_gradients(padding):
+    x, k, b = _rand(0, 2, 3, 5, 4), _rand(1, 2, 2, 4, 6), _rand(2, 6)
+    _check_against_float64(
+        ops.conv_transpose_2x2, lambda x, k, b: _ref_conv_transpose(x, k, b, padding),
+        [x, k, b], (2, 6, 10, 6), rtol=1e-5)
+
+
+def test_conv_transpose_uses_flax_parameters_unchanged():
+    layer = nnx.ConvTranspose(3, 5, kernel_size=(2, 2), strides=(2, 2), padding="VALID",
+                              rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.arange(5.0)
+    x = jnp.asarray(_rand(3, 2, 4, 4, 3), jnp.float32)
+    got = ops.conv_transpose_2x2(x, layer.kernel[...], layer.bias[...])
+    np.testing.assert_allclose(got, layer(x), rtol=1e-6, atol=1e-6)
+
+
+def test_conv_transpose_hand_computed():
+    # One pixel with value 1 and one channel: the output patch is the kernel flipped in
+    # both axes (lax.conv_transpose correlates without flipping).
+    k = jnp.arange(4.0).reshape(2, 2, 1, 1)
+    y = ops.conv_transpose_2x2(jnp.ones((1, 1, 1, 1)), k)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[3.0, 2.0], [1.0, 0.0]])
+
+
+def test_conv_transpose_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[2, 2, C, O\]"):
+        ops.conv_transpose_2x2(jnp.ones((1, 2, 2, 3)), jnp.ones((3, 3, 3, 4)))
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv_transpose_2x2(jnp.ones((1, 2, 2, 3)), jnp.ones((2, 2, 5, 4)))
+
+
+# --- k x k SAME convolutions -----------------------------------------------------------
+
+CONVS = {
+    "im2col": ops.conv_same_im2col,
+    "dw_im2col": lambda x, k: ops.conv_same(x, k, method="dw_im2col"),
+    "dw_rows": lambda x, k: ops.conv_same(x, k, method="dw_rows"),
+    "xla": lambda x, k: ops.conv_same(x, k, method="xla"),
+}
+
+
+# The kernel-gradient variants are written for 3x3 kernels (the U-Net's).
+CASES = [(m, 3, 4, 5) for m in sorted(CONVS)] + [
+    (m, k, ci, co) for m in ("im2col", "xla") for k, ci, co in [(1, 3, 2), (5, 2, 3)]]
+
+
+@pytest.mark.parametrize("method,ksize,cin,cout", CASES)
+def test_conv_same_matches_lax_values_and_gradients(method, ksize, cin, cout):
+    x, k = _rand(4, 2, 6, 5, cin), _rand(5, ksize, ksize, cin, cout)
+    _check_against_float64(CONVS[method], _ref_conv, [x, k], (2, 6, 5, cout), rtol=1e-5)
+
+
+def test_conv_same_uses_flax_parameters_unchanged():
+    layer = nnx.Conv(4, 6, kernel_size=(3, 3), padding="SAME", use_bias=False, rngs=nnx.Rngs(1))
+    x = jnp.asarray(_rand(6, 2, 8, 8, 4), jnp.float32)
+    for name, f in CONVS.items():
+        np.testing.assert_allclose(f(x, layer.kernel[...]), layer(x), rtol=1e-5, atol=1e-5,
+                                   err_msg=name)
+
+
+def test_conv_same_auto_picks_a_correct_method_for_every_size():
+    for h, c in [(4, 8), (16, 4), (32, 2)]:
+        x, k = jnp.asarray(_rand(7, 1, h, h, c), jnp.float32), jnp.asarray(_rand(8, 3, 3, c, 3), jnp.float32)
+        np.testing.assert_allclose(ops.conv_same(x, k), _ref_conv(x, k), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_same_bad_input():
+    with pytest.raises(ValueError, match="odd"):
+        ops.conv_same_im2col(jnp.ones((1, 4, 4, 2)), jnp.ones((2, 2, 2, 3)))
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv_same(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 5, 3)))
+    with pytest.raises(ValueError, match="method"):
+        ops.conv_same(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 3)), method="winograd")
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
+        ops.conv_same(jnp.ones((4, 4, 2)), jnp.ones((3, 3, 2, 3)))
+
+
+# --- max pooling -----------------------------------------------------------------------
+
+def test_max_pool_matches_flax_values_and_gradients():
+    # Continuous random input: no ties, so the gradients agree exactly.
+    x = jnp.asarray(_rand(9, 2, 6, 4, 3), jnp.float32)
+    ref = lambda x: nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+    ct = jnp.asarray(_rand(10, 2, 3, 2, 3), jnp.float32)
+    (want, (gw,)), (got, (gg,)) = _value_and_grads(ref, [x], ct), _value_and_grads(ops.max_pool_2x2, [x], ct)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(gg, gw)
+
+
+def test_max_pool_hand_computed():
+    x = jnp.asarray([[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 7.0, 6.0]]).reshape(1, 2, 4, 1)
+    np.testing.assert_array_equal(ops.max_pool_2x2(x)[0, :, :, 0], [[5.0, 7.0]])
+
+
+def test_max_pool_bad_input():
+    with pytest.raises(ValueError, match="even"):
+        ops.max_pool_2x2(jnp.ones((1, 3, 4, 1)))
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
+        ops.max_pool_2x2(jnp.ones((3, 4, 1)))
