@@ -69,7 +69,8 @@ class AugmentConfig:
             try:
                 lo, hi = (float(v) for v in r)
             except (TypeError, ValueError):
-                raise ValueError(f"AugmentConfig.{name} must be a (low, high) pair, got {r!r}") from None
+                raise ValueError(
+                    f"AugmentConfig.{name} must be a (low, high) pair, got {r!r}") from None
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
                 raise ValueError(f"AugmentConfig.{name} must be finite with low <= high, got {r!r}")
             object.__setattr__(self, name, (lo, hi))
@@ -100,7 +101,8 @@ class AugmentConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"AugmentConfig: unknown keys {sorted(unknown)}; expected {sorted(names)}")
+            raise ValueError(
+                f"AugmentConfig: unknown keys {sorted(unknown)}; expected {sorted(names)}")
         return cls(**{k: tuple(v) if k in _RANGES else v for k, v in d.items()})
 
 

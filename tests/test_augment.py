@@ -62,7 +62,8 @@ def test_affine_matches_scipy_map_coordinates(scale, degrees):
     # Output pixel p samples the input at c + M (p - c) / scale, M = [[cos, sin], [-sin, cos]].
     t = np.deg2rad(degrees)
     u, v = np.mgrid[0:11, 0:11] - 5.0
-    coords = [5 + (np.cos(t) * u + np.sin(t) * v) / scale, 5 + (-np.sin(t) * u + np.cos(t) * v) / scale]
+    coords = [5 + (np.cos(t) * u + np.sin(t) * v) / scale,
+              5 + (-np.sin(t) * u + np.cos(t) * v) / scale]
     for k in range(2):
         want_i = ndimage.map_coordinates(images[k, ..., 0].astype(np.float64), coords, order=1,
                                          mode="grid-constant", cval=0.0)

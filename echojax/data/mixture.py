@@ -70,7 +70,8 @@ class Removal:
             raise ValueError("Removal.classes is empty; name at least one class to remove")
         ids = labels.class_ids(classes)
         if labels.BACKGROUND in ids:
-            raise ValueError(f"Removal.classes {tuple(self.classes)!r}: background cannot be removed")
+            raise ValueError(
+                f"Removal.classes {tuple(self.classes)!r}: background cannot be removed")
         object.__setattr__(self, "classes", tuple(labels.CLASS_NAMES[c] for c in ids))
         fraction = self.fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)):
@@ -116,13 +117,15 @@ class Source:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or self.name != self.name.strip():
-            raise ValueError(f"Source.name must be a TFDS name such as 'camus/256', got {self.name!r}")
+            raise ValueError(
+                f"Source.name must be a TFDS name such as 'camus/256', got {self.name!r}")
         if not isinstance(self.alias, str) or not _ALIAS_RE.match(self.alias):
             raise ValueError(
                 f"Source.alias of {self.name!r} must be a non-empty string of letters, digits, "
                 f"'_', '.', '-', got {self.alias!r}")
         n = self.train_examples
-        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                              or n <= 0):
             raise ValueError(
                 f"Source {self.alias!r}: train_examples must be a positive int or None, got {n!r}")
         if n is not None:
@@ -393,8 +396,9 @@ def _builder(source: Source, data_dir, *, prepare: bool):
     import tensorflow_datasets as tfds
     try:
         import tfds_builders  # noqa: F401  registers echojax's builders with TFDS
-    except ImportError:
-        pass
+    except ModuleNotFoundError as e:  # installed without the builders: use data_dir only
+        if e.name != "tfds_builders":
+            raise
     try:
         builder = tfds.builder(source.name, data_dir=data_dir)
     except Exception as e:  # TFDS raises several types for unknown names/configs

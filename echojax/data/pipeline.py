@@ -38,7 +38,8 @@ def _process_shard(batch_size: int, process_index: int | None, process_count: in
         import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size <= 0):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if process_count <= 0 or not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} must be in [0, process_count="
@@ -70,7 +71,8 @@ class _EpochOrder:
         perm = self._perms.get(epoch)
         if perm is None:
             # Independent of the process count: every process derives the same order.
-            perm = np.random.default_rng(np.random.SeedSequence([self.seed, epoch])).permutation(self.n)
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
+            perm = rng.permutation(self.n)
             if len(self._perms) > 2:  # keep only the epochs around the current one
                 self._perms.pop(min(self._perms))
             self._perms[epoch] = perm
