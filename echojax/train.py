@@ -63,8 +63,8 @@ class NonFiniteLossError(FloatingPointError):
 
 # --- model, optimiser, inputs --------------------------------------------------------
 
-def create_model(config: Config, *, seed: int) -> nnx.Module:
-    """The configured architecture, initialised from ``seed``."""
+def create_model(config: Config, *, seed: int | jax.Array) -> nnx.Module:
+    """The configured architecture, initialised from ``seed`` (an int or a PRNG key)."""
     kwargs = config.model.kwargs()
     if config.compute_dtype == "bfloat16":
         kwargs["dtype"] = jnp.bfloat16  # activations; parameters stay float32
@@ -198,41 +198,85 @@ def foreground_dice(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, f
 
 # --- the engine -------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Engine:
-    """Model, optimiser, mesh and the compiled steps of one run (host-side object)."""
-    config: Config
-    total_steps: int
-    mesh: jax.sharding.Mesh = dataclasses.field(init=False)
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """What is compiled for a run: the same for every run sharing its key (see
+    ``_program``), so sweeps and tests in one process compile each step once."""
+    mesh: jax.sharding.Mesh
+    graphdef: nnx.GraphDef
+    graphdef_eval: nnx.GraphDef
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    init: Callable
+    train_step: Callable
+    eval_step: Callable
+    predict: Callable
 
-    def __post_init__(self):
-        config = self.config
+
+@functools.lru_cache(maxsize=16)
+def _program(config: Config, total_steps: int, devices: tuple) -> _Program:
+    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    model = nnx.eval_shape(lambda: create_model(config, seed=0))
+    model.train()
+    graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+    model.eval()
+    graphdef_eval, _, _ = nnx.split(model, nnx.Param, ...)
+    schedule = learning_rate_schedule(config.optim, total_steps)
+    tx = make_optimizer(config.optim, total_steps)
+
+    def init(key_data):
+        # One compiled program instead of one dispatch per initialiser op.
+        init_key, train_key = jax.random.split(jax.random.wrap_key_data(key_data))
+        model = create_model(config, seed=init_key)
+        model.train()
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        return {"params": params, "rest": rest, "opt_state": tx.init(params),
+                "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(train_key)}
+
+    return _Program(
+        mesh=mesh, graphdef=graphdef, graphdef_eval=graphdef_eval, tx=tx, schedule=schedule,
+        init=jax.jit(init, out_shardings=replicated),
+        train_step=jax.jit(make_train_step(config, graphdef, tx, schedule),
+                           out_shardings=replicated, donate_argnums=(0,)),
+        eval_step=jax.jit(make_eval_step(config, graphdef_eval), out_shardings=replicated,
+                          donate_argnums=(3, 4)),
+        predict=jax.jit(make_predict(config, graphdef_eval),
+                        out_shardings=jax.sharding.NamedSharding(
+                            mesh, jax.sharding.PartitionSpec("data"))))
+
+
+def _program_key(config: Config) -> Config:
+    """``config`` with the fields that do not change the compiled code normalised."""
+    sources = tuple(mixture_lib.Source(f"source_{i}/x", alias=f"s{i}")
+                    for i in range(len(config.sources)))
+    return dataclasses.replace(config, sources=sources, data_dir=None, seed=0, epochs=1,
+                               eval_every=1, log_every=1, num_workers=0, batch_size=1,
+                               eval_batch_size=1, resolution=1)
+
+
+class Engine:
+    """Model, optimiser, mesh and the compiled steps of one run (host-side object).
+
+    ``initial_state``: the train state at step 0 (replicated), a dict of ``params``,
+    ``rest`` (other model state, e.g. BatchNorm statistics), ``opt_state``, ``step``
+    and ``rng`` (key data; the step's key is ``fold_in(key, step)``).
+    """
+
+    def __init__(self, config: Config, total_steps: int):
         config.check_devices(jax.device_count(), jax.process_count())
-        self.mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                                  axis_types=(jax.sharding.AxisType.Auto,))
+        self.config, self.total_steps = config, total_steps
+        program = _program(_program_key(config), total_steps, tuple(jax.devices()))
+        self.mesh, self.tx, self.schedule = program.mesh, program.tx, program.schedule
+        self.graphdef, self.graphdef_eval = program.graphdef, program.graphdef_eval
+        self.train_step, self.eval_step = program.train_step, program.eval_step
+        self.predict = program.predict
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.batch_sharding = jax.sharding.NamedSharding(
             self.mesh, jax.sharding.PartitionSpec("data"))
-        model = create_model(config, seed=config.seed)
-        model.train()
-        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        model.eval()
-        self.graphdef_eval, _, _ = nnx.split(model, nnx.Param, ...)
-        self.schedule = learning_rate_schedule(config.optim, self.total_steps)
-        self.tx = make_optimizer(config.optim, self.total_steps)
-        state = {
-            "params": params, "rest": rest, "opt_state": self.tx.init(params),
-            "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(config.seed)),
-        }
-        self.initial_state = jax.device_put(state, self.replicated)
-        self.train_step = jax.jit(
-            make_train_step(config, self.graphdef, self.tx, self.schedule),
-            out_shardings=self.replicated, donate_argnums=(0,))
-        self.eval_step = jax.jit(make_eval_step(config, self.graphdef_eval),
-                                 out_shardings=self.replicated, donate_argnums=(3, 4))
-        self.predict = jax.jit(make_predict(config, self.graphdef_eval),
-                               out_shardings=self.batch_sharding)
+        key_data = jax.random.key_data(jax.random.key(config.seed))
+        self.initial_state = program.init(jax.device_put(key_data, self.replicated))
 
     def global_batch(self, local: dict[str, np.ndarray]) -> Batch:
         """This process's rows of a batch -> global arrays split over ``data``."""

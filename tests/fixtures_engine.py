@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from echojax.checkpoint import Checkpoints, abstract
-from echojax.config import Config, ModelConfig, Source
+from echojax.config import Config, LossConfig, ModelConfig, Source
 from echojax.train import Engine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,8 +31,10 @@ def engine_data_dir(tmp_path_factory):
 
 
 def tiny_config(data_dir: str, **kw) -> Config:
-    """A run of 2 epochs x 5 steps of 4 examples, evaluated and checkpointed each epoch."""
-    base = dict(sources=(Source(DATASET, alias="tiny"),), resolution=16, data_dir=data_dir,
+    """A run of 2 epochs x 5 steps of 4 examples, evaluated and checkpointed each epoch.
+    Label dropout is wired in (LA, rate 0 unless changed) so one compiled step serves
+    the tests that vary the rate."""
+    base = dict(loss=LossConfig(name="acce", dropout_rate=0.0, dropout_classes=("la",)),sources=(Source(DATASET, alias="tiny"),), resolution=16, data_dir=data_dir,
                 model=ModelConfig(name="unet", size="tiny", overrides={"widths": (4, 8)}),
                 batch_size=4, eval_batch_size=4, epochs=2, eval_every=1, log_every=1, seed=3)
     base.update(kw)
@@ -46,6 +48,9 @@ def run_worker(config: Config, workdir: str, *args: str, env: dict | None = None
     path = os.path.join(workdir, "..", os.path.basename(workdir) + ".config.json")
     config.save(path)
     full_env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # Workers share a persistent compilation cache: later ones skip compiling.
+    full_env.setdefault("JAX_COMPILATION_CACHE_DIR", config.data_dir.rstrip("/") + "_xla_cache")
+    full_env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, WORKER, "--config", path, "--workdir", workdir, *args],
                           env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -18,9 +18,8 @@ from fixtures_engine import (assert_trees_equal, engine_data_dir, load_state,  #
                              read_metrics, run_worker, tiny_config, train_losses, WORKER, HERE)
 
 from echojax import train
-from echojax.augment import AugmentConfig
 from echojax.checkpoint import Checkpoints
-from echojax.config import LossConfig, OptimConfig
+from echojax.config import OptimConfig
 
 pytestmark = pytest.mark.xdist_group("engine")
 
@@ -62,10 +61,6 @@ def test_same_seed_is_bitwise_identical(reference_run, tmp_path):
     train.train_and_evaluate(config, again)
     assert read_metrics(again) == read_metrics(workdir)
     assert_trees_equal(load_state(again), load_state(workdir))
-    # And a different seed is not.
-    other = str(tmp_path / "other")
-    train.train_and_evaluate(tiny_config(config.data_dir, seed=4, epochs=1), other)
-    assert train_losses(other)[1] != train_losses(workdir)[1]
 
 
 def test_resume_after_sigkill_and_crash_while_saving(reference_run, tmp_path):
@@ -109,6 +104,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(reference_run, tmp_path):
     config, reference, _ = reference_run
     workdir = str(tmp_path / "two_processes")
@@ -119,6 +115,8 @@ def test_two_processes_match_one(reference_run, tmp_path):
     procs = []
     for pid in range(2):
         env = {**os.environ, "PYTHONPATH": HERE, "JAX_PLATFORMS": "cpu",
+               "JAX_COMPILATION_CACHE_DIR": config.data_dir.rstrip("/") + "_xla_cache",
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
                "JAX_PROCESS_ID": str(pid)}
         procs.append(subprocess.Popen([sys.executable, WORKER, "--config", path, "--workdir",
@@ -164,9 +162,8 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(engine_data_dir, tmp
     assert all(np.isfinite(r.get("train_loss", 0.0)) for r in read_metrics(workdir))
 
 
-def test_train_step_compiles_once_and_dropout_rate_is_traced(engine_data_dir):
-    config = tiny_config(engine_data_dir, augment=AugmentConfig(),
-                         loss=LossConfig(name="acce", dropout_rate=0.5, dropout_classes=("la",)))
+def test_train_step_compiles_once_and_dropout_rate_is_traced(reference_run):
+    config = reference_run[0]  # acce with LA dropout wired in
     engine = train.Engine(config, total_steps=10)
     mix = train.train_mixture(config)
     batches = train.pipeline.train_batches(mix, batch_size=4, seed=0)

@@ -1,0 +1,82 @@
+"""``echojax.evaluate``: per-image CSV and summary from a checkpoint, byte-identical on
+re-run, with areas and EF pairs checked against the fixture's known ground truth."""
+
+import csv
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from fixtures_engine import engine_data_dir, tiny_config  # noqa: F401
+
+from echojax import evaluate as evaluate_lib
+from echojax import train
+from fixtures import tiny_echo
+
+pytestmark = pytest.mark.xdist_group("engine")
+
+
+@pytest.fixture(scope="module")
+def run_dir(engine_data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("eval") / "run")
+    train.train_and_evaluate(tiny_config(engine_data_dir, epochs=1), workdir)
+    return workdir
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_evaluate_is_deterministic_and_complete(run_dir):
+    out = os.path.join(run_dir, "eval", "test")
+    summary = evaluate_lib.evaluate(run_dir, split="test", checkpoint="latest")
+    first = {n: _read(os.path.join(out, n)) for n in ("per_image.csv", "summary.json")}
+    evaluate_lib.main(["--workdir", run_dir, "--split", "test", "--checkpoint", "latest"])
+    assert {n: _read(os.path.join(out, n)) for n in first} == first  # byte-identical
+    assert sorted(os.listdir(out)) == ["per_image.csv", "summary.json"]  # no temp files
+
+    rows = list(csv.DictReader(io.StringIO(first["per_image.csv"].decode())))
+    assert tuple(rows[0]) == evaluate_lib.CSV_COLUMNS
+    assert [int(r["index"]) for r in rows] == [0, 1, 2, 3, 4]  # the 5 test images, in order
+    for r in rows:
+        # TFDS stores examples in its own order: find the generated one by its ids.
+        i = 2 * int(r["patient_id"][len("test"):]) + (r["phase"] == "ES")
+        ex = tiny_echo.make_example("test", i, 16)
+        assert (r["patient_id"], r["view"], r["phase"]) == (
+            ex["patient_id"], ex["view"], ex["phase"])
+        true_lv = int((ex["segmentation"][..., 0] == 1).sum())
+        assert int(r["lv_area_true_px"]) == true_lv
+        sr, sc = ex["pixel_spacing_mm"].astype(np.float64)
+        assert float(r["lv_area_true_mm2"]) == pytest.approx(true_lv * sr * sc, rel=1e-12)
+        assert float(r["lv_area_pred_mm2"]) == pytest.approx(
+            int(r["lv_area_pred_px"]) * sr * sc, rel=1e-12)
+        for c in ("dice_lv", "dice_lvm", "dice_la"):
+            assert r[c] != "" and 0.0 <= float(r[c]) <= 1.0  # every class present in GT
+
+    assert summary["checkpoint_step"] == 5 and summary["split"] == "test"
+    src = summary["sources"]["tiny"]
+    assert src["num_images"] == 5
+    lv = [float(r["dice_lv"]) for r in rows]
+    assert src["dice"]["lv"]["mean"] == pytest.approx(np.mean(lv))
+    assert src["dice"]["lv"]["median"] == pytest.approx(np.median(lv))
+    assert src["dice"]["lv"]["std"] == pytest.approx(np.std(lv))
+    # Test patients: test0000 (2CH ED+ES), test0001 (4CH ED+ES), test0002 (ED only):
+    # two monoplane pairs, no patient with both views.
+    assert src["ef"]["monoplane"]["count"] == 2
+    assert src["ef"]["biplane"]["count"] == 0
+    assert json.loads(first["summary.json"]) == json.loads(json.dumps(
+        evaluate_lib._json_safe(summary)))
+
+
+def test_bad_checkpoint_and_workdir(run_dir, tmp_path):
+    assert evaluate_lib.evaluate(run_dir, split="validation", checkpoint=5)[
+        "checkpoint_step"] == 5
+    assert os.path.exists(os.path.join(run_dir, "eval", "validation", "per_image.csv"))
+    with pytest.raises(ValueError, match=r"no checkpoint at step 7 .* available: \[5\]"):
+        evaluate_lib.evaluate(run_dir, checkpoint=7)
+    with pytest.raises(ValueError, match="checkpoint must be 'best', 'latest' or a step"):
+        evaluate_lib.evaluate(run_dir, checkpoint="newest")
+    with pytest.raises(ValueError, match="is not a run folder"):
+        evaluate_lib.evaluate(str(tmp_path))
