@@ -128,23 +128,23 @@ def _affine_coords(scale, angle, h, w):
 
 
 def _pad_flat(x):
-    """[B, H, W, C] -> [B*(H+2)*(W+2), C] with a zero border: clipping an index into
+    """[B, H, W, C] -> [B, (H+2)*(W+2), C] with a zero border: clipping an index into
     the border reads 0, which is how points outside the image come out as 0."""
     b, h, w, c = x.shape
-    return jnp.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]).reshape(b * (h + 2) * (w + 2), c)
+    return jnp.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]).reshape(b, (h + 2) * (w + 2), c)
 
 
 def _gather(flat, rows, cols, h, w):
     """Values at integer (rows, cols) int32[B, H', W'] of a batch flattened by
     ``_pad_flat``: [B, H', W', C]; anything outside the image reads the zero border.
 
-    One gather on the flat array: on CPU about twice as fast as a batched
-    ``take_along_axis``.
+    A per-example gather (vmap: a gather with a batch dimension), so that with the
+    batch sharded over devices each device gathers from its own examples only.
     """
     b, oh, ow = rows.shape
-    base = (jnp.arange(b, dtype=jnp.int32) * ((h + 2) * (w + 2)))[:, None, None]
-    idx = base + jnp.clip(rows + 1, 0, h + 1) * (w + 2) + jnp.clip(cols + 1, 0, w + 1)
-    return flat[idx.reshape(-1)].reshape(b, oh, ow, flat.shape[-1])
+    idx = jnp.clip(rows + 1, 0, h + 1) * (w + 2) + jnp.clip(cols + 1, 0, w + 1)
+    vals = jax.vmap(lambda f, i: f[i])(flat, idx.reshape(b, oh * ow))
+    return vals.reshape(b, oh, ow, flat.shape[-1])
 
 
 def _bilinear(images, y, x):
