@@ -1,62 +1,110 @@
 """Removal of everything outside the ultrasound sector (cone).
 
 Islam et al. (MELBA 2026) removed text, ECG traces and other markings outside the cone
-with a trained cone segmenter. This is a deterministic geometric estimate instead:
+with a trained cone segmenter. This is a deterministic geometric estimate instead, made
+to tolerate lossy-codec noise (JPEG/MJPG ringing and blocking) and faint noise outside
+the sector:
 
-1. Support: pixels that vary over the clip (markings are static), or, for one image
-   or a static clip, non-zero pixels.
-2. Dense support: a box-filter density above one half, which removes thin markings
-   (ECG traces, ticks) and fills speckle zeros inside the sector.
-3. Per row, the run of dense pixels through the sector axis gives a left and a right
-   edge; two straight lines are fitted to them by least squares with outlier
-   rejection (rows touching the image border, or below the widest row, where the arc
-   begins, are left out). Their intersection is the sector apex.
-4. The arc: an axis-aligned ellipse centred on the apex fitted to where, in each
-   column, the dense run entering the wedge from above ends (an ellipse, not a circle, because resized
-   images have anisotropic pixels). If the arc is cut by the image bottom, none.
-5. The mask is the wedge below the apex and inside the arc, grown by ``margin_px``.
+1. Signal: the image, or for a clip the mean frame with pixels that never change set to
+   0 (markings are static; a codec encodes a static block identically in every frame).
+2. Coarse support: the signal box-filtered, thresholded between the background level
+   (a low percentile) and the sector level (a high percentile), holes filled. Per row,
+   the run of support through the sector axis gives a left and a right edge point.
+3. Two lines, ``col = m * row + q``, fitted to the edge points above the widest row
+   (where the arc begins) by a consensus fit (the line through a pair of points that
+   most points agree with, then least squares on those), so rows merged with markings
+   or cut by noise are outliers. Their intersection is the sector apex.
+4. Refinement: along each row near each coarse edge, the signal is split into an outer
+   and an inner level by the single step that fits it best (least squares); codec
+   ringing blurs the step about equally to both sides, so the step position is
+   unbiased where a fixed threshold is not. The lines are refitted to the steps.
+5. The arc: along rays from the apex, where the coarse support ends (if inside the
+   image), refined by the same step fit along the ray; an axis-aligned ellipse centred
+   on the apex (resized images have anisotropic pixels) is fitted by consensus. If the
+   arc is cut by the image bottom, none.
+6. The mask is the wedge below the apex and inside the arc, grown by ``margin_px``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 
-def _box_density(mask: np.ndarray, k: int) -> np.ndarray:
-    """Fraction of True pixels in the k x k window around each pixel (zero padded)."""
-    m = np.pad(mask.astype(np.float32), k // 2 + 1)
+def _box_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean of ``x`` over the k x k window around each pixel (zero padded)."""
+    m = np.pad(x.astype(np.float32), k // 2 + 1)
     c = m.cumsum(0).cumsum(1)
-    h, w = mask.shape
+    h, w = x.shape
     s = c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]
     return s / float(k * k)
 
 
-def _robust_line(rows: np.ndarray, cols: np.ndarray, where: str):
-    """Least-squares ``col = m * row + q`` with iterative rejection of outliers."""
-    keep = np.ones(rows.shape, bool)
-    for _ in range(5):
-        if keep.sum() < 3:
-            raise ValueError(f"cone_mask: too few points on the {where} sector edge")
-        m, q = np.polyfit(rows[keep], cols[keep], 1)
-        res = np.abs(cols - (m * rows + q))
-        new = res <= max(1.5, 2.5 * float(np.median(res[keep])))
-        if (new == keep).all():
-            break
-        keep = new
-    return float(m), float(q)
+def _consensus_line(rows: np.ndarray, cols: np.ndarray, tol: float, *, min_rows: float):
+    """``col = m * row + q`` that most points agree on (within ``tol``), or None.
 
-
-def _fit_arc(dr: np.ndarray, dc: np.ndarray) -> np.ndarray:
-    """Robust fit of ``p dr^2 + q dc^2 = 1`` (an ellipse centred on the apex).
-
-    Candidate ellipses through pairs of points far apart; the one with most points
-    within 1.5 px wins and is refitted by least squares on those points.
+    Candidate lines through 400 pairs of points drawn with a fixed seed (so the result
+    is deterministic) at least a tenth of the row range apart; the one with most points
+    within ``tol`` wins, if they lie on at least ``min_rows`` rows, and is refitted by
+    least squares on those points. Returns (m, q, bool mask of the agreeing points).
     """
+    n = len(rows)
+    if n < 4:
+        return None
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, n, (2, 400))
+    dr = rows[j] - rows[i]
+    ok = np.abs(dr) >= max(2.0, 0.1 * float(rows.max() - rows.min()))
+    if not ok.any():
+        return None
+    i, j, dr = i[ok], j[ok], dr[ok]
+    m = (cols[j] - cols[i]) / dr
+    q = cols[i] - m * rows[i]
+    steep = np.abs(m) <= 4.0                      # within ~76 degrees of vertical
+    if not steep.any():
+        return None
+    m, q = m[steep], q[steep]
+    counts = (np.abs(cols[None, :] - (m[:, None] * rows[None, :] + q[:, None])) <= tol).sum(1)
+    best = int(np.argmax(counts))
+    m, q = float(m[best]), float(q[best])
+    for _ in range(3):
+        keep = np.abs(cols - (m * rows + q)) <= tol
+        if keep.sum() < 3:
+            return None
+        m, q = (float(v) for v in np.polyfit(rows[keep], cols[keep], 1))
+    keep = np.abs(cols - (m * rows + q)) <= tol
+    if np.unique(rows[keep]).size < min_rows:
+        return None
+    return m, q, keep
+
+
+def _step_positions(profiles: np.ndarray) -> np.ndarray:
+    """Per profile (rows of ``float[N, L]``, outside first), where the best single step
+    between two constant levels lies, as a fractional index (between two samples).
+
+    Only steps that go up (inner level above the outer one) count.
+    """
+    n, length = profiles.shape
+    c1 = np.concatenate([np.zeros((n, 1)), profiles.cumsum(1)], 1)
+    c2 = np.concatenate([np.zeros((n, 1)), (profiles * profiles).cumsum(1)], 1)
+    s = np.arange(1, length)                       # split: [0, s) outside, [s, L) inside
+    a1, a2 = c1[:, s], c2[:, s]
+    b1, b2 = c1[:, -1:] - a1, c2[:, -1:] - a2
+    sse = (a2 - a1 * a1 / s) + (b2 - b1 * b1 / (length - s))
+    up = b1 / (length - s) > a1 / s
+    sse = np.where(up, sse, np.inf)
+    return np.argmin(sse, 1) + 0.5                  # between samples s-1 and s
+
+
+def _fit_arc(dr: np.ndarray, dc: np.ndarray, tol: float):
+    """Consensus fit of ``p dr^2 + q dc^2 = 1`` (an ellipse centred on the apex)."""
     a_mat = np.stack([dr * dr, dc * dc], 1)
     n = len(dr)
+    if n < 5:
+        return None
     order = np.argsort(dc)
     best, best_count = None, -1
-    for t in np.linspace(0, n // 2 - 1, min(n // 2, 40)).astype(int):
+    for t in np.unique(np.linspace(0, n // 2 - 1, min(n // 2, 40)).astype(int)):
         i, j = order[t], order[t + n // 2]
         m = a_mat[[i, j]]
         if abs(np.linalg.det(m)) < 1e-9 * np.abs(m).max() ** 2:
@@ -65,15 +113,15 @@ def _fit_arc(dr: np.ndarray, dc: np.ndarray) -> np.ndarray:
         if (coef <= 0).any():
             continue
         res = np.abs(np.sqrt(a_mat @ coef) - 1) * np.sqrt(1 / coef).mean()
-        count = int((res <= 1.5).sum())
+        count = int((res <= tol).sum())
         if count > best_count:
             best, best_count = coef, count
     if best is None or best_count < 5:
-        raise ValueError("cone_mask: could not fit the sector's arc")
+        return None
     coef = best
-    for _ in range(2):
+    for _ in range(3):
         res = np.abs(np.sqrt(a_mat @ coef) - 1) * np.sqrt(1 / coef).mean()
-        keep = res <= 1.5
+        keep = res <= tol
         new, *_ = np.linalg.lstsq(a_mat[keep], np.ones(keep.sum()), rcond=None)
         if (new <= 0).any():
             break
@@ -81,19 +129,35 @@ def _fit_arc(dr: np.ndarray, dc: np.ndarray) -> np.ndarray:
     return coef
 
 
+def _signal(flat: np.ndarray) -> np.ndarray:
+    """float32[H, W]: the image, or a clip's mean frame with never-changing pixels at 0."""
+    if flat.shape[0] == 1:
+        return flat[0].astype(np.float32)
+    lo, hi = flat.min(0), flat.max(0)
+    varying = hi != lo
+    mean = flat.mean(0, dtype=np.float32)
+    if varying.mean() <= 0.01:          # a static clip: treat as one image
+        return mean
+    return np.where(varying, mean, np.float32(0))
+
+
 def cone_mask(frames: np.ndarray, *, margin_px: float = 1.0) -> np.ndarray:
     """Estimates the ultrasound sector of an image or a clip.
 
+    Works on uncompressed and lossy-compressed (JPEG, MJPG) images with faint noise
+    outside the sector; markings (text, ECG traces, depth ticks) may surround it.
+
     Args:
       frames: uint8[..., H, W]: one image, or frames of one clip (any leading dims).
-      margin_px: how far the estimated boundary is pushed out, in pixels (the sector
-        edge lies up to half a pixel outside the outermost bright pixel centres).
+      margin_px: how far the estimated boundary is pushed out, in pixels (against the
+        estimate's error; markings start a few pixels outside the sector).
 
     Returns:
       bool[H, W], True inside the sector.
 
     Raises:
-      ValueError: wrong dtype/shape, or no sector-shaped support found.
+      ValueError: wrong dtype/shape, or no sector-shaped signal found (the message says
+        what was seen).
     """
     f = np.asarray(frames)
     if f.dtype != np.uint8 or f.ndim < 2:
@@ -101,56 +165,148 @@ def cone_mask(frames: np.ndarray, *, margin_px: float = 1.0) -> np.ndarray:
     h, w = f.shape[-2:]
     if h < 16 or w < 16:
         raise ValueError(f"cone_mask: image must be at least 16x16, got {h}x{w}")
-    flat = f.reshape(-1, h, w)
-    support = flat.max(0) > 0
-    if flat.shape[0] > 1:
-        varying = flat.max(0) != flat.min(0)
-        if varying.mean() > 0.01:
-            support = varying
+    sig = _signal(f.reshape(-1, h, w))
     k = max(3, (min(h, w) // 40) | 1)
-    dense = _box_density(support, k) > 0.5
-    if dense.sum() < 0.05 * h * w:
-        raise ValueError("cone_mask: less than 5% of the image has ultrasound signal")
-    # Sector axis: the column with the longest vertical extent of dense pixels.
-    colsum = np.convolve(dense.sum(0), np.ones(k) / k, mode="same")
+    sm = _box_mean(sig, k)
+
+    # Coarse support: above the noise floor. The background (>= ~40% of a sector image)
+    # is the lowest third of the smoothed signal; its median and spread set the floor.
+    # (A threshold between background and sector levels would cut the sector's dim
+    # lateral edges.) Dark regions inside (blood pools) become holes, which are filled.
+    sub = sm[::2, ::2].ravel()
+    lo, hi = (float(v) for v in np.percentile(sub, [30, 90]))
+    bg = sub[sub <= lo]
+    med = float(np.median(bg))
+    spread = 1.4826 * float(np.median(np.abs(bg - med)))
+    thr = med + max(2.0, 6.0 * spread)
+    if hi <= thr:
+        raise ValueError(
+            f"cone_mask: no ultrasound signal above the noise floor (background "
+            f"{med:.1f} +- {spread:.1f}, 90th percentile {hi:.1f} after {k}x{k} smoothing)")
+    above = sm > thr
+    # Markings are separated from the sector by a few pixels, which codec ringing can
+    # bridge: an opening with a (k + 2)-square cuts such bridges and thin markings
+    # (ticks, ECG traces); the largest piece left is the sector.
+    s = k + 2
+    opened = _box_mean(_box_mean(above, s) > 1 - 1e-3, s) > 1e-3
+    lab, n = ndimage.label(opened)
+    if n == 0:
+        raise ValueError(
+            f"cone_mask: no region of ultrasound signal wider than {s} pixels (background "
+            f"{med:.1f} +- {spread:.1f}, threshold {thr:.1f})")
+    biggest = 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
+    support = ndimage.binary_fill_holes(lab == biggest)
+    if support.mean() < 0.05:
+        raise ValueError(
+            f"cone_mask: less than 5% of the image has ultrasound signal "
+            f"({100 * support.mean():.1f}%)")
+
+    # Sector axis: the column with the longest vertical extent of support.
+    colsum = np.convolve(support.sum(0), np.ones(k) / k, mode="same")
     c_ax = int(np.argmax(colsum))
-    idx = np.arange(w)
-    on_axis = dense[:, c_ax]
-    left = np.where(~dense[:, :c_ax + 1], idx[:c_ax + 1], -1).max(1) + 1
-    right = np.where(~dense[:, c_ax:], idx[c_ax:], w).min(1) - 1
-    rows = np.flatnonzero(on_axis)
-    if rows.size < 8:
-        raise ValueError("cone_mask: no sector found (too few rows with signal on its axis)")
-    width = right[rows] - left[rows]
-    widest = rows[int(np.argmax(width))]
-    # The straight edges end where the arc begins: keep rows above the widest one.
-    use = rows[(rows <= widest - 1) & (rows > rows[0])]
-    use_l = use[left[use] > 0]
-    use_r = use[right[use] < w - 1]
-    mL, qL = _robust_line(use_l.astype(float), left[use_l].astype(float), "left")
-    mR, qR = _robust_line(use_r.astype(float), right[use_r].astype(float), "right")
+    rows_ax = np.flatnonzero(support[:, c_ax])
+    if rows_ax.size < 8:
+        raise ValueError(
+            f"cone_mask: no sector found (signal on only {rows_ax.size} rows of its axis, "
+            f"column {c_ax})")
+    # Edge candidates: every entry into the thresholded signal from the outside, left
+    # (right) of the axis. The sector's edges are the lines most rows agree on; entries
+    # into markings, into ringing bridges and along the arc do not line up.
+    # On a 3x3 smoothing: more smoothing would spread markings near the edge onto it.
+    sm3 = _box_mean(sig, 3)
+    sub = sm3[::2, ::2].ravel()
+    bg = sub[sub <= np.percentile(sub, 30)]
+    med3 = float(np.median(bg))
+    edge_sig = sm3 > med3 + max(2.0, 6.0 * 1.4826 * float(np.median(np.abs(bg - med3))))
+    rise = edge_sig[:, 1:] & ~edge_sig[:, :-1]    # entry at column c + 1 from the left
+    fall = edge_sig[:, :-1] & ~edge_sig[:, 1:]    # entry at column c from the right
+    tol = 1.5
+    lines = []
+    for side, cand in (("left", rise[:, :c_ax]), ("right", fall[:, c_ax:])):
+        # Per row, only the two entries nearest the axis: the sector's edge, or when
+        # the sector has a hole there, the next one (markings lie further out).
+        near = cand[:, ::-1] if side == "left" else cand
+        near = near & (np.cumsum(near, 1) <= 2)
+        cand = near[:, ::-1] if side == "left" else near
+        r_, c_ = np.nonzero(cand)
+        c_ = c_ + (1 if side == "left" else c_ax)
+        fit = _consensus_line(r_.astype(float), c_.astype(float), tol, min_rows=0.15 * h)
+        if fit is None:
+            raise ValueError(
+                f"cone_mask: no straight {side} sector edge (no line through entries into "
+                f"the signal on at least {0.15 * h:.0f} rows; {len(r_)} entries seen, signal "
+                f"covers {100 * support.mean():.0f}% of the image)")
+        m, q, keep = fit
+        # Refine: the best step in a band of +-b pixels around the coarse edge, per row.
+        b = 3
+        offs = np.arange(-b, b + 1)
+        r_in = np.unique(r_[keep])
+        c0 = np.rint(m * r_in + q).astype(int)
+        cols = c0[:, None] + (offs if side == "left" else -offs)[None, :]
+        ok = (cols.min(1) >= 0) & (cols.max(1) < w)
+        if ok.sum() >= 4:
+            prof = sig[r_in[ok][:, None], cols[ok]]
+            step = _step_positions(prof) - b        # offset of the edge from c0, inward
+            edge_c = c0[ok] + (step if side == "left" else -step)
+            refit = _consensus_line(r_in[ok].astype(float), edge_c, tol, min_rows=0.5 * ok.sum())
+            if refit is not None:
+                m, q = refit[0], refit[1]
+        lines.append((m, q))
+    (mL, qL), (mR, qR) = lines
     if mR - mL <= 1e-3:
-        raise ValueError("cone_mask: the sector edges do not diverge with depth")
+        raise ValueError(
+            f"cone_mask: the sector edges do not diverge with depth (left slope {mL:.3f}, "
+            f"right slope {mR:.3f} columns per row)")
     r_apex = (qL - qR) / (mR - mL)
     c_apex = mL * r_apex + qL
+    mid = 0.5 * (rows_ax[0] + rows_ax[-1])
+    if r_apex > mid:
+        raise ValueError(
+            f"cone_mask: the sector edges meet at row {r_apex:.0f}, below the middle "
+            f"(row {mid:.0f}) of the signal on the sector axis")
 
     rr = np.arange(h, dtype=np.float32)[:, None]
-    cc = idx.astype(np.float32)[None, :]
-    wedge = (cc >= mL * rr + qL - margin_px) & (cc <= mR * rr + qR + margin_px) & (
-        rr >= r_apex - margin_px)
-    # Arc: per column, where the dense run that enters the wedge from above ends
-    # (markings below the arc are separated from it by a gap, so they are skipped).
-    inw = dense & wedge
-    rows_h = np.arange(h)[:, None]
-    top = np.where(inw.any(0), np.argmax(inw, 0), h)
-    gap = ~dense & (rows_h > top[None, :])
-    low = np.where(gap.any(0), np.argmax(gap, 0) - 1, h - 1)
-    low = np.where(top < h, low, -1)
-    inner = (idx >= mL * low + qL + 2) & (idx <= mR * low + qR - 2) & (low > 0) & (low < h - 1)
-    if inner.sum() >= 5:
-        dr = (low[inner] - r_apex).astype(float)
-        dc = (idx[inner] - c_apex).astype(float)
-        coef = _fit_arc(dr, dc)
+    cc = np.arange(w, dtype=np.float32)[None, :]
+    # Offsets perpendicular to each line (the margin is a distance, not a column shift).
+    wedge = ((cc - (mL * rr + qL)) / np.hypot(1, mL) >= -margin_px) & (
+        ((mR * rr + qR) - cc) / np.hypot(1, mR) >= -margin_px) & (rr >= r_apex - margin_px)
+
+    # The arc: rays from the apex between the edges (kept off them by a few degrees).
+    aL, aR = np.arctan(mL), np.arctan(mR)      # angle from the downward axis, +col
+    pad = 0.08 * (aR - aL)
+    ang = np.linspace(aL + pad, aR - pad, 64)
+    diag = float(np.hypot(h, w))
+    t = np.arange(0.0, diag + max(0.0, -r_apex) * 2, 0.5)
+    pr = r_apex + np.cos(ang)[:, None] * t[None, :]
+    pc = c_apex + np.sin(ang)[:, None] * t[None, :]
+    inside_img = (pr >= 0) & (pr <= h - 1) & (pc >= 0) & (pc <= w - 1)
+    ir, ic = np.clip(np.rint(pr), 0, h - 1).astype(int), np.clip(np.rint(pc), 0, w - 1).astype(int)
+    on = support[ir, ic] & inside_img
+    entered = np.maximum.accumulate(on, 1)
+    gone = entered & ~on
+    has_end = gone.any(1)
+    end = np.argmax(gone, 1)
+    # A ray that leaves the image while still in the support has no arc point.
+    still_inside = inside_img[np.arange(len(ang)), end]
+    arc_rays = has_end & still_inside
+    coef = None
+    if arc_rays.sum() >= 8:
+        tb = t[end[arc_rays]]
+        a = ang[arc_rays]
+        b = 2 * k + 2                               # in half pixels: +-(k + 1) px
+        offs = np.arange(-b, b + 1) * 0.5
+        tt = tb[:, None] - offs[None, :]            # outside first
+        qr = r_apex + np.cos(a)[:, None] * tt
+        qc = c_apex + np.sin(a)[:, None] * tt
+        ok = (qr.min(1) >= 0) & (qr.max(1) <= h - 1) & (qc.min(1) >= 0) & (qc.max(1) <= w - 1)
+        if ok.sum() >= 8:
+            prof = ndimage.map_coordinates(sig, [qr[ok].ravel(), qc[ok].ravel()], order=1)
+            step = (_step_positions(prof.reshape(ok.sum(), -1)) - b) * 0.5
+            tr = tb[ok] - step
+            coef = _fit_arc(np.cos(a[ok]) * tr, np.sin(a[ok]) * tr, max(1.5, 0.5 * k))
+        if coef is None:
+            coef = _fit_arc(np.cos(a) * tb, np.sin(a) * tb, max(1.5, 0.6 * k))
+    if coef is not None:
         semi_r, semi_c = 1 / np.sqrt(coef)
         inside = ((rr - r_apex) / (semi_r + margin_px)) ** 2 + (
             (cc - c_apex) / (semi_c + margin_px)) ** 2 <= 1.0
