@@ -7,18 +7,25 @@ the sector:
 
 1. Signal: the image, or for a clip the mean frame with pixels that never change set to
    0 (markings are static; a codec encodes a static block identically in every frame).
-2. Coarse support: the signal box-filtered, thresholded between the background level
-   (a low percentile) and the sector level (a high percentile), holes filled. Per row,
-   the run of support through the sector axis gives a left and a right edge point.
-3. Two lines, ``col = m * row + q``, fitted to the edge points above the widest row
-   (where the arc begins) by a consensus fit (the line through a pair of points that
-   most points agree with, then least squares on those), so rows merged with markings
-   or cut by noise are outliers. Their intersection is the sector apex.
-4. Refinement: along each row near each coarse edge, the signal is split into an outer
-   and an inner level by the single step that fits it best (least squares); codec
-   ringing blurs the step about equally to both sides, so the step position is
-   unbiased where a fixed threshold is not. The lines are refitted to the steps.
-5. The arc: along rays from the apex, where the coarse support ends (if inside the
+2. Noise floor: the median and spread (MAD) of the darkest 30% of the smoothed signal
+   (the background is >= ~40% of a sector image); "signal" is what lies 6 spreads (at
+   least 2 grey levels) above it. A threshold between the background and sector levels
+   would cut the sector's dim lateral and deep parts.
+3. Coarse support (for the axis and the arc): the thresholded signal opened with a
+   small square (cuts ringing bridges to markings and thin markings), its largest piece
+   with holes (blood pools) filled.
+4. Edges: per row, the two entries into the signal (3x3 smoothed, so markings a few
+   pixels away do not spread onto the edge) nearest the axis on each side; a line
+   ``col = m * row + q`` through them by consensus (the line through a sampled pair of
+   points that most points agree on, then least squares on those), so rows bridged to
+   markings, holes and the arc are outliers. Each edge is then refined along each row:
+   the signal in a +-3 pixel band is split into an outer and an inner level by the
+   single step that fits it best; codec ringing blurs the step about equally to both
+   sides, so its position is unbiased where a fixed threshold is not. Scanners show the
+   sector apex up with a vertical axis, so when the two slopes do not mirror each other
+   (one edge faded into the noise), the edge seen on fewer rows is refitted with the
+   other's mirrored slope. The lines' intersection is the apex.
+5. The arc: along 64 rays from the apex, where the coarse support ends (if inside the
    image), refined by the same step fit along the ray; an axis-aligned ellipse centred
    on the apex (resized images have anisotropic pixels) is fitted by consensus. If the
    arc is cut by the image bottom, none.
@@ -251,12 +258,28 @@ def cone_mask(frames: np.ndarray, *, margin_px: float = 1.0) -> np.ndarray:
             refit = _consensus_line(r_in[ok].astype(float), edge_c, tol, min_rows=0.5 * ok.sum())
             if refit is not None:
                 m, q = refit[0], refit[1]
-        lines.append((m, q))
-    (mL, qL), (mR, qR) = lines
-    if mR - mL <= 1e-3:
+        lines.append((m, q, np.unique(r_[keep]).size, r_.astype(float), c_.astype(float)))
+    (mL, qL, nL, _, _), (mR, qR, nR, _, _) = lines
+    # Scanners display the sector apex up with a vertical axis, so the edges mirror
+    # each other. Where the fits disagree with that (one edge faded into the noise and
+    # a line through markings won), the edge seen on fewer rows is refitted with the
+    # other's mirrored slope: its offset is the one most of its entries agree on.
+    if abs(mL + mR) > 0.15 * max(abs(mR - mL), 1e-3):
+        weak = 0 if nL < nR else 1
+        m = -(mR if weak == 0 else mL)
+        _, _, _, r_w, c_w = lines[weak]
+        if len(r_w):
+            offs = c_w - m * r_w
+            votes = (np.abs(offs[:, None] - offs[None, :]) <= tol).sum(1)
+            q = float(np.median(offs[np.abs(offs - offs[int(np.argmax(votes))]) <= tol]))
+            if weak == 0:
+                mL, qL = m, q
+            else:
+                mR, qR = m, q
+    if mR - mL <= 0.1:      # an opening angle below ~6 degrees is no sector
         raise ValueError(
             f"cone_mask: the sector edges do not diverge with depth (left slope {mL:.3f}, "
-            f"right slope {mR:.3f} columns per row)")
+            f"right slope {mR:.3f} columns per row; a sector's differ by more than 0.1)")
     r_apex = (qL - qR) / (mR - mL)
     c_apex = mL * r_apex + qL
     mid = 0.5 * (rows_ax[0] + rows_ax[-1])
