@@ -1,0 +1,325 @@
+"""Tests of echojax.models: reference parameter counts, shapes, size checks, jit/grad,
+the shifted-window mask, attention gates, train/eval behaviour, and a short overfit."""
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from echojax import models
+from echojax.models import swin_unet
+
+jax.config.update("jax_disable_most_optimizations", True)
+
+# The widely used PyTorch implementations at their reference sizes, in_channels=1,
+# num_classes=4 (see the module docstrings).
+REFERENCE_PARAMS = {"unet": 31_036_676, "attention_unet": 34_877_616, "swin_unet": 27_172_740}
+
+
+def n_params(model: nnx.Module) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def tiny(name: str, **kw) -> nnx.Module:
+    return models.create(name, rngs=nnx.Rngs(0), **{**models.PRESETS[name]["tiny"], **kw})
+
+
+def test_architectures_and_presets():
+    assert models.ARCHITECTURES == ("unet", "attention_unet", "swin_unet")
+    for name in models.ARCHITECTURES:
+        assert set(models.PRESETS[name]) == {"tiny", "cpu", "paper"}
+    with pytest.raises(ValueError, match="unknown architecture 'vit'"):
+        models.create("vit", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("name", models.ARCHITECTURES)
+def test_reference_parameter_counts(name):
+    # Defaults are the reference sizes, and the "paper" preset says the same thing.
+    for overrides in ({}, models.PRESETS[name]["paper"]):
+        model = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **overrides))
+        assert n_params(model) == REFERENCE_PARAMS[name]
+    # Parameters are float32 even when computing in bfloat16.
+    model = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+    assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {np.dtype(np.float32)}
+
+
+def test_running_statistics_are_not_parameters():
+    model = nnx.eval_shape(lambda: models.create("unet", rngs=nnx.Rngs(0)))
+    stats = jax.tree.leaves(nnx.state(model, nnx.BatchStat))
+    # 2 x (mean, var) per BatchNorm; 2 BatchNorms per DoubleConv; 9 DoubleConvs.
+    assert len(stats) == 9 * 2 * 2
+    assert n_params(model) == REFERENCE_PARAMS["unet"]
+
+
+def test_sizes_of_presets_are_ordered():
+    for name in models.ARCHITECTURES:
+        counts = [
+            n_params(nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **models.PRESETS[name][s])))
+            for s in ("tiny", "cpu", "paper")
+        ]
+        assert counts[0] < 20_000 < counts[1] < 3_000_000 < counts[2], (name, counts)
+
+
+@pytest.mark.parametrize(
+    "name, height, width, in_channels, num_classes",
+    [
+        ("unet", 16, 16, 1, 4),
+        ("unet", 8, 24, 3, 2),
+        ("attention_unet", 16, 16, 1, 4),
+        ("attention_unet", 12, 20, 2, 3),
+        ("swin_unet", 16, 16, 1, 4),
+        ("swin_unet", 32, 48, 3, 2),
+    ],
+)
+def test_output_shapes(name, height, width, in_channels, num_classes):
+    model = tiny(name, in_channels=in_channels, num_classes=num_classes)
+    model.eval()
+    x = jax.random.normal(jax.random.key(1), (2, height, width, in_channels))
+    y = model(x)
+    assert y.shape == (2, height, width, num_classes)
+    assert y.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(y)))
+
+
+@pytest.mark.parametrize(
+    "name, shape, match",
+    [
+        ("unet", (1, 18, 16, 1), "multiples of 4, got 18x16"),
+        ("unet", (1, 16, 16, 3), r"shape \[B, H, W, 1\]"),
+        ("unet", (16, 16, 1), r"shape \[B, H, W, 1\]"),
+        ("attention_unet", (1, 16, 6, 1), "multiples of 4, got 16x6"),
+        ("swin_unet", (1, 24, 32, 1), "multiples of 16, got 24x32"),
+        ("swin_unet", (1, 8, 8, 1), "multiples of 16, got 8x8"),
+    ],
+)
+def test_unsupported_inputs_raise(name, shape, match):
+    model = tiny(name)
+    with pytest.raises(ValueError, match=match):
+        model(jnp.zeros(shape))
+
+
+def test_reference_swin_size_constraint_is_256():
+    model = nnx.eval_shape(lambda: models.create("swin_unet", rngs=nnx.Rngs(0)))
+    assert model.size_multiple == 4 * 8 * 8
+
+
+def test_bfloat16_compute_returns_float32_logits():
+    model = tiny("unet", dtype=jnp.bfloat16)
+    y = model(jnp.ones((2, 8, 8, 1)))
+    assert y.dtype == jnp.float32 and y.shape == (2, 8, 8, 4)
+    model = tiny("swin_unet", dtype=jnp.bfloat16)
+    y = model(jnp.ones((1, 16, 16, 1)))
+    assert y.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y)))
+
+
+@pytest.mark.parametrize("name", models.ARCHITECTURES)
+def test_jit_compiles_once_and_every_parameter_gets_a_gradient(name):
+    kw = {"drop_path_rate": 0.2} if name == "swin_unet" else {}
+    model = tiny(name, **kw)
+    model.train()
+    traces = {"forward": 0, "step": 0}
+
+    @nnx.jit
+    def forward(model, x):
+        traces["forward"] += 1
+        return model(x)
+
+    @nnx.jit
+    def grad_step(model, x, labels):
+        traces["step"] += 1
+
+        def loss_fn(model):
+            logits = model(x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        return nnx.value_and_grad(loss_fn)(model)
+
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        x = jnp.asarray(rng.normal(size=(2, 16, 16, 1)), jnp.float32)
+        labels = jnp.asarray(rng.integers(0, 4, size=(2, 16, 16)))
+        assert forward(model, x).shape == (2, 16, 16, 4)
+        loss, grads = grad_step(model, x, labels)
+        assert np.isfinite(float(loss))
+    assert traces == {"forward": 1, "step": 1}
+
+    leaves = jax.tree_util.tree_leaves_with_path(grads)
+    assert len(leaves) == len(jax.tree.leaves(nnx.state(model, nnx.Param)))
+    for path, g in leaves:
+        g = np.asarray(g)
+        assert np.all(np.isfinite(g)), path
+        # A conv bias right before a training-mode BatchNorm has a zero gradient in exact
+        # arithmetic; rounding leaves it tiny but nonzero. Exactly zero would mean the
+        # parameter is disconnected from the loss.
+        assert np.any(g != 0), path
+
+
+def test_batchnorm_train_and_eval_differ():
+    model = tiny("unet")
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    stats_before = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
+
+    model.eval()
+    y_eval = model(x)
+    # Eval: per-example (running statistics), no statistics update.
+    np.testing.assert_allclose(model(x[:1])[0], y_eval[0], rtol=1e-5, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, stats_before,
+                 jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat)))
+
+    model.train()
+    y_train = model(x)
+    # Train: batch statistics, so one example's output depends on the others, and the
+    # running statistics move.
+    assert not np.allclose(model(x[:1])[0], y_train[0], atol=1e-3)
+    assert not np.allclose(y_train, y_eval, atol=1e-3)
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), stats_before,
+                           nnx.state(model, nnx.BatchStat))
+    assert all(jax.tree.leaves(changed))
+
+
+def test_swin_drop_path_only_in_training():
+    model = tiny("swin_unet", drop_path_rate=0.5)
+    x = jax.random.normal(jax.random.key(0), (4, 16, 16, 1))
+    model.eval()
+    np.testing.assert_array_equal(model(x), model(x))
+    model.train()
+    a, b = model(x), model(x)
+    assert not np.allclose(a, b)  # a fresh stochastic-depth draw per call
+
+
+# --- Swin internals -------------------------------------------------------------------
+
+
+def test_relative_position_index_hand_values():
+    idx = swin_unet.relative_position_index(2)  # tokens (0,0), (0,1), (1,0), (1,1)
+    # offset (dy, dx) -> (dy + 1) * 3 + (dx + 1)
+    expected = np.array([[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]])
+    np.testing.assert_array_equal(idx, expected)
+    assert swin_unet.relative_position_index(8).max() == 15 * 15 - 1
+
+
+def test_shifted_window_mask_hand_values():
+    mask = swin_unet.shifted_window_mask(8, 8, 4, 2)
+    assert mask.shape == (2, 2, 16, 16)
+    assert mask[0, 0].all()  # interior window: one region
+    # Last column of windows: two regions of 2 columns each (8 tokens each).
+    assert mask[0, 1].sum() == 2 * 8 * 8
+    # Corner window: four regions of 2x2 tokens.
+    assert mask[1, 1].sum() == 4 * 4 * 4
+    np.testing.assert_array_equal(mask, np.swapaxes(mask, -1, -2))
+
+
+def _changed_tokens(block, x, token):
+    """Set of (row, col) grid positions whose block output changes when the input token
+    at ``token`` is perturbed."""
+    # A random direction: a constant shift of all channels would vanish in LayerNorm.
+    delta = jax.random.normal(jax.random.key(7), x.shape[-1:])
+    x2 = x.at[0, token[0], token[1]].add(delta)
+    diff = np.abs(np.asarray(block(x2) - block(x)))[0].max(-1)
+    return {tuple(int(v) for v in p) for p in np.argwhere(diff > 0)}
+
+
+def _square(rows, cols):
+    return {(r, c) for r in rows for c in cols}
+
+
+def test_shifted_window_mask_blocks_attention_across_shift_boundaries(monkeypatch):
+    # Grid 16x16, window 4, shift 2: the rolled grid's last window row/column joins
+    # grid rows/cols 14, 15 with 0, 1, which are not neighbours in the image.
+    block = swin_unet.SwinBlock(8, 2, window_size=4, shifted=True, rngs=nnx.Rngs(0))
+    block.eval()
+    x = jax.random.normal(jax.random.key(0), (1, 16, 16, 8))
+
+    # Token (1, 1) sits in the rolled corner window, in its 2x2 region of rows/cols
+    # {0, 1}: only that region sees it.
+    assert _changed_tokens(block, x, (1, 1)) == _square((0, 1), (0, 1))
+    # An interior token: its whole shifted window (rows/cols 2..5) sees it.
+    assert _changed_tokens(block, x, (5, 3)) == _square(range(2, 6), range(2, 6))
+
+    # Without the mask, the corner window mixes all of rows/cols {14, 15, 0, 1}.
+    monkeypatch.setattr(
+        swin_unet, "shifted_window_mask",
+        lambda h, w, ws, s: np.ones((h // ws, w // ws, ws * ws, ws * ws), bool),
+    )
+    assert _changed_tokens(block, x, (1, 1)) == _square((14, 15, 0, 1), (14, 15, 0, 1))
+
+
+def test_unshifted_block_attends_within_aligned_windows():
+    block = swin_unet.SwinBlock(8, 2, window_size=4, shifted=False, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 8))
+    assert _changed_tokens(block, x, (1, 6)) == _square(range(0, 4), range(4, 8))
+
+
+def test_no_shift_when_grid_is_one_window():
+    # As in the reference: a 4x4 grid with window 4 has nothing to shift.
+    block = swin_unet.SwinBlock(8, 2, window_size=4, shifted=True, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (1, 4, 4, 8))
+    assert _changed_tokens(block, x, (0, 0)) == _square(range(4), range(4))
+
+
+def test_patch_merging_and_expanding_layout():
+    rngs = nnx.Rngs(0)
+    x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
+    merge = swin_unet.PatchMerging(3, rngs=rngs)
+    assert merge(x).shape == (2, 2, 2, 6)
+    expand = swin_unet.PatchExpand(6, 3, scale=2, rngs=rngs)
+    assert expand(merge(x)).shape == (2, 4, 4, 3)
+    # Depth-to-space: with an identity projection, channel group (i, j) of a token
+    # lands at sub-pixel (i, j).
+    final = swin_unet.PatchExpand(2, 2, scale=2, rngs=rngs)
+    final.expand.kernel[...] = jnp.tile(jnp.eye(2), (1, 4))  # every group = input
+    final.norm = lambda t: t
+    y = final(jnp.ones((1, 1, 1, 2)) * jnp.array([1.0, 2.0]))
+    np.testing.assert_array_equal(y[0, :, :, 0], np.ones((2, 2)))
+    np.testing.assert_array_equal(y[0, :, :, 1], 2 * np.ones((2, 2)))
+
+
+# --- Attention gates --------------------------------------------------------------------
+
+
+def test_attention_gate_coefficients():
+    model = tiny("attention_unet")
+    model.train()
+    x = jax.random.normal(jax.random.key(0), (2, 16, 24, 1))
+    logits, alphas = model(x, return_attention=True)
+    # One gate per skip, coarsest first, each on its skip's grid (widths 4, 8, 16).
+    assert [a.shape for a in alphas] == [(2, 8, 12, 1), (2, 16, 24, 1)]
+    for a in alphas:
+        assert bool(jnp.all((a >= 0) & (a <= 1)))
+        assert float(a.std()) > 0  # not a constant gate
+    model.eval()
+    np.testing.assert_array_equal(model(x, return_attention=True)[0], model(x))
+
+
+def test_attention_gate_formula():
+    gate = models.AttentionGate(3, 2, 4, rngs=nnx.Rngs(0))
+    gate.eval()  # BatchNorm with initial running stats (mean 0, var 1): scale only
+    g = jax.random.normal(jax.random.key(1), (1, 5, 5, 3))
+    x = jax.random.normal(jax.random.key(2), (1, 5, 5, 2))
+    gated, alpha = gate(g, x)
+    s = 1.0 / np.sqrt(1.0 + 1e-5)
+    a = jax.nn.relu(gate.w_g(g) * s + gate.w_x(x) * s)
+    expected = jax.nn.sigmoid(gate.psi(a) * s)
+    np.testing.assert_allclose(alpha, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gated, expected * x, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="must share B, H, W"):
+        gate(g[:, :4], x)
+
+
+# --- Overfit (the full table is bench/overfit.py) ---------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", models.ARCHITECTURES)
+def test_tiny_models_overfit_four_blob_images(name, optimized_xla):
+    spec = importlib.util.spec_from_file_location(
+        "bench_overfit", Path(__file__).resolve().parents[1] / "bench" / "overfit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    dice, _ = bench.overfit(name, size=32, steps=200)
+    assert dice >= 0.9, dice
