@@ -88,16 +88,15 @@ def sector_mask(frames: np.ndarray, *, where: str) -> np.ndarray | None:
     """The ultrasound sector of ``frames`` (``uint8[..., H, W]``) by
     ``echojax.data.cone.cone_mask``, or None when it cannot be estimated.
 
-    Lossy video codecs leave faint ringing outside the sector; when the first estimate
-    fails, it is retried with grey levels below 16 set to 0. The caller skips the file
-    (and counts it) on None: a frame whose markings cannot be removed is not kept.
+    The estimator copes with codec ringing outside the sector itself (it thresholds
+    against the measured noise floor), so no grey levels are altered here: zeroing dim
+    pixels would also erase dim sector edges. The caller skips the file (and counts it)
+    on None: a frame whose markings cannot be removed is not kept.
     """
     from echojax.data import cone  # pylint: disable=g-import-not-at-top
 
-    for floor in (0, 16):
-        try:
-            return cone.cone_mask(np.where(frames < floor, 0, frames).astype(np.uint8))
-        except ValueError as e:
-            error = e
-    logging.warning("%s: no ultrasound sector found (%s); skipped", where, error)
-    return None
+    try:
+        return cone.cone_mask(frames)
+    except ValueError as e:
+        logging.warning("%s: no ultrasound sector found (%s); skipped", where, e)
+        return None
