@@ -25,6 +25,18 @@ def n_params(model: nnx.Module) -> int:
     return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+# Tests call models through jit: one compilation of the whole forward is several times
+# faster on CPU than compiling each operation eagerly.
+@nnx.jit
+def forward(model, x):
+    return model(x)
+
+
+@nnx.jit
+def forward_with_attention(model, x):
+    return model(x, return_attention=True)
+
+
 def tiny(name: str, **kw) -> nnx.Module:
     return models.create(name, rngs=nnx.Rngs(0), **{**models.PRESETS[name]["tiny"], **kw})
 
@@ -60,9 +72,10 @@ def test_sizes_of_presets_are_ordered():
     for name in models.ARCHITECTURES:
         counts = [
             n_params(nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **models.PRESETS[name][s])))
-            for s in ("tiny", "cpu", "paper")
+            for s in ("tiny", "cpu")
         ]
-        assert counts[0] < 20_000 < counts[1] < 3_000_000 < counts[2], (name, counts)
+        # The paper size is checked against the references above.
+        assert counts[0] < 20_000 < counts[1] < 3_000_000, (name, counts)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +93,7 @@ def test_output_shapes(name, height, width, in_channels, num_classes):
     model = tiny(name, in_channels=in_channels, num_classes=num_classes)
     model.eval()
     x = jax.random.normal(jax.random.key(1), (2, height, width, in_channels))
-    y = model(x)
+    y = forward(model, x)
     assert y.shape == (2, height, width, num_classes)
     assert y.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(y)))
@@ -110,10 +123,10 @@ def test_reference_swin_size_constraint_is_256():
 
 def test_bfloat16_compute_returns_float32_logits():
     model = tiny("unet", dtype=jnp.bfloat16)
-    y = model(jnp.ones((2, 8, 8, 1)))
+    y = forward(model, jnp.ones((2, 8, 8, 1)))
     assert y.dtype == jnp.float32 and y.shape == (2, 8, 8, 4)
     model = tiny("swin_unet", dtype=jnp.bfloat16)
-    y = model(jnp.ones((1, 16, 16, 1)))
+    y = forward(model, jnp.ones((1, 16, 16, 1)))
     assert y.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y)))
 
 
@@ -165,17 +178,17 @@ def test_batchnorm_train_and_eval_differ():
     stats_before = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
 
     model.eval()
-    y_eval = model(x)
+    y_eval = forward(model, x)
     # Eval: per-example (running statistics), no statistics update.
-    np.testing.assert_allclose(model(x[:1])[0], y_eval[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forward(model, x[:1])[0], y_eval[0], rtol=1e-5, atol=1e-5)
     jax.tree.map(np.testing.assert_array_equal, stats_before,
                  jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat)))
 
     model.train()
-    y_train = model(x)
+    y_train = forward(model, x)
     # Train: batch statistics, so one example's output depends on the others, and the
     # running statistics move.
-    assert not np.allclose(model(x[:1])[0], y_train[0], atol=1e-3)
+    assert not np.allclose(forward(model, x[:1])[0], y_train[0], atol=1e-3)
     assert not np.allclose(y_train, y_eval, atol=1e-3)
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), stats_before,
                            nnx.state(model, nnx.BatchStat))
@@ -186,9 +199,9 @@ def test_swin_drop_path_only_in_training():
     model = tiny("swin_unet", drop_path_rate=0.5)
     x = jax.random.normal(jax.random.key(0), (4, 16, 16, 1))
     model.eval()
-    np.testing.assert_array_equal(model(x), model(x))
+    np.testing.assert_array_equal(forward(model, x), forward(model, x))
     model.train()
-    a, b = model(x), model(x)
+    a, b = forward(model, x), forward(model, x)
     assert not np.allclose(a, b)  # a fresh stochastic-depth draw per call
 
 
@@ -220,7 +233,9 @@ def _changed_tokens(block, x, token):
     # A random direction: a constant shift of all channels would vanish in LayerNorm.
     delta = jax.random.normal(jax.random.key(7), x.shape[-1:])
     x2 = x.at[0, token[0], token[1]].add(delta)
-    diff = np.abs(np.asarray(block(x2) - block(x)))[0].max(-1)
+    # A fresh jit per call: the mask is a trace-time constant (see the monkeypatch below).
+    apply = nnx.jit(lambda b, t: b(t))
+    diff = np.abs(np.asarray(apply(block, x2) - apply(block, x)))[0].max(-1)
     return {tuple(int(v) for v in p) for p in np.argwhere(diff > 0)}
 
 
@@ -264,19 +279,17 @@ def test_no_shift_when_grid_is_one_window():
 
 def test_patch_merging_and_expanding_layout():
     rngs = nnx.Rngs(0)
-    x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
     merge = swin_unet.PatchMerging(3, rngs=rngs)
-    assert merge(x).shape == (2, 2, 2, 6)
     expand = swin_unet.PatchExpand(6, 3, scale=2, rngs=rngs)
-    assert expand(merge(x)).shape == (2, 4, 4, 3)
-    # Depth-to-space: with an identity projection, channel group (i, j) of a token
-    # lands at sub-pixel (i, j).
-    final = swin_unet.PatchExpand(2, 2, scale=2, rngs=rngs)
-    final.expand.kernel[...] = jnp.tile(jnp.eye(2), (1, 4))  # every group = input
-    final.norm = lambda t: t
-    y = final(jnp.ones((1, 1, 1, 2)) * jnp.array([1.0, 2.0]))
-    np.testing.assert_array_equal(y[0, :, :, 0], np.ones((2, 2)))
-    np.testing.assert_array_equal(y[0, :, :, 1], 2 * np.ones((2, 2)))
+    assert forward(merge, x).shape == (2, 2, 2, 6)
+    assert forward(expand, forward(merge, x)).shape == (2, 4, 4, 3)
+    # Depth-to-space: make channel group (i, j) of the expansion the one-hot e_{2i+j};
+    # LayerNorm keeps the argmax, which must land at sub-pixel (i, j).
+    final = swin_unet.PatchExpand(1, 4, scale=2, rngs=rngs)
+    final.expand.kernel[...] = jnp.eye(4).reshape(1, 16)
+    y = forward(final, jnp.ones((1, 1, 1, 1)))
+    np.testing.assert_array_equal(np.argmax(y[0], -1), [[0, 1], [2, 3]])
 
 
 # --- Attention gates --------------------------------------------------------------------
@@ -286,14 +299,14 @@ def test_attention_gate_coefficients():
     model = tiny("attention_unet")
     model.train()
     x = jax.random.normal(jax.random.key(0), (2, 16, 24, 1))
-    logits, alphas = model(x, return_attention=True)
+    logits, alphas = forward_with_attention(model, x)
     # One gate per skip, coarsest first, each on its skip's grid (widths 4, 8, 16).
     assert [a.shape for a in alphas] == [(2, 8, 12, 1), (2, 16, 24, 1)]
     for a in alphas:
         assert bool(jnp.all((a >= 0) & (a <= 1)))
         assert float(a.std()) > 0  # not a constant gate
     model.eval()
-    np.testing.assert_array_equal(model(x, return_attention=True)[0], model(x))
+    np.testing.assert_array_equal(forward_with_attention(model, x)[0], forward(model, x))
 
 
 def test_attention_gate_formula():
