@@ -463,9 +463,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
     result = {"step": step, "train_loss": train_loss, **last_eval, "best_step": best_step,
               "images_per_s": images_seen / elapsed if images_seen else math.nan}
     if best_step is not None:
-        result["best/val_fg_dice"] = float(
-            checkpoints.manager.metrics(best_step)["val_fg_dice"]) if hasattr(
-            checkpoints.manager, "metrics") else math.nan
+        result["best/val_fg_dice"] = float(checkpoints.manager.metrics(best_step)["val_fg_dice"])
     return result
 
 
