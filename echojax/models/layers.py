@@ -14,9 +14,13 @@ BatchNorm follows almost every biased convolution and cancels them anyway.
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from echojax import ops
 
 # PyTorch's default ``kaiming_uniform_(a=sqrt(5))`` for conv weights equals
 # uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance 1/(3 fan_in).
@@ -25,6 +29,35 @@ TORCH_CONV_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unifor
 # PyTorch BatchNorm updates running stats with momentum 0.1, i.e. Flax momentum 0.9.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+# Whether the layers below trace with ``echojax.ops`` (matmul formulations that XLA:CPU
+# runs much faster, same parameters and maps) or with the plain Flax layers. Read at
+# trace time; switch it with :func:`use_ops` (benchmarks compare the two).
+_USE_OPS = True
+
+
+@contextlib.contextmanager
+def use_ops(enabled: bool = True):
+    """Within the context, models trace their convolutions and pooling with
+    ``echojax.ops`` (``True``, the default outside any context) or with ``nnx.Conv`` /
+    ``nnx.ConvTranspose`` / ``nnx.max_pool`` (``False``). Parameters are the same
+    either way; only the computation differs (equal to float tolerance)."""
+    global _USE_OPS
+    previous, _USE_OPS = _USE_OPS, bool(enabled)
+    try:
+        yield
+    finally:
+        _USE_OPS = previous
+
+
+def _conv_same(conv: nnx.Conv, x: jax.Array) -> jax.Array:
+    """``conv(x)`` for a stride-1 'SAME' ``nnx.Conv``, through ``echojax.ops.conv_same``."""
+    if not _USE_OPS:
+        return conv(x)
+    bias = conv.bias[...] if conv.bias is not None else None
+    x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], bias), dtype=conv.dtype)
+    y = ops.conv_same(x, kernel)
+    return y if bias is None else y + bias
 
 
 def batch_norm(num_features: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -70,7 +103,7 @@ class ConvBNReLU(nnx.Module):
         self.norm = batch_norm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jax.nn.relu(self.norm(self.conv(x)))
+        return jax.nn.relu(self.norm(_conv_same(self.conv, x)))
 
 
 class DoubleConv(nnx.Module):
@@ -131,7 +164,11 @@ class TransposedConv2x2(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.conv(x)
+        if not _USE_OPS:
+            return self.conv(x)
+        x, kernel, bias = self.conv.promote_dtype(
+            (x, self.conv.kernel[...], self.conv.bias[...]), dtype=self.conv.dtype)
+        return ops.conv_transpose_2x2(x, kernel, bias)
 
 
 class UpsampleConv(nnx.Module):
@@ -191,6 +228,8 @@ class Conv1x1(nnx.Module):
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max pooling with stride 2: ``[B, H, W, C] -> [B, H/2, W/2, C]`` (H, W even)."""
+    if _USE_OPS:
+        return ops.max_pool_2x2(x)
     return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
 
 
