@@ -1,4 +1,4 @@
-"""Segmentation architectures of the paper (Islam et al., MELBA 2026, Section 4.4),
+"""Segmentation architectures compared in Islam et al. (MELBA 2026),
 chosen by name.
 
 All map ``x f32[B, H, W, in_channels]`` to logits ``f32[B, H, W, num_classes]``;
