@@ -78,6 +78,7 @@ class Preset:
     eval_every: int = 1
     lr_grid: tuple[float, ...] = ()
     batch_grid: tuple[int, ...] = ()
+    examples_per_run: int | None = None  # data-size grids: epochs = this / training size
 
 
 PRESETS: dict[str, Preset] = {
@@ -89,11 +90,11 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1, 2, 3, 4), grid_seeds=(0, 1, 2), archs=ARCHS,
         dropout_rates=tuple(round(0.1 * i, 1) for i in range(11)), size_scale=1.0,
         eval_every=5, lr_grid=(0.1, 0.01, 0.001), batch_grid=(8, 16, 32)),
-    # Sized for a 2-core CPU: 64 x 64 phantoms, CPU-size models, a few epochs, one seed.
+    # Sized for a 2-core CPU: 64 x 64 phantoms, CPU-size U-Net, 2 epochs, one seed.
     "quick": Preset(
-        name="quick", resolution=64, model_size="cpu", epochs=6, batch_size=8, lr=0.05,
+        name="quick", resolution=64, model_size="cpu", epochs=2, batch_size=8, lr=0.05,
         seeds=(0,), grid_seeds=(0,), archs=("unet",),
-        dropout_rates=(0.0, 0.25, 0.5, 0.75, 1.0), size_scale=0.1),
+        dropout_rates=(0.0, 0.25, 0.5, 0.75, 1.0), size_scale=0.25, examples_per_run=1600),
 }
 
 
@@ -483,6 +484,13 @@ class Options:
             eval_every=min(p.eval_every, self.epochs or p.epochs),
             seed=seed)
 
+    def epochs_for(self, train_size: int) -> int:
+        """Epochs of a run with ``train_size`` training images: the preset's, or, with
+        ``examples_per_run`` and no ``--epochs``, enough to see that many images."""
+        if self.epochs is not None or not self.preset.examples_per_run:
+            return self.epochs or self.preset.epochs
+        return max(self.preset.epochs, math.ceil(self.preset.examples_per_run / train_size))
+
     def size(self, paper_size: int) -> int:
         """A paper training-set size scaled by the preset (at least 1)."""
         return max(1, int(round(paper_size * self.preset.size_scale)))
@@ -696,7 +704,7 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
             cfg = (f"config set up at run time (after {len(r.needs)} needed runs)"
                    if r.config is None else (
                 f"{r.config.model.name} {r.config.loss.name} dropout={r.config.loss.dropout_rate:g} "
-                f"seed={r.config.seed} {train_sizes(r.config)}"))
+                f"seed={r.config.seed} epochs={r.config.epochs} {train_sizes(r.config)}"))
             print(f"  {r.name}: {cfg}")
         return 0
     fake = train_fn is not None

@@ -146,6 +146,11 @@ def test_options_and_bad_flags(tmp_path):
     assert (cfg.resolution, cfg.epochs, cfg.model.size, cfg.loss.dropout_rate) == (256, 2, "paper", 0.2)
     assert not _options(tmp_path, lr=0.1).grid_search
     assert o.size(1400) == 1400
+    quick = sweep.options_from_args("exp", sweep.build_parser("").parse_args([]))
+    assert quick.size(1400) == 350  # size_scale 0.25
+    # examples_per_run 1600: 1600 / 25 = 64 epochs; a large set keeps the preset's 2.
+    assert (quick.epochs_for(25), quick.epochs_for(1000)) == (64, 2)
+    assert o.epochs_for(25) == 2  # --epochs wins
     for bad in ({"loss": "dice"}, {"arch": "vit"}, {"seeds": "a"}, {"epochs": 0}, {"shard": "2/2"}):
         with pytest.raises(ValueError):
             _options(tmp_path, **bad)
@@ -199,7 +204,7 @@ def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
     assert sweep.main(exp, argv, **kw) == 0
     assert len(fake.trained) == 2  # nothing retrained
     assert sweep.main(exp, argv + ["--dry_run"], **kw) == 0
-    assert "cce: unet cce dropout=0 seed=0" in capsys.readouterr().out
+    assert "cce: unet cce dropout=0 seed=0 epochs=1" in capsys.readouterr().out
 
 
 def test_real_data_not_prepared_is_a_clear_error(tmp_path, capsys):
