@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Train-step benchmark on one GPU (H100/H200 class): the three architectures at paper
+# size (256x256, batch 32), float32 and bfloat16 compute (parameters stay float32),
+# echojax vs PyTorch eager vs torch.compile. Needs jax (with CUDA), flax, optax and torch
+# (with CUDA) installed; no network. Prints one table; stops starting new cases after
+# ~9.5 minutes so the whole run stays within 10.
+#
+#   bash bench/gpu.sh            # on the GPU machine, from anywhere
+#   bash bench/gpu.sh --smoke    # CPU, tiny models: checks the script's logic only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# JAX and PyTorch share the GPU: allocate on demand instead of JAX taking 75% up front.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+PY="${PYTHON:-python}"
+
+DEVICE=cuda BATCH=32 BUDGET=570 ROUNDS=3 STEPS=10 WARMUP=3 COMPILE=--torch-compile
+CASES="unet-paper-256 attention_unet-paper-256 swin_unet-paper-256"
+if [[ "${1:-}" == "--smoke" ]]; then
+  # torch.compile on a loaded 2-core CPU takes minutes: the smoke run skips it.
+  DEVICE=cpu BATCH=2 BUDGET=300 ROUNDS=1 STEPS=1 WARMUP=1 COMPILE=
+  CASES="unet-tiny-32 attention_unet-tiny-32 swin_unet-tiny-32"
+fi
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+{
+  date -u +"# %Y-%m-%d %H:%M UTC"
+  if [[ "$DEVICE" == cuda ]]; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/# GPU: /' || true
+  fi
+  "$PY" -c 'import jax, torch; print(f"# jax {jax.__version__} {jax.devices()}, torch {torch.__version__} cuda {torch.version.cuda}")'
+} | tee "$log"
+
+deadline=$((SECONDS + BUDGET))
+for dtype in float32 bfloat16; do
+  for case in $CASES; do
+    left=$((deadline - SECONDS))
+    if (( left < 20 )); then
+      echo "| $case | | $dtype: not run (time budget spent) | | | |" | tee -a "$log"
+      continue
+    fi
+    # channels_last is PyTorch's faster layout for convolutions on tensor cores; the
+    # Swin-UNet works on tokens, where the layout flag only touches the patch embedding.
+    fmt=channels_last
+    [[ "$case" == swin* ]] && fmt=contiguous
+    if ! timeout "$left" "$PY" bench/train_step.py --cases "$case" --batch "$BATCH" \
+        --dtype "$dtype" --device "$DEVICE" --torch-formats "$fmt" $COMPILE \
+        --rounds "$ROUNDS" --steps "$STEPS" --warmup "$WARMUP" 2>&1 \
+        | sed "s/^| $case |/| $case $dtype |/" | tee -a "$log"; then
+      echo "| $case | | $dtype: failed or timed out | | | |" | tee -a "$log"
+    fi
+  done
+done
+
+echo
+echo "## Summary (ratio = PyTorch's best / variant time; > 1 means faster than PyTorch)"
+grep '^# ' "$log" | sort -u
+echo "| case | model | variant | ms/step | images/s | vs torch best |"
+echo "|---|---|---|---:|---:|---:|"
+grep '^| ' "$log" | grep -v -e '^| case |' -e '^|---' || true
