@@ -89,6 +89,7 @@ CONVS = {
     "im2col": ops.conv_same_im2col,
     "dw_im2col": lambda x, k: ops.conv_same(x, k, method="dw_im2col"),
     "dw_rows": lambda x, k: ops.conv_same(x, k, method="dw_rows"),
+    "dw_conv": lambda x, k: ops.conv_same(x, k, method="dw_conv"),
     "xla": lambda x, k: ops.conv_same(x, k, method="xla"),
 }
 

@@ -174,7 +174,20 @@ def _dk_rows(x, dy, kshape):
     return jnp.stack(rows).reshape(kshape)
 
 
-_DK = {"dw_im2col": _dk_im2col, "dw_rows": _dk_rows}
+def _dk_conv(x, dy, kshape):
+    """``dK`` as a *forward* convolution with the batch as the contracted feature axis:
+    ``x`` as ``[C, H, W, B]`` images, ``dy`` as an ``[H, W, B, O]`` kernel, padding
+    ``k//2``: output ``[C, k, k, O]``. Different dimension numbers than XLA's own
+    kernel-gradient convolution, so XLA:CPU takes its forward-convolution path."""
+    k, _, c, o = kshape
+    p = k // 2
+    out = lax.conv_general_dilated(
+        jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), (1, 1),
+        ((p, p), (p, p)), dimension_numbers=_NHWC)
+    return jnp.transpose(out, (1, 2, 0, 3))
+
+
+_DK = {"dw_im2col": _dk_im2col, "dw_rows": _dk_rows, "dw_conv": _dk_conv}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -194,7 +207,7 @@ def _matmul_dk_bwd(method, res, dy):
 
 _conv_matmul_dk.defvjp(_matmul_dk_fwd, _matmul_dk_bwd)
 
-METHODS = ("auto", "xla", "im2col", "dw_im2col", "dw_rows")
+METHODS = ("auto", "xla", "im2col", "dw_im2col", "dw_rows", "dw_conv")
 
 # Maps with at most this many pixels (8x8) use patches + matmul for all three products.
 IM2COL_MAX_PIXELS = 64
@@ -208,9 +221,9 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
       x: ``[B, H, W, C]``.
       kernel: ``[k, k, C, O]``.
       method: ``"xla"`` (``lax.conv_general_dilated`` and its XLA gradients);
-        ``"im2col"`` (:func:`conv_same_im2col`); ``"dw_im2col"`` / ``"dw_rows"`` (XLA
-        forward and input gradient, kernel gradient as matmuls over patches, 3x3
-        kernels); ``"auto"``: ``"im2col"`` on maps of at most
+        ``"im2col"`` (:func:`conv_same_im2col`); ``"dw_im2col"`` / ``"dw_rows"`` /
+        ``"dw_conv"`` (XLA forward and input gradient; kernel gradient as matmuls over
+        patches, or as a forward convolution over the batch axis); ``"auto"``: ``"im2col"`` on maps of at most
         :data:`IM2COL_MAX_PIXELS` pixels, ``"xla"`` otherwise (the measurements behind
         this choice are in ``bench/README.md``).
 
