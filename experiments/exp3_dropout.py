@@ -126,11 +126,11 @@ def report(inp):
         for arch in o.archs:
             chosen = {}
             for loss in losses:
-                rate = best.get((arch, loss), 0.0)
-                seed = o.seeds[0]
-                name = f"{arch}/{loss}/d{rate:g}/s{seed}"
-                if name not in inp.missing and any(r.name == name for r in inp.runs):
-                    chosen[f"{loss} d={rate:g}"] = next(r for r in inp.runs if r.name == name)
+                for rate in dict.fromkeys((0.0, best.get((arch, loss), 0.0))):
+                    name = f"{arch}/{loss}/d{rate:g}/s{o.seeds[0]}"
+                    run = next((r for r in inp.runs if r.name == name), None)
+                    if run is not None and name not in inp.missing:
+                        chosen[f"{loss} d={rate:g}"] = run
             for m in ("benchmark", "pseudo_label"):
                 name = f"{arch}/{m}/s{o.seeds[0]}"
                 run = next((r for r in inp.runs if r.name == name), None)
