@@ -249,9 +249,10 @@ def prepare_datasets(names: Sequence[str], *, data: str, data_dir: str | None) -
     if missing:
         raise DataNotPrepared(
             f"real datasets not prepared in data_dir={data_dir or '~/tensorflow_datasets'}: "
-            f"{', '.join(missing)}. Prepare each with `tfds build tfds_builders/<name> "
-            f"--manual_dir=<download> --config=<resolution> --data_dir=<data_dir>` (see "
-            f"tfds_builders/<name>/README.md), or run with --data=synthetic.")
+            f"{', '.join(missing)}. Put each download in <data_dir>/downloads/manual/ and run "
+            f"`import tfds_builders, tensorflow_datasets as tfds; tfds.builder(NAME, "
+            f"data_dir=DATA_DIR).download_and_prepare()` (tfds_builders/<name>/README.md), "
+            f"or run with --data=synthetic.")
 
 
 class DataNotPrepared(RuntimeError):
