@@ -10,7 +10,7 @@ from etils import epath
 from echojax import labels
 from echojax.data import pipeline
 from echojax.data.mixture import Mixture, Removal, Source, kept_classes, subset_indices
-from tests.fixtures import tiny_echo
+from fixtures import tiny_echo  # tests/ is on sys.path (rootdir conftest); one module name, one TFDS registration
 
 A = "tiny_echo/r16_n20"  # 20 train, 5 validation, 5 test
 B = "tiny_echo/r16_n40"  # 40 train, 10 validation, 10 test
