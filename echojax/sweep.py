@@ -60,6 +60,9 @@ class Preset:
 
     ``size_scale`` multiplies the paper's training-set sizes (Table 2's grid, the
     balanced mixture of Experiment 4) so that they fit the phantom datasets.
+    With ``examples_per_run``, a run on a small training set gets more epochs, so that
+    it sees at least that many images (``Options.adjust``); the paper preset keeps the
+    paper's fixed epochs.
     With ``lr_grid``/``batch_grid`` non-empty and no ``--lr``/``--batch_size`` given,
     each (setting-independent) group of runs first grid-searches the initial learning
     rate and batch size on validation foreground Dice (paper, Sec. 4.6).
@@ -78,7 +81,7 @@ class Preset:
     eval_every: int = 1
     lr_grid: tuple[float, ...] = ()
     batch_grid: tuple[int, ...] = ()
-    examples_per_run: int | None = None  # data-size grids: epochs = this / training size
+    examples_per_run: int | None = None  # epochs >= this / training-set size
 
 
 PRESETS: dict[str, Preset] = {
@@ -317,8 +320,13 @@ class Outcome:
 
 
 def execute(runs: Sequence[Run], workdir: str, *, train_fn: Callable[[Config, str], Any],
-            evaluate_fn: Callable[..., Any], log: Callable[[str], None] = print) -> list[Outcome]:
-    """Trains and evaluates ``runs`` in order, skipping finished ones (see module doc)."""
+            evaluate_fn: Callable[..., Any], log: Callable[[str], None] = print,
+            adjust: Callable[[Config], Config] | None = None) -> list[Outcome]:
+    """Trains and evaluates ``runs`` in order, skipping finished ones (see module doc).
+
+    ``adjust`` maps each run's final config (after its ``setup``) to the one trained,
+    e.g. :meth:`Options.adjust`.
+    """
     check_runs(runs)
     outcomes = []
     dirs = {r.name: run_dir(workdir, r) for r in runs}
@@ -327,6 +335,8 @@ def execute(runs: Sequence[Run], workdir: str, *, train_fn: Callable[[Config, st
         config = run.config
         if run.setup is not None:
             config = run.setup(directory, {n: dirs[n] for n in run.needs})
+        if adjust is not None:
+            config = adjust(config)
         if is_finished(config, directory, run.test_sources):
             log(f"[{k}/{len(runs)}] {run.name}: finished before, skipped")
             outcomes.append(Outcome(run.name, "skipped", 0.0))
@@ -344,6 +354,20 @@ def execute(runs: Sequence[Run], workdir: str, *, train_fn: Callable[[Config, st
 
 
 # --------------------------------------------------------------------------- results
+
+
+def train_size(config: Config) -> int:
+    """Training examples of a config's mixture (``train_examples``, else the split)."""
+    import tensorflow_datasets as tfds
+    import tfds_builders  # noqa: F401  registers the echojax builders
+
+    total = 0
+    for s in config.sources:
+        if s.train_examples is not None:
+            total += s.train_examples
+        else:
+            total += tfds.builder(s.name, data_dir=config.data_dir).info.splits["train"].num_examples
+    return total
 
 
 def train_sizes(config: Config) -> str:
@@ -484,6 +508,16 @@ class Options:
             epochs=self.epochs if self.epochs is not None else p.epochs,
             eval_every=min(p.eval_every, self.epochs or p.epochs),
             seed=seed)
+
+    def adjust(self, config: Config) -> Config:
+        """The config with :meth:`epochs_for` its training-set size (read from the TFDS
+        split sizes when a source is used whole); unchanged without
+        ``examples_per_run`` or with ``--epochs``."""
+        if self.epochs is not None or not self.preset.examples_per_run:
+            return config
+        epochs = self.epochs_for(train_size(config))
+        return dataclasses.replace(config, epochs=epochs,
+                                   eval_every=min(self.preset.eval_every, epochs))
 
     def epochs_for(self, train_size: int) -> int:
         """Epochs of a run with ``train_size`` training images: the preset's, or, with
@@ -675,12 +709,13 @@ class ReportInput:
 def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
          train_fn: Callable[[Config, str], Any] | None = None,
          evaluate_fn: Callable[..., Any] | None = None,
-         prepare_fn: Callable[..., None] | None = None) -> int:
+         prepare_fn: Callable[..., None] | None = None,
+         adjust_fn: Callable[[Config], Config] | None = None) -> int:
     """Command-line entry of an experiment script; returns the exit status.
 
-    ``train_fn``, ``evaluate_fn`` and ``prepare_fn`` default to
-    ``echojax.train.train_and_evaluate``, ``echojax.evaluate.evaluate`` and
-    :func:`prepare_datasets` (tests inject fakes).
+    ``train_fn``, ``evaluate_fn``, ``prepare_fn`` and ``adjust_fn`` default to
+    ``echojax.train.train_and_evaluate``, ``echojax.evaluate.evaluate``,
+    :func:`prepare_datasets` and :meth:`Options.adjust` (tests inject fakes).
     """
     parser = build_parser(f"{experiment.title}\n\nEvery run of this experiment: see "
                           f"experiments/README.md.")
@@ -700,12 +735,14 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     print(f"{experiment.title}\n{len(runs)} runs, {len(mine)} in shard "
           f"{options.shard[0]}/{options.shard[1]}; preset={options.preset.name}, "
           f"data={options.data}, workdir={options.workdir}", flush=True)
+    adjust = options.adjust if adjust_fn is None else adjust_fn
     if args.dry_run:
         for r in mine:
             cfg = (f"config set up at run time (after {len(r.needs)} needed runs)"
                    if r.config is None else (
                 f"{r.config.model.name} {r.config.loss.name} dropout={r.config.loss.dropout_rate:g} "
-                f"seed={r.config.seed} epochs={r.config.epochs} {train_sizes(r.config)}"))
+                f"seed={r.config.seed} epochs={_epochs_text(r.config, adjust)} "
+                f"{train_sizes(r.config)}"))
             print(f"  {r.name}: {cfg}")
         return 0
     fake = train_fn is not None
@@ -723,7 +760,8 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    outcomes = execute(mine, options.workdir, train_fn=train_fn, evaluate_fn=evaluate_fn)
+    outcomes = execute(mine, options.workdir, train_fn=train_fn, evaluate_fn=evaluate_fn,
+                       adjust=adjust)
     wall = time.perf_counter() - t0
     trained = [o for o in outcomes if o.status == "trained"]
     print(f"{len(trained)} runs trained, {len(outcomes) - len(trained)} skipped, "
@@ -733,6 +771,13 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     print(f"report: {path}\nresults: {os.path.join(options.workdir, 'results.csv')}\n"
           f"figures: {os.path.join(options.workdir, 'figures')}")
     return 0
+
+
+def _epochs_text(config: Config, adjust: Callable[[Config], Config]) -> str:
+    try:
+        return str(adjust(config).epochs)
+    except Exception:  # a dataset not prepared yet: its size is unknown until it is
+        return f"{config.epochs}+ (set from the training-set size once prepared)"
 
 
 def write_report(experiment: Experiment, options: Options, runs: Sequence[Run], *,

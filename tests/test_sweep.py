@@ -1,6 +1,7 @@
 """echojax.sweep with a fake trainer and evaluator: sharding, skipping finished runs,
 resuming, results rows, grid search and the command line."""
 
+import dataclasses
 import json
 import math
 import os
@@ -151,6 +152,11 @@ def test_options_and_bad_flags(tmp_path):
     # examples_per_run 1600: 1600 / 25 = 64 epochs; a large set keeps the preset's 2.
     assert (quick.epochs_for(25), quick.epochs_for(1000)) == (64, 2)
     assert o.epochs_for(25) == 2  # --epochs wins
+    small = _config(sources=(dataclasses.replace(CAMUS, train_examples=100),
+                             dataclasses.replace(UNITY, train_examples=60)))
+    adjusted = quick.adjust(small)  # 1600 / 160 images = 10 epochs
+    assert (adjusted.epochs, adjusted.eval_every) == (10, 1)
+    assert o.adjust(small) == small
     for bad in ({"loss": "dice"}, {"arch": "vit"}, {"seeds": "a"}, {"epochs": 0}, {"shard": "2/2"}):
         with pytest.raises(ValueError):
             _options(tmp_path, **bad)
@@ -192,7 +198,7 @@ def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
     prepared = []
     argv = ["--loss=cce,acce", f"--workdir={tmp_path}"]
     kw = dict(train_fn=fake.train, evaluate_fn=fake.evaluate,
-              prepare_fn=lambda names, **k: prepared.extend(names))
+              prepare_fn=lambda names, **k: prepared.extend(names), adjust_fn=lambda c: c)
     assert sweep.main(exp, argv, **kw) == 0
     assert len(fake.trained) == 2 and "synthetic_echo/unity_like_64" in prepared
     text = (tmp_path / "report.md").read_text()
@@ -215,7 +221,7 @@ def test_real_data_not_prepared_is_a_clear_error(tmp_path, capsys):
                            report=lambda inp: ("", ""))
     fake = FakeEngine()
     assert sweep.main(exp, ["--data=real", f"--workdir={tmp_path}"], train_fn=fake.train,
-                      evaluate_fn=fake.evaluate, prepare_fn=refuse) == 2
+                      evaluate_fn=fake.evaluate, prepare_fn=refuse, adjust_fn=lambda c: c) == 2
     assert "not prepared" in capsys.readouterr().err and fake.trained == []
 
 
@@ -337,7 +343,8 @@ _DICE.update({"marginal": (0.6, 0.8), "abce": (0.7, 0.9)})
 def test_experiment_scripts_with_fake_engine(tmp_path, capsys, name, argv, runs, heading):
     exp = _experiment(name)
     fake = FakeEngine()
-    kw = dict(train_fn=fake.train, evaluate_fn=fake.evaluate, prepare_fn=lambda names, **k: None)
+    kw = dict(train_fn=fake.train, evaluate_fn=fake.evaluate, prepare_fn=lambda names, **k: None,
+              adjust_fn=lambda c: c)
     assert sweep.main(exp, argv + [f"--workdir={tmp_path}"], **kw) == 0
     assert len(fake.trained) == runs
     text = (tmp_path / "report.md").read_text()
