@@ -11,6 +11,7 @@ layout (contiguous NCHW or channels_last).
   python bench/train_step.py --cases unet-ref-64            # the issue's target case
   python bench/train_step.py --cases unet-128,attention_unet-128 --rounds 5
   python bench/train_step.py --jax-impls fast,flax          # A/B of echojax.ops
+  python bench/train_step.py --jax-impls fast,fast+dw_winograd   # A/B of a conv method
   python bench/train_step.py --host-devices 2               # batch split over 2 CPU devices
   python bench/train_step.py --device cuda --batch 32 --dtype bfloat16 --torch-compile
 
@@ -54,7 +55,8 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     p.add_argument("--rounds", type=int, default=5, help="alternation rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    p.add_argument("--jax-impls", default="fast", help="comma-separated: fast (echojax.ops), flax")
+    p.add_argument("--jax-impls", default="fast", help="comma-separated: fast (echojax.ops), flax, fast+METHOD (conv_same's "
+                        "auto uses METHOD, e.g. dw_winograd, on maps above 8x8)")
     p.add_argument("--torch-formats", default="contiguous,channels_last")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd models")
     p.add_argument("--no-torch", action="store_true")
@@ -80,6 +82,7 @@ from flax import nnx  # noqa: E402
 
 from echojax import losses, models  # noqa: E402
 from echojax.models import layers  # noqa: E402
+from echojax.ops import conv as conv_ops  # noqa: E402
 
 LR = 1e-3
 
@@ -90,7 +93,9 @@ def _count(tree) -> int:
 
 def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
     """Returns ``(step(), num_params)``; ``step`` runs one training step to completion."""
-    with layers.use_ops(impl == "fast"):
+    use_ops, _, large = impl.partition("+")
+    use_ops = use_ops == "fast"
+    with layers.use_ops(use_ops):
         kw = dict(overrides)
         if dtype == "bfloat16":
             kw["dtype"] = jnp.bfloat16
@@ -119,7 +124,7 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
         return (optax.apply_updates(params, updates), rest, opt_state), loss
 
     # Trace with the chosen layer implementation (it is read at trace time).
-    with layers.use_ops(impl == "fast"):
+    with layers.use_ops(use_ops), conv_ops.auto_large_maps(large or "xla"):
         jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
             state, x, y, mask).compile()
     box = [state]

@@ -9,6 +9,8 @@ from flax import nnx
 from jax import lax
 
 from echojax import ops
+from echojax.ops import conv as conv_ops
+from echojax.ops import winograd
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -90,6 +92,8 @@ CONVS = {
     "dw_im2col": lambda x, k: ops.conv_same(x, k, method="dw_im2col"),
     "dw_rows": lambda x, k: ops.conv_same(x, k, method="dw_rows"),
     "dw_conv": lambda x, k: ops.conv_same(x, k, method="dw_conv"),
+    "winograd": lambda x, k: ops.conv_same(x, k, method="winograd"),
+    "dw_winograd": lambda x, k: ops.conv_same(x, k, method="dw_winograd"),
     "xla": lambda x, k: ops.conv_same(x, k, method="xla"),
 }
 
@@ -101,8 +105,60 @@ CASES = [(m, 3, 4, 5) for m in sorted(CONVS)] + [
 
 @pytest.mark.parametrize("method,ksize,cin,cout", CASES)
 def test_conv_same_matches_lax_values_and_gradients(method, ksize, cin, cout):
-    x, k = _rand(4, 2, 6, 5, cin), _rand(5, ksize, ksize, cin, cout)
-    _check_against_float64(CONVS[method], _ref_conv, [x, k], (2, 6, 5, cout), rtol=1e-5)
+    # Winograd F(2x2, 3x3) needs even H and W (whole 2x2 output tiles).
+    w = 6 if "winograd" in method else 5
+    x, k = _rand(4, 2, 6, w, cin), _rand(5, ksize, ksize, cin, cout)
+    _check_against_float64(CONVS[method], _ref_conv, [x, k], (2, 6, w, cout), rtol=1e-5)
+
+
+@pytest.mark.parametrize("h,w,cin,cout", [(2, 2, 1, 1), (4, 8, 3, 2), (10, 6, 16, 8)])
+def test_winograd_matches_lax_on_more_shapes(h, w, cin, cout):
+    # Non-square maps (tile order along H vs W), a single tile (every input pixel
+    # touches the zero padding) and wider channels (longer sums, float32 error).
+    x, k = _rand(11, 3, h, w, cin), _rand(12, 3, 3, cin, cout)
+    _check_against_float64(ops.conv_same_winograd, _ref_conv, [x, k], (3, h, w, cout), rtol=1e-5)
+
+
+def test_winograd_hand_computed():
+    # A single 1 in the middle of a 4x4 map: the output is the kernel rotated by 180
+    # degrees around that pixel (correlation), zero elsewhere.
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 2, 0].set(1.0)
+    k = jnp.arange(1.0, 10.0).reshape(3, 3, 1, 1)
+    want = np.zeros((4, 4))
+    want[0:3, 1:4] = np.arange(9.0, 0.0, -1.0).reshape(3, 3)
+    np.testing.assert_allclose(ops.conv_same_winograd(x, k)[0, :, :, 0], want, atol=1e-6)
+
+
+def test_winograd_kernel_gradient_alone_matches_xla():
+    x, dy = jnp.asarray(_rand(13, 2, 4, 6, 3)), jnp.asarray(_rand(14, 2, 4, 6, 5))
+    want = jax.vjp(lambda k: _ref_conv(x, k), jnp.zeros((3, 3, 3, 5)))[1](dy)[0]
+    np.testing.assert_allclose(winograd.kernel_grad_winograd(x, dy), want, rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_bad_input():
+    with pytest.raises(ValueError, match="even"):
+        ops.conv_same_winograd(jnp.ones((1, 5, 4, 2)), jnp.ones((3, 3, 2, 3)))
+    with pytest.raises(ValueError, match=r"\[3, 3, C, O\]"):
+        ops.conv_same_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((5, 5, 2, 3)))
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv_same_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 4, 3)))
+    for method in ("winograd", "dw_winograd"):
+        with pytest.raises(ValueError, match="even height and width"):
+            ops.conv_same(jnp.ones((1, 4, 5, 2)), jnp.ones((3, 3, 2, 3)), method=method)
+    with pytest.raises(ValueError, match="differ"):
+        winograd.kernel_grad_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((1, 4, 6, 3)))
+
+
+def test_auto_large_maps_falls_back_where_winograd_does_not_apply():
+    # Odd sizes and 5x5 kernels take XLA's convolution instead of raising.
+    with conv_ops.auto_large_maps("dw_winograd"):
+        for shape, kshape in [((1, 9, 10, 2), (3, 3, 2, 3)), ((1, 10, 10, 2), (5, 5, 2, 3)),
+                              ((1, 10, 12, 2), (3, 3, 2, 3))]:
+            x, k = jnp.asarray(_rand(15, *shape), jnp.float32), jnp.asarray(_rand(16, *kshape), jnp.float32)
+            np.testing.assert_allclose(ops.conv_same(x, k), _ref_conv(x, k), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="method"):
+        with conv_ops.auto_large_maps("fastest"):
+            pass
 
 
 def test_conv_same_uses_flax_parameters_unchanged():
@@ -125,7 +181,7 @@ def test_conv_same_bad_input():
     with pytest.raises(ValueError, match="channels"):
         ops.conv_same(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 5, 3)))
     with pytest.raises(ValueError, match="method"):
-        ops.conv_same(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 3)), method="winograd")
+        ops.conv_same(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 3)), method="fft")
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         ops.conv_same(jnp.ones((4, 4, 2)), jnp.ones((3, 3, 2, 3)))
 

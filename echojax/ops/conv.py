@@ -10,11 +10,14 @@ one or a few matrix products, which XLA:CPU runs at its GEMM speed. Measurements
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from echojax.ops import winograd
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -187,7 +190,13 @@ def _dk_conv(x, dy, kshape):
     return jnp.transpose(out, (1, 2, 0, 3))
 
 
-_DK = {"dw_im2col": _dk_im2col, "dw_rows": _dk_rows, "dw_conv": _dk_conv}
+def _dk_winograd(x, dy, kshape):
+    """``dK`` in the Winograd F(2x2, 3x3) domain (:mod:`echojax.ops.winograd`)."""
+    return winograd.kernel_grad_winograd(x, dy)
+
+
+_DK = {"dw_im2col": _dk_im2col, "dw_rows": _dk_rows, "dw_conv": _dk_conv,
+       "dw_winograd": _dk_winograd}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -207,10 +216,33 @@ def _matmul_dk_bwd(method, res, dy):
 
 _conv_matmul_dk.defvjp(_matmul_dk_fwd, _matmul_dk_bwd)
 
-METHODS = ("auto", "xla", "im2col", "dw_im2col", "dw_rows", "dw_conv")
+METHODS = ("auto", "xla", "im2col", "winograd", "dw_im2col", "dw_rows", "dw_conv", "dw_winograd")
+_WINOGRAD = ("winograd", "dw_winograd")
 
 # Maps with at most this many pixels (8x8) use patches + matmul for all three products.
 IM2COL_MAX_PIXELS = 64
+
+# What "auto" uses on larger maps; :func:`auto_large_maps` changes it (benchmarks A/B it).
+_AUTO_LARGE = "xla"
+
+
+@contextlib.contextmanager
+def auto_large_maps(method: str):
+    """Within the context, ``conv_same(method="auto")`` uses ``method`` on maps larger
+    than :data:`IM2COL_MAX_PIXELS` pixels (falling back to ``"xla"`` where a Winograd
+    method does not apply: kernel not 3x3, or odd height/width). Read at trace time."""
+    global _AUTO_LARGE
+    if method not in METHODS or method == "auto":
+        raise ValueError(f"auto_large_maps: unknown method {method!r}; expected one of {METHODS[1:]}")
+    previous, _AUTO_LARGE = _AUTO_LARGE, method
+    try:
+        yield
+    finally:
+        _AUTO_LARGE = previous
+
+
+def _winograd_applies(x, kernel) -> bool:
+    return kernel.shape[:2] == (3, 3) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.Array:
@@ -221,11 +253,14 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
       x: ``[B, H, W, C]``.
       kernel: ``[k, k, C, O]``.
       method: ``"xla"`` (``lax.conv_general_dilated`` and its XLA gradients);
-        ``"im2col"`` (:func:`conv_same_im2col`); ``"dw_im2col"`` / ``"dw_rows"`` /
-        ``"dw_conv"`` (XLA forward and input gradient; kernel gradient as matmuls over
-        patches, or as a forward convolution over the batch axis); ``"auto"``: ``"im2col"`` on maps of at most
-        :data:`IM2COL_MAX_PIXELS` pixels, ``"xla"`` otherwise (the measurements behind
-        this choice are in ``bench/README.md``).
+        ``"im2col"`` (:func:`conv_same_im2col`); ``"winograd"`` (forward and both
+        gradients by Winograd F(2x2, 3x3), :mod:`echojax.ops.winograd`; 3x3 kernels,
+        even H and W); ``"dw_im2col"`` / ``"dw_rows"`` / ``"dw_conv"`` /
+        ``"dw_winograd"`` (XLA forward and input gradient; kernel gradient as matmuls
+        over patches, as a forward convolution over the batch axis, or by Winograd);
+        ``"auto"``: ``"im2col"`` on maps of at most :data:`IM2COL_MAX_PIXELS` pixels,
+        ``"xla"`` otherwise (the measurements behind this choice are in
+        ``bench/README.md``).
 
     Returns:
       ``[B, H, W, O]``.
@@ -234,9 +269,20 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         raise ValueError(f"conv_same: unknown method {method!r}; expected one of {METHODS}")
     _check(x, kernel, name="conv_same")
     if method == "auto":
-        method = "im2col" if x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS else "xla"
+        if x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS:
+            method = "im2col"
+        else:
+            method = _AUTO_LARGE
+            if method in _WINOGRAD and not _winograd_applies(x, kernel):
+                method = "xla"
+    elif method in _WINOGRAD and not _winograd_applies(x, kernel):
+        raise ValueError(
+            f"conv_same: method {method!r} needs a 3x3 kernel and even height and width, "
+            f"got kernel {tuple(kernel.shape)} and x {tuple(x.shape)}")
     if method == "xla":
         return conv_same_xla(x, kernel)
     if method == "im2col":
         return conv_same_im2col(x, kernel)
+    if method == "winograd":
+        return winograd.conv_same_winograd(x, kernel)
     return _conv_matmul_dk(x, kernel, method)
