@@ -56,7 +56,8 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=5, help="alternation rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--jax-impls", default="fast", help="comma-separated: fast (echojax.ops), flax, fast+METHOD (conv_same's "
-                        "auto uses METHOD, e.g. dw_winograd, on maps above 8x8)")
+                        "auto uses METHOD, e.g. dw_winograd, on maps above 8x8), "
+                        "fast+M1@N/M2 (M1 up to N pixels, M2 above)")
     p.add_argument("--torch-formats", default="contiguous,channels_last")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd models")
     p.add_argument("--no-torch", action="store_true")
@@ -124,7 +125,10 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
         return (optax.apply_updates(params, updates), rest, opt_state), loss
 
     # Trace with the chosen layer implementation (it is read at trace time).
-    with layers.use_ops(use_ops), conv_ops.auto_large_maps(large or "xla"):
+    # "fast+winograd@1024/winograd_bwd": winograd on maps up to 1024 pixels, then winograd_bwd.
+    *rules, large = large.split("/") if large else ["xla"]
+    rules = [(int(r.split("@")[1]), r.split("@")[0]) for r in rules]
+    with layers.use_ops(use_ops), conv_ops.auto_large_maps(large, *rules):
         jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
             state, x, y, mask).compile()
     box = [state]

@@ -94,6 +94,7 @@ CONVS = {
     "dw_conv": lambda x, k: ops.conv_same(x, k, method="dw_conv"),
     "winograd": lambda x, k: ops.conv_same(x, k, method="winograd"),
     "dw_winograd": lambda x, k: ops.conv_same(x, k, method="dw_winograd"),
+    "winograd_bwd": lambda x, k: ops.conv_same(x, k, method="winograd_bwd"),
     "xla": lambda x, k: ops.conv_same(x, k, method="xla"),
 }
 
@@ -142,7 +143,7 @@ def test_winograd_bad_input():
         ops.conv_same_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((5, 5, 2, 3)))
     with pytest.raises(ValueError, match="channels"):
         ops.conv_same_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 4, 3)))
-    for method in ("winograd", "dw_winograd"):
+    for method in ("winograd", "winograd_bwd", "dw_winograd"):
         with pytest.raises(ValueError, match="even height and width"):
             ops.conv_same(jnp.ones((1, 4, 5, 2)), jnp.ones((3, 3, 2, 3)), method=method)
     with pytest.raises(ValueError, match="differ"):
@@ -161,6 +162,20 @@ def test_auto_large_maps_falls_back_where_winograd_does_not_apply():
             pass
 
 
+def test_auto_large_maps_rules_pick_by_map_size():
+    # Up to 16x16 pixels -> winograd (a custom_vjp), above -> XLA's convolution; 8x8 and
+    # below stay im2col (a custom_vjp too) whatever the rules.
+    k = jnp.ones((3, 3, 2, 3))
+    def first_primitive(h):
+        return jax.make_jaxpr(lambda x: ops.conv_same(x, k))(jnp.ones((1, h, h, 2))).eqns[0].primitive.name
+    with conv_ops.auto_large_maps("xla", (256, "winograd")):
+        assert [first_primitive(h) for h in (8, 16, 32)] == ["custom_vjp_call", "custom_vjp_call", "conv_general_dilated"]
+    # The default: Winograd on 16x16 (3x3 kernel, even sizes), XLA on odd sizes.
+    assert first_primitive(16) == "custom_vjp_call"
+    x = jnp.ones((1, 15, 15, 2))
+    assert jax.make_jaxpr(lambda x: ops.conv_same(x, k))(x).eqns[0].primitive.name == "conv_general_dilated"
+
+
 def test_conv_same_uses_flax_parameters_unchanged():
     layer = nnx.Conv(4, 6, kernel_size=(3, 3), padding="SAME", use_bias=False, rngs=nnx.Rngs(1))
     x = jnp.asarray(_rand(6, 2, 8, 8, 4), jnp.float32)
@@ -170,7 +185,7 @@ def test_conv_same_uses_flax_parameters_unchanged():
 
 
 def test_conv_same_auto_picks_a_correct_method_for_every_size():
-    for h, c in [(4, 8), (16, 4), (32, 2)]:
+    for h, c in [(4, 8), (16, 4), (32, 2), (15, 3), (10, 2)]:
         x, k = jnp.asarray(_rand(7, 1, h, h, c), jnp.float32), jnp.asarray(_rand(8, 3, 3, c, 3), jnp.float32)
         np.testing.assert_allclose(ops.conv_same(x, k), _ref_conv(x, k), rtol=1e-5, atol=1e-5)
 

@@ -216,25 +216,31 @@ def _matmul_dk_bwd(method, res, dy):
 
 _conv_matmul_dk.defvjp(_matmul_dk_fwd, _matmul_dk_bwd)
 
-METHODS = ("auto", "xla", "im2col", "winograd", "dw_im2col", "dw_rows", "dw_conv", "dw_winograd")
-_WINOGRAD = ("winograd", "dw_winograd")
+METHODS = ("auto", "xla", "im2col", "winograd", "winograd_bwd", "dw_im2col", "dw_rows", "dw_conv",
+           "dw_winograd")
+_WINOGRAD = ("winograd", "winograd_bwd", "dw_winograd")
 
 # Maps with at most this many pixels (8x8) use patches + matmul for all three products.
 IM2COL_MAX_PIXELS = 64
 
-# What "auto" uses on larger maps; :func:`auto_large_maps` changes it (benchmarks A/B it).
-_AUTO_LARGE = "xla"
+# What "auto" uses on larger maps: ``(max_pixels, method)`` rules, first match wins
+# (maps above every bound take the last). Winograd measured fastest for the whole
+# U-Net step (bench/README.md); :func:`auto_large_maps` changes it (benchmarks A/B it).
+_AUTO_LARGE: tuple[tuple[float, str], ...] = ((float("inf"), "winograd"),)
 
 
 @contextlib.contextmanager
-def auto_large_maps(method: str):
+def auto_large_maps(method: str, *rules: tuple[int, str]):
     """Within the context, ``conv_same(method="auto")`` uses ``method`` on maps larger
-    than :data:`IM2COL_MAX_PIXELS` pixels (falling back to ``"xla"`` where a Winograd
-    method does not apply: kernel not 3x3, or odd height/width). Read at trace time."""
+    than :data:`IM2COL_MAX_PIXELS` pixels, or the first ``(max_pixels, method)`` of
+    ``rules`` whose bound the map's ``H * W`` does not exceed (``method`` above them
+    all). A Winograd method falls back to ``"xla"`` where it does not apply (kernel not
+    3x3, odd height or width). Read at trace time."""
     global _AUTO_LARGE
-    if method not in METHODS or method == "auto":
-        raise ValueError(f"auto_large_maps: unknown method {method!r}; expected one of {METHODS[1:]}")
-    previous, _AUTO_LARGE = _AUTO_LARGE, method
+    for m in (method, *(m for _, m in rules)):
+        if m not in METHODS or m == "auto":
+            raise ValueError(f"auto_large_maps: unknown method {m!r}; expected one of {METHODS[1:]}")
+    previous, _AUTO_LARGE = _AUTO_LARGE, (*rules, (float("inf"), method))
     try:
         yield
     finally:
@@ -255,12 +261,14 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
       method: ``"xla"`` (``lax.conv_general_dilated`` and its XLA gradients);
         ``"im2col"`` (:func:`conv_same_im2col`); ``"winograd"`` (forward and both
         gradients by Winograd F(2x2, 3x3), :mod:`echojax.ops.winograd`; 3x3 kernels,
-        even H and W); ``"dw_im2col"`` / ``"dw_rows"`` / ``"dw_conv"`` /
+        even H and W); ``"winograd_bwd"`` (XLA forward, both gradients by Winograd);
+        ``"dw_im2col"`` / ``"dw_rows"`` / ``"dw_conv"`` /
         ``"dw_winograd"`` (XLA forward and input gradient; kernel gradient as matmuls
         over patches, as a forward convolution over the batch axis, or by Winograd);
         ``"auto"``: ``"im2col"`` on maps of at most :data:`IM2COL_MAX_PIXELS` pixels,
-        ``"xla"`` otherwise (the measurements behind this choice are in
-        ``bench/README.md``).
+        ``"winograd"`` on larger ones (``"xla"`` where Winograd does not apply: kernel
+        not 3x3, odd height or width); the measurements behind this choice are in
+        ``bench/README.md``.
 
     Returns:
       ``[B, H, W, O]``.
@@ -272,7 +280,7 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         if x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS:
             method = "im2col"
         else:
-            method = _AUTO_LARGE
+            method = next(m for n, m in _AUTO_LARGE if x.shape[1] * x.shape[2] <= n)
             if method in _WINOGRAD and not _winograd_applies(x, kernel):
                 method = "xla"
     elif method in _WINOGRAD and not _winograd_applies(x, kernel):
@@ -285,4 +293,6 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         return conv_same_im2col(x, kernel)
     if method == "winograd":
         return winograd.conv_same_winograd(x, kernel)
+    if method == "winograd_bwd":
+        return winograd.conv_same_winograd_bwd(x, kernel)
     return _conv_matmul_dk(x, kernel, method)
