@@ -22,6 +22,7 @@ layout (contiguous NCHW or channels_last).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -126,9 +127,14 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
 
     # Trace with the chosen layer implementation (it is read at trace time).
     # "fast+winograd@1024/winograd_bwd": winograd on maps up to 1024 pixels, then winograd_bwd.
-    *rules, large = large.split("/") if large else ["xla"]
-    rules = [(int(r.split("@")[1]), r.split("@")[0]) for r in rules]
-    with layers.use_ops(use_ops), conv_ops.auto_large_maps(large, *rules):
+    # Plain "fast" keeps conv_same's shipped auto choice.
+    if large:
+        *rules, large = large.split("/")
+        rules = [(int(r.split("@")[1]), r.split("@")[0]) for r in rules]
+        auto = conv_ops.auto_large_maps(large, *rules)
+    else:
+        auto = contextlib.nullcontext()
+    with layers.use_ops(use_ops), auto:
         jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
             state, x, y, mask).compile()
     box = [state]
