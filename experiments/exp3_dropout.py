@@ -97,7 +97,8 @@ def report(inp):
     if base:
         lines += ["Baselines, LA Dice on Unity:", "",
                   R.structure_table(base, group=("arch", "method"), test_source="unity",
-                                    structures=("la",)), ""]
+                                    structures=("la",),
+                                    order=list(sweep.ARCHS) + ["pseudo_label", "benchmark"]), ""]
     for arch in o.archs:
         rows = [r for r in res if r["arch"] == arch]
         if rows:
@@ -107,7 +108,7 @@ def report(inp):
             lines += [f"![Figure 6, {arch}](figures/fig6_dropout_{arch}.png)", ""]
 
     best = best_rates(res, losses=losses)
-    picked = []
+    picked, fig7_order = [], []
     for r in res:
         if r["method"] in losses:
             if r["dropout"] == 0.0:
@@ -116,12 +117,18 @@ def report(inp):
                 picked.append({**r, "method": f"{r['method']} d={r['dropout']:g} (best)"})
         elif r["method"] in ("benchmark", "pseudo_label"):
             picked.append(r)
+    for loss in losses:  # each loss without, then with its best dropout; baselines last
+        fig7_order += [f"{loss} d=0"] + sorted({p["method"] for p in picked
+                                                if p["method"].startswith(f"{loss} d=") and
+                                                p["method"] != f"{loss} d=0"})
+    fig7_order += ["pseudo_label", "benchmark"]
     lines += ["## Each loss without and with its best label dropout (Figure 7)", "",
               "Best rate per loss chosen on Unity's test LA Dice (so optimistic, as a "
               "ceiling). Dice per structure on each test source:", ""]
     for source in ("unity", "camus"):
         lines += [f"Test source: {source}", "",
-                  R.structure_table(picked, group=("arch", "method"), test_source=source), ""]
+                  R.structure_table(picked, group=("arch", "method"), test_source=source,
+                                    order=list(sweep.ARCHS) + fig7_order), ""]
     if inp.overlays:
         for arch in o.archs:
             chosen = {}
