@@ -95,6 +95,7 @@ CONVS = {
     "winograd": lambda x, k: ops.conv_same(x, k, method="winograd"),
     "dw_winograd": lambda x, k: ops.conv_same(x, k, method="dw_winograd"),
     "winograd_bwd": lambda x, k: ops.conv_same(x, k, method="winograd_bwd"),
+    "winograd4": lambda x, k: ops.conv_same(x, k, method="winograd4"),
     "xla": lambda x, k: ops.conv_same(x, k, method="xla"),
 }
 
@@ -106,10 +107,11 @@ CASES = [(m, 3, 4, 5) for m in sorted(CONVS)] + [
 
 @pytest.mark.parametrize("method,ksize,cin,cout", CASES)
 def test_conv_same_matches_lax_values_and_gradients(method, ksize, cin, cout):
-    # Winograd F(2x2, 3x3) needs even H and W (whole 2x2 output tiles).
-    w = 6 if "winograd" in method else 5
-    x, k = _rand(4, 2, 6, w, cin), _rand(5, ksize, ksize, cin, cout)
-    _check_against_float64(CONVS[method], _ref_conv, [x, k], (2, 6, w, cout), rtol=1e-5)
+    # Winograd F(2x2, 3x3) needs even H and W (whole 2x2 output tiles), F(4x4, 3x3)
+    # multiples of 4.
+    h, w = (8, 12) if method == "winograd4" else (6, 6) if "winograd" in method else (6, 5)
+    x, k = _rand(4, 2, h, w, cin), _rand(5, ksize, ksize, cin, cout)
+    _check_against_float64(CONVS[method], _ref_conv, [x, k], (2, h, w, cout), rtol=1e-5)
 
 
 @pytest.mark.parametrize("h,w,cin,cout", [(2, 2, 1, 1), (4, 8, 3, 2), (10, 6, 16, 8)])
@@ -150,6 +152,56 @@ def test_winograd_bad_input():
         winograd.kernel_grad_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((1, 4, 6, 3)))
 
 
+@pytest.mark.parametrize("points", [winograd.WINOGRAD4_POINTS, (0.0, 1.0, -1.0, 0.5, -0.5)])
+@pytest.mark.parametrize("h,w,cin,cout", [(4, 4, 1, 1), (8, 4, 3, 2), (12, 8, 64, 16)])
+def test_winograd4_matches_lax_on_more_shapes(points, h, w, cin, cout):
+    # A single 4x4 tile (every input pixel touches the padding), non-square maps, and 64
+    # input channels: F(4x4, 3x3)'s transform constants (up to 8 and 1/24) make its
+    # float32 error several times XLA's; 2e-5 of the largest entry bounds it here
+    # (measured 1e-6 to 1e-5 on U-Net layers, bench/README.md), 1e-12 in float64.
+    x, k = _rand(17, 2, h, w, cin), _rand(18, 3, 3, cin, cout) / np.sqrt(9 * cin)
+    _check_against_float64(winograd.make_winograd4(points), _ref_conv, [x, k], (2, h, w, cout), rtol=2e-5)
+
+
+def test_cook_toom_matrices():
+    # Lavin & Gray's F(4, 3) matrices for the points 0, +-1, +-2, and the defining
+    # identity (1-D correlation) for another point set, on random data.
+    at, g, bt = winograd.cook_toom((0, 1, -1, 2, -2))
+    np.testing.assert_array_equal(bt[0], [4, 0, -5, 0, 1, 0])
+    np.testing.assert_array_equal(bt[5], [0, 4, 0, -5, 0, 1])
+    np.testing.assert_allclose(g[3], [1 / 24, 1 / 12, 1 / 6])
+    np.testing.assert_array_equal(at[3], [0, 1, -1, 8, -8, 1])
+    at, g, bt = winograd.cook_toom((0, 1, -1, 0.5, -0.5))
+    d, f = _rand(19, 6), _rand(20, 3)
+    np.testing.assert_allclose(at @ ((g @ f) * (bt @ d)), np.correlate(d, f, "valid"), atol=1e-12)
+    with pytest.raises(ValueError, match="distinct"):
+        winograd.cook_toom((0, 1, 1, 2, -2))
+    with pytest.raises(ValueError, match="5 distinct"):
+        winograd.cook_toom((0, 1, -1, 2))
+
+
+def test_winograd4_bad_input_and_auto_fallback():
+    with pytest.raises(ValueError, match="multiples of 4"):
+        winograd.conv_same_winograd4(jnp.ones((1, 6, 8, 2)), jnp.ones((3, 3, 2, 3)))
+    with pytest.raises(ValueError, match=r"\[3, 3, C, O\]"):
+        winograd.conv_same_winograd4(jnp.ones((1, 8, 8, 2)), jnp.ones((5, 5, 2, 3)))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        ops.conv_same(jnp.ones((1, 8, 6, 2)), jnp.ones((3, 3, 2, 3)), method="winograd4")
+    # In auto mode: sides multiples of 4 -> F(4x4); other even sides -> F(2x2); odd ->
+    # XLA. Same computation, same bits; F(2x2) and F(4x4) round differently.
+    k = jnp.asarray(_rand(21, 3, 3, 2, 3), jnp.float32)
+    with conv_ops.auto_large_maps("winograd4"):
+        for shape, method in [((1, 12, 16, 2), "winograd4"), ((1, 10, 12, 2), "winograd"),
+                              ((1, 11, 12, 2), "xla")]:
+            x = jnp.asarray(_rand(22, *shape), jnp.float32)
+            got = ops.conv_same(x, k)
+            np.testing.assert_array_equal(got, ops.conv_same(x, k, method=method))
+            want = _ref_conv(x, k)
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    x = jnp.asarray(_rand(22, 1, 12, 16, 2), jnp.float32)
+    assert np.any(ops.conv_same(x, k, method="winograd4") != ops.conv_same(x, k, method="winograd"))
+
+
 def test_auto_large_maps_falls_back_where_winograd_does_not_apply():
     # Odd sizes and 5x5 kernels take XLA's convolution instead of raising.
     with conv_ops.auto_large_maps("dw_winograd"):
@@ -174,6 +226,14 @@ def test_auto_large_maps_rules_pick_by_map_size():
     assert first_primitive(16) == "custom_vjp_call"
     x = jnp.ones((1, 15, 15, 2))
     assert jax.make_jaxpr(lambda x: ops.conv_same(x, k))(x).eqns[0].primitive.name == "conv_general_dilated"
+    # F(2x2) up to 16x16, F(4x4) above where the sides are multiples of 4, F(2x2) where
+    # they are only even (same computation, same bits; the two tile sizes round
+    # differently).
+    kr = jnp.asarray(_rand(23, 3, 3, 2, 3), jnp.float32)
+    for h, method in [(16, "winograd"), (20, "winograd4"), (32, "winograd4"), (18, "winograd")]:
+        x = jnp.asarray(_rand(24, 1, h, h, 2), jnp.float32)
+        np.testing.assert_array_equal(ops.conv_same(x, kr), ops.conv_same(x, kr, method=method),
+                                      err_msg=f"{h}x{h}")
 
 
 def test_conv_same_uses_flax_parameters_unchanged():
@@ -187,7 +247,9 @@ def test_conv_same_uses_flax_parameters_unchanged():
 def test_conv_same_auto_picks_a_correct_method_for_every_size():
     for h, c in [(4, 8), (16, 4), (32, 2), (15, 3), (10, 2)]:
         x, k = jnp.asarray(_rand(7, 1, h, h, c), jnp.float32), jnp.asarray(_rand(8, 3, 3, c, 3), jnp.float32)
-        np.testing.assert_allclose(ops.conv_same(x, k), _ref_conv(x, k), rtol=1e-5, atol=1e-5)
+        # 32x32 takes F(4x4, 3x3): float32 error up to ~1e-5 of the largest entry.
+        want = _ref_conv(x, k)
+        np.testing.assert_allclose(ops.conv_same(x, k), want, rtol=0, atol=2e-5 * np.abs(want).max())
 
 
 def test_conv_same_bad_input():

@@ -216,17 +216,19 @@ def _matmul_dk_bwd(method, res, dy):
 
 _conv_matmul_dk.defvjp(_matmul_dk_fwd, _matmul_dk_bwd)
 
-METHODS = ("auto", "xla", "im2col", "winograd", "winograd_bwd", "dw_im2col", "dw_rows", "dw_conv",
-           "dw_winograd")
-_WINOGRAD = ("winograd", "winograd_bwd", "dw_winograd")
+METHODS = ("auto", "xla", "im2col", "winograd", "winograd4", "winograd_bwd", "dw_im2col", "dw_rows",
+           "dw_conv", "dw_winograd")
+_WINOGRAD = ("winograd", "winograd4", "winograd_bwd", "dw_winograd")
 
 # Maps with at most this many pixels (8x8) use patches + matmul for all three products.
 IM2COL_MAX_PIXELS = 64
 
 # What "auto" uses on larger maps: ``(max_pixels, method)`` rules, first match wins
-# (maps above every bound take the last). Winograd measured fastest for the whole
-# U-Net step (bench/README.md); :func:`auto_large_maps` changes it (benchmarks A/B it).
-_AUTO_LARGE: tuple[tuple[float, str], ...] = ((float("inf"), "winograd"),)
+# (maps above every bound take the last). Winograd F(2x2, 3x3) up to 16x16 and F(4x4,
+# 3x3) above measured fastest for the whole U-Net and Attention U-Net steps (F(4x4) alone
+# 1.3-1.7x faster than F(2x2) per layer at 32x32-64x64, 0.9-1.0x at 16x16;
+# bench/README.md); :func:`auto_large_maps` changes it (benchmarks A/B it).
+_AUTO_LARGE: tuple[tuple[float, str], ...] = ((256, "winograd"), (float("inf"), "winograd4"))
 
 
 @contextlib.contextmanager
@@ -235,7 +237,8 @@ def auto_large_maps(method: str, *rules: tuple[int, str]):
     than :data:`IM2COL_MAX_PIXELS` pixels, or the first ``(max_pixels, method)`` of
     ``rules`` whose bound the map's ``H * W`` does not exceed (``method`` above them
     all). A Winograd method falls back to ``"xla"`` where it does not apply (kernel not
-    3x3, odd height or width). Read at trace time."""
+    3x3, odd height or width); ``"winograd4"`` first falls back to ``"winograd"`` (even
+    sides that are not multiples of 4). Read at trace time."""
     global _AUTO_LARGE
     for m in (method, *(m for _, m in rules)):
         if m not in METHODS or m == "auto":
@@ -247,8 +250,8 @@ def auto_large_maps(method: str, *rules: tuple[int, str]):
         _AUTO_LARGE = previous
 
 
-def _winograd_applies(x, kernel) -> bool:
-    return kernel.shape[:2] == (3, 3) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0
+def _winograd_applies(x, kernel, tile: int = 2) -> bool:
+    return kernel.shape[:2] == (3, 3) and x.shape[1] % tile == 0 and x.shape[2] % tile == 0
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.Array:
@@ -261,14 +264,16 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
       method: ``"xla"`` (``lax.conv_general_dilated`` and its XLA gradients);
         ``"im2col"`` (:func:`conv_same_im2col`); ``"winograd"`` (forward and both
         gradients by Winograd F(2x2, 3x3), :mod:`echojax.ops.winograd`; 3x3 kernels,
-        even H and W); ``"winograd_bwd"`` (XLA forward, both gradients by Winograd);
+        even H and W); ``"winograd4"`` (the same by Winograd F(4x4, 3x3): H and W
+        multiples of 4, float32 error about 5x XLA's); ``"winograd_bwd"`` (XLA forward, both gradients by Winograd);
         ``"dw_im2col"`` / ``"dw_rows"`` / ``"dw_conv"`` /
         ``"dw_winograd"`` (XLA forward and input gradient; kernel gradient as matmuls
         over patches, as a forward convolution over the batch axis, or by Winograd);
         ``"auto"``: ``"im2col"`` on maps of at most :data:`IM2COL_MAX_PIXELS` pixels,
-        ``"winograd"`` on larger ones (``"xla"`` where Winograd does not apply: kernel
-        not 3x3, odd height or width); the measurements behind this choice are in
-        ``bench/README.md``.
+        ``"winograd"`` up to 16x16 (256 pixels), ``"winograd4"`` on larger ones
+        (``"winograd"`` where the sides are not multiples of 4, ``"xla"`` where
+        Winograd does not apply: kernel not 3x3, odd height or width); the measurements
+        behind this choice are in ``bench/README.md``.
 
     Returns:
       ``[B, H, W, O]``.
@@ -281,8 +286,14 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
             method = "im2col"
         else:
             method = next(m for n, m in _AUTO_LARGE if x.shape[1] * x.shape[2] <= n)
+            if method == "winograd4" and not _winograd_applies(x, kernel, 4):
+                method = "winograd"
             if method in _WINOGRAD and not _winograd_applies(x, kernel):
                 method = "xla"
+    elif method == "winograd4" and not _winograd_applies(x, kernel, 4):
+        raise ValueError(
+            f"conv_same: method 'winograd4' needs a 3x3 kernel and height and width that "
+            f"are multiples of 4, got kernel {tuple(kernel.shape)} and x {tuple(x.shape)}")
     elif method in _WINOGRAD and not _winograd_applies(x, kernel):
         raise ValueError(
             f"conv_same: method {method!r} needs a 3x3 kernel and even height and width, "
@@ -293,6 +304,8 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         return conv_same_im2col(x, kernel)
     if method == "winograd":
         return winograd.conv_same_winograd(x, kernel)
+    if method == "winograd4":
+        return winograd.conv_same_winograd4(x, kernel)
     if method == "winograd_bwd":
         return winograd.conv_same_winograd_bwd(x, kernel)
     return _conv_matmul_dk(x, kernel, method)
