@@ -1,4 +1,5 @@
-"""3x3 'SAME' stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3).
+"""3x3 'SAME' stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) and
+F(4x4, 3x3) (the latter at the end of this module: :func:`conv_same_winograd4`).
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016. The map is
 cut into 2x2 output tiles; each reads a 4x4 input tile (tiles overlap by 2). With the
@@ -15,7 +16,8 @@ additions-only transforms. Both gradients stay in the Winograd domain:
 
 All transform matrices hold only 0, +-1 and +-1/2, so float32 results stay within a
 few ulps-times-sqrt(terms) of the direct convolution (tests compare to float64).
-Requires even ``H`` and ``W`` (whole 2x2 tiles). Same kernel layout (HWIO) as
+F(2x2) requires even ``H`` and ``W`` (whole 2x2 tiles), F(4x4) multiples of 4; F(4x4)'s
+constants (up to 8 and 1/24) make its float32 error 5-10x larger (bench/README.md). Same kernel layout (HWIO) as
 ``nnx.Conv``. Measurements against XLA's convolution are in ``bench/README.md``.
 """
 
