@@ -2,6 +2,7 @@
 invariance, NaN stop, compile-once. Tiny U-Net on 16x16 ``tiny_echo`` (2 epochs of 5
 steps); runs that must be killed or need other devices/processes are subprocesses."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -199,6 +200,16 @@ def test_train_step_compiles_once_and_dropout_rate_is_traced(reference_run):
     _, m1 = engine.train_step(jax.tree.map(jnp.copy, s0), batch, put(1.0))
     assert float(m0["loss"]) != float(m1["loss"])
     assert engine.train_step._cache_size() == sizes[0]
+
+
+def test_runs_differing_only_in_dropout_rate_share_the_compiled_step(engine_data_dir):
+    # Experiment 3 sweeps the rate; the rate is a traced argument of the step, so the
+    # compiled program (keyed by _program_key) must not depend on it.
+    a = tiny_config(engine_data_dir)
+    b = tiny_config(engine_data_dir, loss=dataclasses.replace(a.loss, dropout_rate=0.7))
+    assert train._program_key(a) == train._program_key(b)
+    c = tiny_config(engine_data_dir, loss=dataclasses.replace(a.loss, name="cce"))
+    assert train._program_key(a) != train._program_key(c)
 
 
 def test_batch_must_divide_over_devices(engine_data_dir, monkeypatch):
