@@ -461,7 +461,7 @@ def overlay_figure(workdir: str, runs_by_method: Mapping[str, Run], alias: str, 
                    for m, r in runs_by_method.items()}
     samples = [{"image": ex["image"], "label": ex["segmentation"],
                 "predictions": {m: p[k] for m, p in predictions.items()},
-                "title": f"{alias} {ex['patient_id']} {ex['view']} {ex['phase']}"}
+                "title": f"{ex['patient_id']}\n{ex['view']} {ex['phase']}"}
                for k, ex in enumerate(examples)]
     report_lib.plot_overlays(samples, path, methods=list(runs_by_method), title=title)
 
