@@ -516,8 +516,10 @@ class Options:
         if self.epochs is not None or not self.preset.examples_per_run:
             return config
         epochs = self.epochs_for(train_size(config))
+        # A few validations per run: on a tiny training set an evaluation and a
+        # checkpoint every epoch would cost more than the training.
         return dataclasses.replace(config, epochs=epochs,
-                                   eval_every=min(self.preset.eval_every, epochs))
+                                   eval_every=max(self.preset.eval_every, epochs // 4))
 
     def epochs_for(self, train_size: int) -> int:
         """Epochs of a run with ``train_size`` training images: the preset's, or, with

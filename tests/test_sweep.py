@@ -154,8 +154,8 @@ def test_options_and_bad_flags(tmp_path):
     assert o.epochs_for(25) == 2  # --epochs wins
     small = _config(sources=(dataclasses.replace(CAMUS, train_examples=100),
                              dataclasses.replace(UNITY, train_examples=60)))
-    adjusted = quick.adjust(small)  # 1600 / 160 images = 10 epochs
-    assert (adjusted.epochs, adjusted.eval_every) == (10, 1)
+    adjusted = quick.adjust(small)  # 1600 / 160 images = 10 epochs, validated every 10 // 4
+    assert (adjusted.epochs, adjusted.eval_every) == (10, 2)
     assert o.adjust(small) == small
     for bad in ({"loss": "dice"}, {"arch": "vit"}, {"seeds": "a"}, {"epochs": 0}, {"shard": "2/2"}):
         with pytest.raises(ValueError):
