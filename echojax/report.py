@@ -572,9 +572,11 @@ def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
 
 
 def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, structure: str = "la",
-                       group: str = "method", order: Sequence[str] = (), title: str = "") -> None:
+                       group: str = "method", order: Sequence[str] = (), title: str = "",
+                       references: Mapping[str, float] | None = None) -> None:
     """Figure 6: ``structure`` Dice on ``test_source`` against the label-dropout rate,
-    mean with error bars of one std over seeds, one line per ``group`` value."""
+    mean with error bars of one std over seeds, one line per ``group`` value;
+    ``references`` (name -> Dice, e.g. the benchmark) as dashed horizontal lines."""
     plt = _pyplot()
     rows = _select(rows, structure=structure, test_source=test_source)
     cells = across_seeds(rows, lambda r: (r[group], r["dropout"]), lambda rs: rs[0]["dice_mean"])
@@ -584,6 +586,9 @@ def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, struc
         m = [cells[(g, d)][0] for d in rates]
         e = [0.0 if math.isnan(cells[(g, d)][1]) else cells[(g, d)][1] for d in rates]
         ax.errorbar([100 * d for d in rates], m, yerr=e, marker="o", capsize=3, label=g)
+    for k, (name, value) in enumerate((references or {}).items()):
+        if not math.isnan(value):
+            ax.axhline(value, linestyle="--", color=f"C{len(order) + k + 2}", label=name)
     ax.set_xlabel("label dropout rate (%)")
     ax.set_ylabel(f"{structure.upper()} Dice on {test_source}")
     ax.set_ylim(0, 1)

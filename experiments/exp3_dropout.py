@@ -102,9 +102,14 @@ def report(inp):
     for arch in o.archs:
         rows = [r for r in res if r["arch"] == arch]
         if rows:
+            refs = R.across_seeds(
+                [r for r in rows if r["method"] in ("benchmark", "pseudo_label")
+                 and r["structure"] == "la" and r["test_source"] == "unity"],
+                lambda r: (r["method"],), lambda rs: rs[0]["dice_mean"])
             R.plot_dropout_curve([r for r in rows if r["method"] in losses],
                                  os.path.join(inp.figures_dir, f"fig6_dropout_{arch}.png"),
-                                 test_source="unity", order=losses, title=f"{arch}: LA on Unity")
+                                 test_source="unity", order=losses, title=f"{arch}: LA on Unity",
+                                 references={k[0]: v[0] for k, v in sorted(refs.items())})
             lines += [f"![Figure 6, {arch}](figures/fig6_dropout_{arch}.png)", ""]
 
     best = best_rates(res, losses=losses)

@@ -200,7 +200,8 @@ def test_markdown_and_sizes_bad_input():
 def test_figures_are_written_atomically(tmp_path):
     rows = [_row(f"r{d}", method="acce", dropout=d, test_source="unity", structure=s, mean=0.5 + d / 4)
             for d in (0.0, 0.5, 1.0) for s in ("lv", "lvm", "la")]
-    report.plot_dropout_curve(rows, tmp_path / "f6.png", test_source="unity")
+    report.plot_dropout_curve(rows, tmp_path / "f6.png", test_source="unity",
+                              references={"benchmark": 0.9, "none": math.nan})
     report.plot_mean_std(rows, tmp_path / "f4.png")
     img = np.zeros((8, 8), np.uint8)
     lab = np.zeros((8, 8), int)
