@@ -348,8 +348,22 @@ class MetricsLog:
         rows = []
         if resume_step is not None and os.path.exists(path):
             with open(path) as f:
-                rows = [line for line in f if line.strip()
-                        and json.loads(line)["step"] <= resume_step]
+                lines = f.readlines()
+            # A last line without its newline is a write the kill interrupted; it
+            # belongs to steps after the checkpoint, which are redone.
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    step = json.loads(line)["step"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(
+                        f"{path}, line {number}: not a metrics row ({e}); expected a JSON "
+                        "object with a 'step'") from e
+                if step <= resume_step:
+                    rows.append(line)
         write_text_atomic(path, "".join(rows))
 
     def write(self, row: dict[str, Any]) -> None:

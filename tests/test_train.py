@@ -244,3 +244,19 @@ def test_schedules_and_weight_decay():
     w = {"w": jnp.array([2.0])}
     updates, _ = tx.update({"w": jnp.zeros(1)}, tx.init(w), w)
     np.testing.assert_allclose(optax.apply_updates(w, updates)["w"], [2.0 - 0.1 * 0.01 * 2.0])
+
+
+def test_metrics_log_drops_a_half_written_last_line_on_resume(tmp_path):
+    from echojax.train import MetricsLog
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "loss": 0.5}\n{"step": 15, "lo')
+    MetricsLog(str(path), resume_step=10, enabled=True)
+    assert path.read_text() == '{"step": 5, "loss": 1.0}\n{"step": 10, "loss": 0.5}\n'
+
+
+def test_metrics_log_names_a_corrupt_line(tmp_path):
+    from echojax.train import MetricsLog
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5}\nnot json\n{"step": 7}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 2"):
+        MetricsLog(str(path), resume_step=10, enabled=True)
