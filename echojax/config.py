@@ -31,7 +31,7 @@ from typing import Any
 
 from echojax import labels
 from echojax.augment import AugmentConfig
-from echojax.data.mixture import Removal, Source
+from echojax.data.mixture import Removal, Source, check_sources
 
 SCHEDULES = ("poly", "cosine", "constant")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -151,15 +151,10 @@ class Config:
     num_workers: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "sources", tuple(self.sources))
-        if not self.sources:
-            raise ValueError("config.sources is empty: name at least one TFDS dataset")
-        for s in self.sources:
-            if not isinstance(s, Source):
-                raise ValueError(f"config.sources must hold Source objects, got {s!r}")
-        aliases = [s.alias for s in self.sources]
-        if len(set(aliases)) != len(aliases):
-            raise ValueError(f"config.sources aliases must be unique, got {aliases}")
+        try:
+            object.__setattr__(self, "sources", check_sources(self.sources))
+        except ValueError as e:
+            raise ValueError(f"config.sources: {e}") from None
         for name in ("resolution", "batch_size", "eval_batch_size", "epochs", "eval_every",
                      "log_every"):
             value = getattr(self, name)

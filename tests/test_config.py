@@ -64,7 +64,7 @@ def test_save_is_atomic_and_loadable(tmp_path):
     (dict(batch_size=0), "config.batch_size must be a positive int"),
     (dict(epochs=2.5), "config.epochs must be a positive int"),
     (dict(compute_dtype="float16"), "compute_dtype"),
-    (dict(sources=()), "config.sources is empty"),
+    (dict(sources=()), "config.sources: a mixture needs at least one Source"),
     (dict(sources=(Source("a/b", alias="x"), Source("c/d", alias="x"))), "aliases must be unique"),
 ])
 def test_invalid_configs_raise(change, message):
