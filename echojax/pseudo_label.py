@@ -50,7 +50,7 @@ def predictor(run_dir: str | os.PathLike, *, checkpoint: str | int = "best") -> 
     import jax
 
     from echojax.checkpoint import Checkpoints, abstract
-    from echojax.train import Engine, make_predict
+    from echojax.train import Engine
 
     run_dir = os.path.abspath(os.fspath(run_dir))
     config = Config.load(os.path.join(run_dir, "config.json"))
@@ -60,7 +60,7 @@ def predictor(run_dir: str | os.PathLike, *, checkpoint: str | int = "best") -> 
         state = checkpoints.restore(checkpoints.resolve(checkpoint), abstract(engine.initial_state))
     finally:
         checkpoints.close()
-    predict = jax.jit(make_predict(config, engine.graphdef_eval))
+    predict = engine.predict  # compiled once per program, shared with other runs
     batch = config.eval_batch_size
 
     def run(images: np.ndarray) -> np.ndarray:
