@@ -236,6 +236,17 @@ def test_auto_large_maps_rules_pick_by_map_size():
                                       err_msg=f"{h}x{h}")
 
 
+def test_auto_uses_xla_convolution_off_the_cpu(monkeypatch):
+    # The matmul formulations are for XLA:CPU; on a GPU backend "auto" leaves every map
+    # size to XLA's convolution (cuDNN), read at trace time.
+    k = jnp.ones((3, 3, 2, 3))
+    def first_primitive(h):
+        return jax.make_jaxpr(lambda x: ops.conv_same(x, k))(jnp.ones((1, h, h, 2))).eqns[0].primitive.name
+    assert [first_primitive(h) for h in (4, 16, 32)] == ["custom_vjp_call"] * 3
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert [first_primitive(h) for h in (4, 16, 32)] == ["conv_general_dilated"] * 3
+
+
 def test_conv_same_uses_flax_parameters_unchanged():
     layer = nnx.Conv(4, 6, kernel_size=(3, 3), padding="SAME", use_bias=False, rngs=nnx.Rngs(1))
     x = jnp.asarray(_rand(6, 2, 8, 8, 4), jnp.float32)

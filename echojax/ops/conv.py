@@ -273,7 +273,9 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         ``"winograd"`` up to 16x16 (256 pixels), ``"winograd4"`` on larger ones
         (``"winograd"`` where the sides are not multiples of 4, ``"xla"`` where
         Winograd does not apply: kernel not 3x3, odd height or width); the measurements
-        behind this choice are in ``bench/README.md``.
+        behind this choice are in ``bench/README.md``. These formulations exist for
+        XLA:CPU: when the default backend (``jax.default_backend()``, read at trace
+        time) is not the CPU, ``"auto"`` is ``"xla"``, i.e. cuDNN on a GPU.
 
     Returns:
       ``[B, H, W, O]``.
@@ -282,7 +284,9 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         raise ValueError(f"conv_same: unknown method {method!r}; expected one of {METHODS}")
     _check(x, kernel, name="conv_same")
     if method == "auto":
-        if x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS:
+        if jax.default_backend() != "cpu":
+            method = "xla"
+        elif x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS:
             method = "im2col"
         else:
             method = next(m for n, m in _AUTO_LARGE if x.shape[1] * x.shape[2] <= n)
