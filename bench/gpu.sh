@@ -14,7 +14,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 PY="${PYTHON:-python}"
 
-DEVICE=cuda BATCH=32 BUDGET=570 ROUNDS=3 STEPS=10 WARMUP=3 COMPILE=--torch-compile
+DEVICE=cuda BATCH=32 BUDGET=${BUDGET:-570} ROUNDS=3 STEPS=10 WARMUP=3 COMPILE=--torch-compile
 CASES="unet-paper-256 attention_unet-paper-256 swin_unet-paper-256"
 if [[ "${1:-}" == "--smoke" ]]; then
   # torch.compile on a loaded 2-core CPU takes minutes: the smoke run skips it.
@@ -44,8 +44,12 @@ for dtype in float32 bfloat16; do
     # Swin-UNet works on tokens, where the layout flag only touches the patch embedding.
     fmt=channels_last
     [[ "$case" == swin* ]] && fmt=contiguous
+    # In float32 the U-Nets also time the plain Flax layers: on a GPU the only
+    # differences left are the transposed convolution as a matmul and the pooling.
+    impls=fast
+    [[ "$dtype" == float32 && "$case" != swin* ]] && impls=fast,flax
     if ! timeout "$left" "$PY" bench/train_step.py --cases "$case" --batch "$BATCH" \
-        --dtype "$dtype" --device "$DEVICE" --torch-formats "$fmt" $COMPILE \
+        --dtype "$dtype" --device "$DEVICE" --torch-formats "$fmt" --jax-impls "$impls" $COMPILE \
         --rounds "$ROUNDS" --steps "$STEPS" --warmup "$WARMUP" 2>&1 \
         | sed "s/^| $case |/| $case $dtype |/" | tee -a "$log"; then
       echo "| $case | | $dtype: failed or timed out | | | |" | tee -a "$log"

@@ -225,6 +225,9 @@ def run_case(name, args):
 
 def main():
     args = ARGS
+    # Start JAX's backend before PyTorch loads its CUDA libraries, so each finds the
+    # runtime libraries it checks for first.
+    jax.devices()
     import torch
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
