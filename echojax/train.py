@@ -7,6 +7,8 @@ device: uint8 -> float, augmentation (``echojax.augment``), label dropout (Islam
 2024, rate passed as a traced scalar so changing it never recompiles), model, loss by
 name (``echojax.losses.LOSSES``), SGD with Nesterov momentum 0.9 and a per-step decaying
 learning rate (polynomial, power 0.9, as nnU-Net; Islam et al. MELBA 2026, Sec. 4.6).
+The peak learning rate and the schedule's length are traced scalars too: runs that
+differ only in learning rate, epochs or dataset size share one compiled step.
 
 Data parallel: a 1-D ``Mesh`` over all devices with axis ``data``; batches are split
 over it, the state is replicated (``NamedSharding``). Multi-host: each process feeds its
@@ -73,24 +75,52 @@ def create_model(config: Config, *, seed: int | jax.Array) -> nnx.Module:
         rngs=nnx.Rngs(seed), **kwargs)
 
 
-def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
-    """Per-step learning rate: ``poly`` is ``lr (1 - t/T)^power`` (nnU-Net)."""
+def learning_rate_schedule(optim: OptimConfig, total_steps: int | jax.Array, *,
+                           peak_lr: float | jax.Array | None = None) -> optax.Schedule:
+    """Per-step learning rate: ``poly`` is ``lr (1 - t/T)^power`` (nnU-Net), ``cosine``
+    is ``lr (1 + cos(pi t/T)) / 2``, ``constant`` is ``lr``; ``t`` is clipped to ``T``.
+
+    ``peak_lr`` (default ``optim.lr``) and ``total_steps`` ``T`` may be traced scalars
+    (float32 / int32), so one compiled step serves every learning rate and run length.
+    The formulas are optax's ``polynomial_schedule`` (end value 0) and
+    ``cosine_decay_schedule`` (alpha 0) without their Python-side checks on ``T``, with
+    the same float32 operations: the values are optax's to within float32 rounding (a
+    few ulps, as between optax's own eager and jitted values; tested). A traced ``T``
+    divides exactly where XLA may fold a constant ``T`` into a reciprocal multiply.
+    """
+    lr = optim.lr if peak_lr is None else peak_lr
+    if isinstance(total_steps, (int, np.integer)) and total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
     if optim.schedule == "poly":
-        return optax.polynomial_schedule(
-            init_value=optim.lr, end_value=0.0, power=optim.power, transition_steps=total_steps)
+        power = optim.power
+
+        def poly(count):
+            count = jnp.clip(count, 0, total_steps)
+            return lr * (1 - count / total_steps) ** power
+        return poly
     if optim.schedule == "cosine":
-        return optax.cosine_decay_schedule(optim.lr, decay_steps=total_steps)
-    return optax.constant_schedule(optim.lr)
+        def cosine(count):
+            steps = jnp.asarray(total_steps, jnp.float32)  # optax: float(T), no int32 overflow
+            count = jnp.minimum(count, steps)
+            return lr * (0.5 * (1 + jnp.cos(jnp.pi * count / steps)))
+        return cosine
+    return lambda count: lr
 
 
-def make_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """SGD (Nesterov) with optional global-norm clipping and coupled L2 weight decay."""
+def make_optimizer(optim: OptimConfig, total_steps: int | jax.Array, *,
+                   peak_lr: float | jax.Array | None = None) -> optax.GradientTransformation:
+    """SGD (Nesterov) with optional global-norm clipping and coupled L2 weight decay.
+
+    The optimiser state's layout does not depend on ``peak_lr`` or ``total_steps``
+    (the schedule is evaluated at the state's own step count), so a state made by one
+    instance is updated by another built inside the jitted step from traced values.
+    """
     parts = []
     if optim.grad_clip is not None:
         parts.append(optax.clip_by_global_norm(optim.grad_clip))
     if optim.weight_decay:
         parts.append(optax.add_decayed_weights(optim.weight_decay))
-    parts.append(optax.sgd(learning_rate_schedule(optim, total_steps),
+    parts.append(optax.sgd(learning_rate_schedule(optim, total_steps, peak_lr=peak_lr),
                            momentum=optim.momentum or None, nesterov=optim.nesterov))
     return optax.chain(*parts)
 
@@ -107,20 +137,27 @@ def model_input(images: jax.Array) -> jax.Array:
 
 # --- the two jitted steps -------------------------------------------------------------
 
-def make_train_step(config: Config, graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule) -> Callable:
-    """``step(state, batch, dropout_rate) -> (state, metrics)``, pure, to be jitted.
+def make_train_step(config: Config, graphdef: nnx.GraphDef) -> Callable:
+    """``step(state, batch, hparams) -> (state, metrics)``, pure, to be jitted.
 
     batch: ``image uint8[B,H,W,1]``, ``segmentation uint8[B,H,W]``,
-    ``label_mask bool[B,C]``. metrics: ``loss``, ``grad_norm``, ``lr`` (float32 scalars).
-    The step's RNG is ``fold_in(rng, step)``: it depends on nothing but the seed and the
-    step, so a resumed run draws the same augmentations.
+    ``label_mask bool[B,C]``. hparams (``Engine.hparams``): ``dropout_rate`` f32[],
+    ``lr`` f32[] (peak learning rate), ``total_steps`` i32[] (schedule length); traced,
+    so runs differing only in these (learning-rate, dataset-size, epoch and dropout
+    sweeps) share the compiled step. metrics: ``loss``, ``grad_norm``, ``lr`` (float32
+    scalars; ``lr`` is the rate this step applied). The step's RNG is
+    ``fold_in(rng, step)``: it depends on nothing but the seed and the step, so a
+    resumed run draws the same augmentations.
     """
     loss_fn_by_name = losses_lib.LOSSES[config.loss.name]
     dropout_classes = config.loss.dropout_class_ids
     augment_cfg = config.augment
 
-    def step_fn(state: State, batch: Batch, dropout_rate: jax.Array):
+    def step_fn(state: State, batch: Batch, hparams: dict[str, jax.Array]):
+        dropout_rate = hparams["dropout_rate"]
+        tx = make_optimizer(config.optim, hparams["total_steps"], peak_lr=hparams["lr"])
+        schedule = learning_rate_schedule(config.optim, hparams["total_steps"],
+                                          peak_lr=hparams["lr"])
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         k_aug, k_drop = jax.random.split(key)
         images = to_float(batch["image"])
@@ -205,8 +242,6 @@ class _Program:
     mesh: jax.sharding.Mesh
     graphdef: nnx.GraphDef
     graphdef_eval: nnx.GraphDef
-    tx: optax.GradientTransformation
-    schedule: optax.Schedule
     init: Callable
     train_step: Callable
     eval_step: Callable
@@ -214,7 +249,7 @@ class _Program:
 
 
 @functools.lru_cache(maxsize=16)
-def _program(config: Config, total_steps: int, devices: tuple) -> _Program:
+def _program(config: Config, devices: tuple) -> _Program:
     mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                          devices=devices)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -223,8 +258,7 @@ def _program(config: Config, total_steps: int, devices: tuple) -> _Program:
     graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     model.eval()
     graphdef_eval, _, _ = nnx.split(model, nnx.Param, ...)
-    schedule = learning_rate_schedule(config.optim, total_steps)
-    tx = make_optimizer(config.optim, total_steps)
+    tx = make_optimizer(config.optim, 1)  # the state's layout only (see make_optimizer)
 
     def init(key_data):
         # One compiled program instead of one dispatch per initialiser op.
@@ -236,9 +270,9 @@ def _program(config: Config, total_steps: int, devices: tuple) -> _Program:
                 "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(train_key)}
 
     return _Program(
-        mesh=mesh, graphdef=graphdef, graphdef_eval=graphdef_eval, tx=tx, schedule=schedule,
+        mesh=mesh, graphdef=graphdef, graphdef_eval=graphdef_eval,
         init=jax.jit(init, out_shardings=replicated),
-        train_step=jax.jit(make_train_step(config, graphdef, tx, schedule),
+        train_step=jax.jit(make_train_step(config, graphdef),
                            out_shardings=replicated, donate_argnums=(0,)),
         eval_step=jax.jit(make_eval_step(config, graphdef_eval), out_shardings=replicated,
                           donate_argnums=(3, 4)),
@@ -250,15 +284,19 @@ def _program(config: Config, total_steps: int, devices: tuple) -> _Program:
 def _program_key(config: Config) -> Config:
     """``config`` with the fields that do not change the compiled code normalised.
 
-    The label-dropout rate is an argument of the train step, not part of it, so runs
-    that differ only in the rate (Experiment 3's sweep) share one compiled step.
+    The label-dropout rate, the peak learning rate and the run length (epochs, dataset
+    size, hence total steps) are arguments of the train step, not part of it, so runs
+    that differ only in them (Experiment 3's rate sweep, learning-rate grids, data-ratio
+    experiments) share one compiled step. Batch size and resolution are array shapes:
+    the jitted step keeps one executable per shape.
     """
     sources = tuple(mixture_lib.Source(f"source_{i}/x", alias=f"s{i}")
                     for i in range(len(config.sources)))
     return dataclasses.replace(config, sources=sources, data_dir=None, seed=0, epochs=1,
                                eval_every=1, log_every=1, num_workers=0, batch_size=1,
                                eval_batch_size=1, resolution=1,
-                               loss=dataclasses.replace(config.loss, dropout_rate=0.0))
+                               loss=dataclasses.replace(config.loss, dropout_rate=0.0),
+                               optim=dataclasses.replace(config.optim, lr=1.0))
 
 
 class Engine:
@@ -267,21 +305,40 @@ class Engine:
     ``initial_state``: the train state at step 0 (replicated), a dict of ``params``,
     ``rest`` (other model state, e.g. BatchNorm statistics), ``opt_state``, ``step``
     and ``rng`` (key data; the step's key is ``fold_in(key, step)``).
+    ``hparams``: the run's traced hyperparameters (``make_train_step``), replicated.
+    ``compiled_train_step(state, batch, hparams)``: the jitted step, shared by every
+    engine of the same program in the process.
     """
 
     def __init__(self, config: Config, total_steps: int):
         config.check_devices(jax.device_count(), jax.process_count())
-        self.config, self.total_steps = config, total_steps
-        program = _program(_program_key(config), total_steps, tuple(jax.devices()))
-        self.mesh, self.tx, self.schedule = program.mesh, program.tx, program.schedule
+        if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) \
+                or not 0 < total_steps < 2**31:
+            raise ValueError(f"total_steps must be a positive int32, got {total_steps!r}")
+        self.config, self.total_steps = config, int(total_steps)
+        program = _program(_program_key(config), tuple(jax.devices()))
+        self.mesh = program.mesh
         self.graphdef, self.graphdef_eval = program.graphdef, program.graphdef_eval
-        self.train_step, self.eval_step = program.train_step, program.eval_step
+        self.compiled_train_step, self.eval_step = program.train_step, program.eval_step
         self.predict = program.predict
+        self.schedule = learning_rate_schedule(config.optim, self.total_steps)
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self.hparams = jax.device_put(
+            {"dropout_rate": np.float32(config.loss.dropout_rate),
+             "lr": np.float32(config.optim.lr), "total_steps": np.int32(self.total_steps)},
+            self.replicated)
         self.batch_sharding = jax.sharding.NamedSharding(
             self.mesh, jax.sharding.PartitionSpec("data"))
         key_data = jax.random.key_data(jax.random.key(config.seed))
         self.initial_state = program.init(jax.device_put(key_data, self.replicated))
+
+    def train_step(self, state: State, batch: Batch, dropout_rate: jax.Array | None = None
+                   ) -> tuple[State, dict[str, jax.Array]]:
+        """One update with this run's hyperparameters (``dropout_rate``, a replicated
+        float32 scalar, overrides the configured rate). Donates ``state``."""
+        hparams = self.hparams if dropout_rate is None else dict(
+            self.hparams, dropout_rate=dropout_rate)
+        return self.compiled_train_step(state, batch, hparams)
 
     def global_batch(self, local: dict[str, np.ndarray]) -> Batch:
         """This process's rows of a batch -> global arrays split over ``data``."""
@@ -420,7 +477,6 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
     log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start, enabled=main)
     step = start or 0
 
-    rate = jax.device_put(jnp.float32(config.loss.dropout_rate), engine.replicated)
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     last_eval: dict[str, Any] = {}
     train_loss = math.nan
@@ -457,7 +513,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
             local = next(iterator)
             batch = engine.global_batch(
                 {k: np.asarray(local[k]) for k in ("image", "segmentation", "label_mask")})
-            state, m = engine.train_step(state, batch, rate)
+            state, m = engine.train_step(state, batch)
             pending.append((step, m))
             step += 1
             images_seen += config.batch_size

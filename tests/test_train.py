@@ -188,7 +188,7 @@ def test_train_step_compiles_once_and_dropout_rate_is_traced(reference_run):
     for i, rate in enumerate([0.0, 0.3, 1.0, 0.0]):
         batch = engine.global_batch({k: np.asarray(batches[i % 2][k]) for k in keys})
         state, m = engine.train_step(state, batch, put(rate))
-        sizes.append(engine.train_step._cache_size())
+        sizes.append(engine.compiled_train_step._cache_size())
     # (The step is shared by every run of this program in the process, hence sizes
     # are compared, not required to be 1.)
     assert sizes == [sizes[0]] * 4
@@ -199,7 +199,7 @@ def test_train_step_compiles_once_and_dropout_rate_is_traced(reference_run):
     _, m0 = engine.train_step(jax.tree.map(jnp.copy, s0), batch, put(0.0))
     _, m1 = engine.train_step(jax.tree.map(jnp.copy, s0), batch, put(1.0))
     assert float(m0["loss"]) != float(m1["loss"])
-    assert engine.train_step._cache_size() == sizes[0]
+    assert engine.compiled_train_step._cache_size() == sizes[0]
 
 
 def test_runs_differing_only_in_dropout_rate_share_the_compiled_step(engine_data_dir):
@@ -210,6 +210,78 @@ def test_runs_differing_only_in_dropout_rate_share_the_compiled_step(engine_data
     assert train._program_key(a) == train._program_key(b)
     c = tiny_config(engine_data_dir, loss=dataclasses.replace(a.loss, name="cce"))
     assert train._program_key(a) != train._program_key(c)
+
+
+def test_runs_differing_only_in_lr_or_length_share_the_compiled_step(engine_data_dir):
+    # Learning-rate grids and data-ratio experiments: the peak lr and the total step
+    # count are traced arguments of the step, so neither is part of the program key...
+    a = tiny_config(engine_data_dir)
+    lr = tiny_config(engine_data_dir, optim=dataclasses.replace(a.optim, lr=0.1))
+    longer = tiny_config(engine_data_dir, epochs=7)
+    fewer = tiny_config(engine_data_dir, sources=(dataclasses.replace(
+        a.sources[0], train_examples=8),))
+    assert len({train._program_key(c) for c in (a, lr, longer, fewer)}) == 1
+    other = tiny_config(engine_data_dir, optim=dataclasses.replace(a.optim, schedule="cosine"))
+    assert train._program_key(other) != train._program_key(a)
+    # ...and engines for other lrs and run lengths reuse the compiled step (its cache
+    # does not grow), each applying its own rate: from the same state and batch, the
+    # first update (Nesterov SGD from zero momentum: -1.9 lr g) scales with the peak lr,
+    # and the second step's rate is its run's schedule value.
+    mix = train.train_mixture(a)
+    batches = train.pipeline.train_batches(mix, batch_size=4, seed=0)
+    keys = ("image", "segmentation", "label_mask")
+    first = train.Engine(a, total_steps=10)
+    step_fn = first.compiled_train_step
+    batch = first.global_batch({k: np.asarray(batches[0][k]) for k in keys})
+    state0 = jax.device_get(first.initial_state)
+    state, _ = first.train_step(jax.device_put(state0, first.replicated), batch)
+    size = step_fn._cache_size()
+    deltas, second_lrs = {}, {}
+    for peak, total in [(0.1, 10), (0.05, 10), (0.1, 1000), (0.02, 3)]:
+        engine = train.Engine(dataclasses.replace(
+            a, optim=dataclasses.replace(a.optim, lr=peak)), total_steps=total)
+        assert engine.compiled_train_step is step_fn
+        state, m0 = engine.train_step(jax.device_put(state0, engine.replicated), batch)
+        deltas[peak, total] = jax.tree.map(lambda x, y: np.asarray(x, np.float64) - y,
+                                           jax.device_get(state["params"]), state0["params"])
+        _, m1 = engine.train_step(state, batch)
+        assert float(m0["lr"]) == np.float32(peak)
+        second_lrs[peak, total] = float(m1["lr"])
+    assert step_fn._cache_size() == size
+    # (Float32 parameters ~0.1 carry ~1e-8 rounding in each difference.)
+    for x, y in zip(jax.tree.leaves(deltas[0.1, 10]), jax.tree.leaves(deltas[0.05, 10])):
+        np.testing.assert_allclose(x, 2 * y, rtol=1e-3, atol=5e-8)
+        assert np.abs(x).max() > 1e-5
+    for (peak, total), got in second_lrs.items():
+        assert got == pytest.approx(peak * (1 - 1 / total) ** 0.9, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["poly", "cosine", "constant"])
+def test_traced_schedule_equals_optax(name):
+    # One compiled schedule (peak lr and length traced) against optax's own schedule
+    # built from Python constants, over several lrs, lengths and every step (past the end
+    # too; one shape, so one compilation). Both are float32; optax's values themselves differ by an ulp or so between
+    # eager and jitted evaluation, hence the tolerance of a few ulps of the peak lr.
+    optim = OptimConfig(schedule=name)
+    traced = jax.jit(lambda t, lr, total: jax.vmap(train.learning_rate_schedule(
+        optim, total, peak_lr=lr))(t))
+    for peak in (0.1, 0.01, 0.001):
+        for total in (1, 7, 250):
+            ref = {"poly": lambda: optax.polynomial_schedule(peak, 0.0, 0.9, total),
+                   "cosine": lambda: optax.cosine_decay_schedule(peak, total),
+                   "constant": lambda: optax.constant_schedule(peak)}[name]()
+            steps = np.arange(253, dtype=np.int32)
+            got = np.asarray(traced(steps, np.float32(peak), np.int32(total)))
+            want = np.asarray(ref(jnp.asarray(steps)), np.float32) * np.ones(len(steps))
+            np.testing.assert_allclose(got, want, rtol=0, atol=4 * np.finfo(np.float32).eps * peak)
+            assert got[0] == np.float32(peak) and (got[total:] == want[total]).all()
+    assert traced._cache_size() == 1
+
+
+def test_engine_checks_total_steps(engine_data_dir):
+    for bad in (0, -3, 2**31, 2.5):
+        with pytest.raises(ValueError, match="total_steps must be a positive int32"):
+            train.Engine(tiny_config(engine_data_dir), total_steps=bad)
 
 
 def test_batch_must_divide_over_devices(engine_data_dir, monkeypatch):
