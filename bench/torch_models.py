@@ -110,7 +110,10 @@ def relative_position_index(ws):
     return torch.as_tensor(rel[0] * (2 * ws - 1) + rel[1], dtype=torch.long)
 
 
-def shifted_window_mask(h, w, ws, shift):
+@torch.compiler.disable
+def shifted_window_mask(h, w, ws, shift, device=None):
+    # Built once per map size outside any torch.compile graph (a traced construction
+    # produced CPU kernels inside a CUDA graph and failed to compile on the GPU machine).
     labels = torch.zeros(h, w, dtype=torch.int32)
     bounds = (slice(0, -ws), slice(-ws, -shift), slice(-shift, None))
     n = 0
@@ -119,7 +122,7 @@ def shifted_window_mask(h, w, ws, shift):
             labels[r, c] = n
             n += 1
     win = window_partition(labels[None, :, :, None], ws)[0, ..., 0]
-    return win[..., :, None] == win[..., None, :]
+    return (win[..., :, None] == win[..., None, :]).to(device)
 
 
 class DropPath(nn.Module):
@@ -173,15 +176,19 @@ class SwinBlock(nn.Module):
         mask = None
         if shift:
             y = torch.roll(y, (-shift, -shift), (1, 2))
-            key = (h, w, x.device)
-            if key not in self._masks:
-                self._masks[key] = shifted_window_mask(h, w, self.ws, shift).to(x.device)
-            mask = self._masks[key]
+            mask = self._mask(h, w, shift, x.device)
         y = window_merge(self.attn(window_partition(y, self.ws), mask), self.ws)
         if shift:
             y = torch.roll(y, (shift, shift), (1, 2))
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    @torch.compiler.disable
+    def _mask(self, h, w, shift, device):
+        key = (h, w, device)
+        if key not in self._masks:
+            self._masks[key] = shifted_window_mask(h, w, self.ws, shift, device)
+        return self._masks[key]
 
 
 class PatchMerging(nn.Module):

@@ -58,7 +58,8 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     p.add_argument("--jax-impls", default="fast", help="comma-separated: fast (echojax.ops), flax, fast+METHOD (conv_same's "
                         "auto uses METHOD, e.g. dw_winograd, on maps above 8x8), "
-                        "fast+M1@N/M2 (M1 up to N pixels, M2 above)")
+                        "fast+M1@N/M2 (M1 up to N pixels, M2 above); a suffix %%N sets conv_same's "
+                        "narrow-layer bound (XLA's convolution where C*O <= N on maps above 32x32; %%0: off)")
     p.add_argument("--torch-formats", default="contiguous,channels_last")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd models")
     p.add_argument("--no-torch", action="store_true")
@@ -95,6 +96,7 @@ def _count(tree) -> int:
 
 def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
     """Returns ``(step(), num_params)``; ``step`` runs one training step to completion."""
+    impl, _, narrow = impl.partition("%")
     use_ops, _, large = impl.partition("+")
     use_ops = use_ops == "fast"
     with layers.use_ops(use_ops):
@@ -134,7 +136,9 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
         auto = conv_ops.auto_large_maps(large, *rules)
     else:
         auto = contextlib.nullcontext()
-    with layers.use_ops(use_ops), auto:
+    # "fast%0": no XLA convolution for narrow layers (conv_ops.auto_narrow); "fast%N": C*O <= N.
+    narrow = conv_ops.auto_narrow(int(narrow)) if narrow else contextlib.nullcontext()
+    with layers.use_ops(use_ops), auto, narrow:
         jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
             state, x, y, mask).compile()
     box = [state]
@@ -203,9 +207,16 @@ def run_case(name, args):
     if len(set(counts.values())) != 1:
         raise SystemExit(f"{name}: parameter counts differ: {counts}")
 
-    for step in runners.values():
-        for _ in range(args.warmup):
-            step()
+    failed = []
+    for label, step in list(runners.items()):
+        try:
+            for _ in range(args.warmup):
+                step()
+        except Exception as e:  # noqa: BLE001 -- one variant failing (e.g. torch.compile) must not lose the others
+            print(f"# {name} {label} failed in warm-up: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                  file=sys.stderr, flush=True)
+            failed.append(f"| {name} | | {label} | failed ({type(e).__name__}) | | |")
+            del runners[label]
     times = {k: [] for k in runners}
     for _ in range(args.rounds):
         for label, step in runners.items():
@@ -220,7 +231,7 @@ def run_case(name, args):
         ratio = f"{torch_best / t:5.2f}x" if torch_best else "   - "
         rows.append(f"| {name} | {arch} {preset} {res}x{res} b{batch} | {label} | "
                     f"{t * 1e3:8.1f} | {batch / t:8.1f} | {ratio} |")
-    return next(iter(counts.values())), rows
+    return next(iter(counts.values())), rows + failed
 
 
 def main():
