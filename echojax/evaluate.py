@@ -26,6 +26,13 @@ foreground Dice, the model the paper keeps) and writes, under ``RUN/eval/<split>
 
 Both files are written atomically and are byte-identical when evaluation is repeated.
 Runs in one process (all local devices).
+
+``--source NAME[:ALIAS]`` (repeatable) evaluates the same checkpoint on another prepared
+dataset instead (cross-domain testing, external validation): ``RUN/external/<ALIAS>/``
+gets a ``config.json`` naming that dataset alone, a link to the run's checkpoints and
+its own ``eval/<split>/`` with the files above (ALIAS defaults to the dataset's name,
+e.g. ``unity_like_64`` for ``synthetic_echo/unity_like_64``). Experiment sweeps write
+their external evaluations the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from echojax import metrics as metrics_lib
 from echojax.checkpoint import Checkpoints, abstract
 from echojax.config import Config, write_text_atomic
 from echojax.data import pipeline
+from echojax.data.mixture import Source
 from echojax.train import Engine, eval_mixture, make_predict
 
 CSV_COLUMNS = ("source", "index", "patient_id", "view", "phase", "dice_lv", "dice_lvm",
@@ -234,12 +242,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
     parser.add_argument("--data_dir", default=None, help="TFDS data_dir (default: the run's)")
+    parser.add_argument("--source", action="append", default=[], metavar="NAME[:ALIAS]",
+                        help="evaluate on this prepared TFDS dataset instead of the run's own "
+                             "sources, into RUN/external/ALIAS/ (repeatable)")
     args = parser.parse_args(argv)
-    summary = evaluate(args.workdir, split=args.split, checkpoint=args.checkpoint,
-                       data_dir=args.data_dir)
-    print(json.dumps(_json_safe({a: s["fg_dice"] for a, s in summary["sources"].items()}),
-                     sort_keys=True))
-    print(f"wrote {os.path.join(os.path.abspath(args.workdir), 'eval', args.split)}")
+    folders = [args.workdir]
+    if args.source:
+        from echojax import sweep  # the external-folder layout experiment sweeps use
+
+        if not os.path.exists(os.path.join(args.workdir, "config.json")):
+            parser.error(f"--workdir {args.workdir} is not a run folder (no config.json)")
+        folders = [sweep.prepare_external(args.workdir, _parse_source(item, parser))
+                   for item in args.source]
+    for folder in folders:
+        summary = evaluate(folder, split=args.split, checkpoint=args.checkpoint,
+                           data_dir=args.data_dir)
+        print(json.dumps(_json_safe({a: s["fg_dice"] for a, s in summary["sources"].items()}),
+                         sort_keys=True))
+        print(f"wrote {os.path.join(os.path.abspath(folder), 'eval', args.split)}")
+
+
+def _parse_source(item: str, parser: argparse.ArgumentParser) -> Source:
+    name, _, alias = item.partition(":")
+    if not name or "/" not in name:
+        parser.error(f"--source expects a TFDS name with its config, e.g. "
+                     f"synthetic_echo/unity_like_64[:unity], got {item!r}")
+    return Source(name, alias=alias or name.rsplit("/", 1)[1])
 
 
 if __name__ == "__main__":

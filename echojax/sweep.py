@@ -300,16 +300,32 @@ def evaluate_run(directory: str, test_sources: Sequence[Source] = (), *,
                  evaluate_fn: Callable[..., Any]) -> None:
     """Evaluates a trained run on its own test splits and on each extra source."""
     evaluate_fn(directory, split="test")
-    config = Config.load(os.path.join(directory, "config.json"))
     for source in test_sources:
-        ext = external_dir(directory, source.alias)
-        os.makedirs(ext, exist_ok=True)
-        ext_config = dataclasses.replace(config, sources=(Source(source.name, alias=source.alias),))
-        ext_config.save(os.path.join(ext, "config.json"))
-        link = os.path.join(ext, "checkpoints")
-        if not os.path.lexists(link):
-            os.symlink(os.path.join("..", "..", "checkpoints"), link)
-        evaluate_fn(ext, split="test")
+        evaluate_fn(prepare_external(directory, source), split="test")
+
+
+def prepare_external(directory: str, source: Source) -> str:
+    """Makes ``<directory>/external/<alias>/``, a run folder for evaluating the run in
+    ``directory`` on another prepared dataset: its ``config.json`` is the run's with
+    ``source`` as the only source, and ``checkpoints`` links to the run's. Returns it.
+
+    Raises ValueError if the folder exists for a different dataset under that alias.
+    """
+    config = Config.load(os.path.join(directory, "config.json"))
+    ext = external_dir(directory, source.alias)
+    ext_config = dataclasses.replace(config, sources=(Source(source.name, alias=source.alias),))
+    path = os.path.join(ext, "config.json")
+    if os.path.exists(path) and Config.load(path) != ext_config:
+        raise ValueError(
+            f"{path} already holds an external evaluation on "
+            f"{[s.name for s in Config.load(path).sources]}, not {source.name!r} with this "
+            f"run's config; choose another alias or delete {ext}")
+    os.makedirs(ext, exist_ok=True)
+    ext_config.save(path)
+    link = os.path.join(ext, "checkpoints")
+    if not os.path.lexists(link):
+        os.symlink(os.path.join("..", "..", "checkpoints"), link)
+    return ext
 
 
 @dataclasses.dataclass

@@ -80,3 +80,33 @@ def test_bad_checkpoint_and_workdir(run_dir, tmp_path):
         evaluate_lib.evaluate(run_dir, checkpoint="newest")
     with pytest.raises(ValueError, match="is not a run folder"):
         evaluate_lib.evaluate(str(tmp_path))
+
+
+def test_source_flag_evaluates_the_checkpoint_on_another_dataset(run_dir, capsys):
+    # The run's own test split under another alias: the external folder must reproduce
+    # the in-domain per-image results exactly, with only the source column renamed.
+    from fixtures_engine import DATASET
+
+    evaluate_lib.main(["--workdir", run_dir, "--checkpoint", "latest",
+                       "--source", f"{DATASET}:again"])
+    ext = os.path.join(run_dir, "external", "again")
+    assert os.path.islink(os.path.join(ext, "checkpoints"))
+    own = evaluate_lib.evaluate(run_dir, checkpoint="latest")
+    got = json.loads(_read(os.path.join(ext, "eval", "test", "summary.json")))
+    assert list(got["sources"]) == ["again"]
+    assert got["sources"]["again"]["dice"] == json.loads(json.dumps(
+        evaluate_lib._json_safe(own["sources"]["tiny"]["dice"])))
+    ext_csv = _read(os.path.join(ext, "eval", "test", "per_image.csv")).decode()
+    own_csv = _read(os.path.join(run_dir, "eval", "test", "per_image.csv")).decode()
+    assert ext_csv == own_csv.replace("\ntiny,", "\nagain,")
+    assert f"wrote {os.path.join(ext, 'eval', 'test')}" in capsys.readouterr().out
+
+    # Bad input: no config in the workdir, no TFDS config in the name, alias reused
+    # for another dataset.
+    with pytest.raises(SystemExit):
+        evaluate_lib.main(["--workdir", os.path.dirname(run_dir), "--source", f"{DATASET}:x"])
+    with pytest.raises(SystemExit):
+        evaluate_lib.main(["--workdir", run_dir, "--source", "synthetic_echo"])
+    assert "expects a TFDS name with its config" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="already holds an external evaluation"):
+        evaluate_lib.main(["--workdir", run_dir, "--source", "synthetic_echo/unity_like_64:again"])
