@@ -100,6 +100,14 @@ def relative_position_index(window: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
+def relative_position_one_hot(window: int) -> np.ndarray:
+    """``float32[window**4, (2 window - 1)**2]``: row ``i * window**2 + j`` is the one-hot
+    of :func:`relative_position_index` ``[i, j]``."""
+    index = relative_position_index(window).reshape(-1)
+    return np.eye((2 * window - 1) ** 2, dtype=np.float32)[index]
+
+
+@functools.lru_cache(maxsize=None)
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     """``bool[H/window, W/window, window**2, window**2]``: True where two tokens of a
     window of the grid rolled by ``-shift`` may attend to each other.
@@ -163,13 +171,18 @@ class WindowAttention(nnx.Module):
         qkv = self.qkv(x).reshape(*lead, n, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         # Logits and softmax in float32 whatever the compute dtype.
-        logits = jnp.einsum("...qhd,...khd->...hqk", q * self.scale, k,
-                            preferred_element_type=jnp.float32)
-        index = relative_position_index(self.window_size)
-        bias = self.relative_position_bias_table[...][index.reshape(-1)]
-        logits = logits + bias.reshape(n, n, self.num_heads).transpose(2, 0, 1).astype(jnp.float32)
+        logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+        # The bias table read as a matmul with a constant one-hot matrix: its gradient
+        # is then a matmul too, not a scatter-add.
+        table = self.relative_position_bias_table[...].astype(jnp.float32)
+        bias = (relative_position_one_hot(self.window_size) @ table).reshape(n, n, self.num_heads)
+        logits = logits * self.scale + bias.transpose(2, 0, 1)
         if mask is not None:
-            logits = jnp.where(mask[..., None, :, :], logits, jnp.finfo(jnp.float32).min)
+            # Adding the most negative float32 to a logit of ordinary size gives that
+            # value again (its spacing there is ~2e31): exactly zero weight after softmax,
+            # as a select would, but fused into the same pass as the bias.
+            logits = logits + np.where(mask, 0.0, np.finfo(np.float32).min).astype(
+                np.float32)[..., None, :, :]
         attn = self.attn_drop(jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
         out = jnp.einsum("...hqk,...khd->...qhd", attn, v).reshape(*lead, n, dim)
         return self.proj_drop(self.proj(out))
@@ -186,7 +199,11 @@ class Mlp(nnx.Module):
         self.drop = _dropout(drop, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.drop(jax.nn.gelu(self.fc1(x), approximate=False))
+        x = self.fc1(x)
+        # Exact GELU in PyTorch's form, x/2 (1 + erf(x/sqrt 2)); jax.nn.gelu's exact
+        # form goes through erfc, which is about a third slower on the CPU. The two
+        # differ by at most ~1e-6 (absolute).
+        x = self.drop(0.5 * x * (1.0 + jax.lax.erf(x * np.float32(1 / np.sqrt(2)).astype(x.dtype))))
         return self.drop(self.fc2(x))
 
 
@@ -241,8 +258,16 @@ class SwinBlock(nnx.Module):
         y = window_merge(self.attn(window_partition(y, ws), mask), ws)
         if shift:
             y = jnp.roll(y, (shift, shift), axis=(1, 2))
-        x = x + self.drop_path(y)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self._drop_path(y)
+        return x + self._drop_path(self.mlp(self.norm2(x)))
+
+    def _drop_path(self, y: jax.Array) -> jax.Array:
+        # The Dropout draws one keep/drop per example (broadcast over H, W, C); applied
+        # to ones it gives the per-example factor 0 or 1/keep, and a multiply by it
+        # fuses into the residual add, where a full-size select would not.
+        if self.drop_path.rate == 0:
+            return y
+        return y * self.drop_path(jnp.ones((y.shape[0], 1, 1, 1), y.dtype))
 
 
 class PatchMerging(nnx.Module):
@@ -283,6 +308,41 @@ class PatchExpand(nnx.Module):
         s, c = self.scale, self.out_dim
         x = self.expand(x).reshape(b, h, w, s, s, c).transpose(0, 1, 3, 2, 4, 5)
         return self.norm(x.reshape(b, h * s, w * s, c))
+
+    def project(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """``self(x) @ kernel`` for ``kernel: [out_dim, K]``, without forming ``self(x)``:
+        ``[B, H, W, dim] -> [B, scale H, scale W, K]``.
+
+        Used for the final expansion followed by the 1x1 head, where ``self(x)`` is the
+        largest tensor of the network (``embed_dim`` channels at full resolution) and
+        ``K`` is the number of classes. Every step is per pixel, so the LayerNorm and
+        the projection run on the sub-pixel layout and only the ``K``-channel result is
+        moved to its pixels. The LayerNorm's centring is folded into the weights: with
+        ``E_s`` the expansion's ``out_dim`` columns for sub-pixel ``s`` and ``Ê_s`` the
+        same with each row's mean subtracted, ``z_s - mean(z_s) = x Ê_s`` exactly, so
+
+            LN(z_s) @ kernel = (x Ê_s)(gamma * kernel) / sqrt(var_s + eps) + beta @ kernel,
+            var_s = mean((x Ê_s)**2),
+
+        where only ``var_s`` needs the ``out_dim``-wide product. The variance is the
+        two-pass one (no cancellation), against ``LayerNorm``'s ``E[z**2] - E[z]**2``.
+        """
+        b, h, w, dim = x.shape
+        s, c = self.scale, self.out_dim
+        k = kernel.shape[-1]
+        cdt = self.expand.dtype or x.dtype
+        expand = self.expand.kernel[...].reshape(dim, s * s, c)
+        centred = expand - expand.mean(-1, keepdims=True)
+        scaled = self.norm.scale[...][:, None] * kernel  # [c, K]
+        fused = jnp.einsum("dsc,ck->dsk", centred, scaled).reshape(dim, s * s * k)
+        shift = self.norm.bias[...] @ kernel  # [K]
+        x = x.astype(cdt)
+        z = (x @ centred.reshape(dim, s * s * c).astype(cdt)).reshape(b, h, w, s * s, c)
+        var = jnp.mean(jnp.square(z.astype(jnp.float32)), axis=-1, keepdims=True)
+        y = (x @ fused.astype(cdt)).reshape(b, h, w, s * s, k)
+        y = y.astype(jnp.float32) * jax.lax.rsqrt(var + self.norm.epsilon) + shift
+        y = y.astype(cdt).reshape(b, h, w, s, s, k).transpose(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, h * s, w * s, k)
 
 
 class SwinStage(nnx.Module):
@@ -420,5 +480,7 @@ class SwinUNet(nnx.Module):
         for expand, concat_linear, stage in zip(self.expands, self.concat_linears, self.decoder):
             x = expand(x)
             x = stage(concat_linear(jnp.concatenate([x, skips.pop()], axis=-1)))
-        x = self.final_expand(self.norm_up(x))
-        return self.head(x).astype(jnp.float32)
+        # final_expand then head, computed as one (see PatchExpand.project).
+        head = self.head.conv.kernel[...]
+        return self.final_expand.project(self.norm_up(x), head.reshape(head.shape[-2:])).astype(
+            jnp.float32)
