@@ -100,3 +100,55 @@ def sector_mask(frames: np.ndarray, *, where: str) -> np.ndarray | None:
     except ValueError as e:
         logging.warning("%s: no ultrasound sector found (%s); skipped", where, e)
         return None
+
+
+def fill_polygon(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``bool[H, W]``: pixels whose centre ``(r, c)`` lies inside the closed polygon with
+    vertices ``(rows[i], cols[i])`` by the even-odd rule, or on its boundary.
+
+    The pixel set of ``skimage.draw.polygon(rows, cols, shape)`` (equal on polygons in
+    general position; pixel centres exactly on a vertex or edge of a self-intersecting
+    polygon can differ), computed one scanline per image row: the cost is
+    O(rows x vertices) vectorised rather than O(bounding-box pixels x vertices), which
+    matters for the densely sampled spline contours of Unity (a 3,000-vertex curve on a
+    600 x 800 frame: ~20 ms instead of ~1.7 s).
+    """
+    h, w = shape
+    vy, vx = np.asarray(rows, np.float64), np.asarray(cols, np.float64)
+    if vy.shape != vx.shape or vy.ndim != 1:
+        raise ValueError(f"fill_polygon: rows and cols must be 1-D of equal length, got "
+                         f"{vy.shape} and {vx.shape}")
+    out = np.zeros((h, w), bool)
+    if vy.size == 0:
+        return out
+    r_lo, r_hi = max(int(np.ceil(vy.min())), 0), min(int(np.floor(vy.max())), h - 1)
+    if r_lo > r_hi:
+        return out
+    # Edge e runs from vertex e + 1 to vertex e; x where it meets row y, computed from
+    # vertex e + 1 as pnpoly does.
+    y0, x0, y1, x1 = vy, vx, np.roll(vy, -1), np.roll(vx, -1)
+    y = np.arange(r_lo, r_hi + 1, dtype=np.float64)[:, None]
+
+    def x_at(ri, ei):
+        return (x0[ei] - x1[ei]) * (y[ri, 0] - y1[ei]) / (y0[ei] - y1[ei]) + x1[ei]
+
+    # Interior: a centre (y, c) is inside when an odd number of edges crossing row y
+    # (half-open in y, so a vertex on the row counts once) meet it at x > c; x > c is
+    # ceil(x) > c for integer c, so a reversed cumulative count over ceil(x) gives
+    # every column's parity at once.
+    ri, ei = np.nonzero((y0 > y) != (y1 > y))
+    k = np.clip(np.ceil(x_at(ri, ei)), 0, w).astype(np.int64)
+    crossings = np.zeros((r_hi - r_lo + 1, w + 1), np.int32)
+    np.add.at(crossings, (ri, k), 1)
+    out[r_lo:r_hi + 1] = np.cumsum(crossings[:, :0:-1], axis=1)[:, ::-1] % 2 == 1
+    # Boundary: centres exactly on a slanted edge, and on horizontal edges.
+    ri, ei = np.nonzero((np.minimum(y0, y1) <= y) & (y <= np.maximum(y0, y1)) & (y0 != y1))
+    xs = x_at(ri, ei)
+    on = (xs == np.round(xs)) & (xs >= 0) & (xs <= w - 1)
+    out[ri[on] + r_lo, xs[on].astype(np.int64)] = True
+    for e in np.flatnonzero((y0 == y1) & (y0 == np.round(y0)) & (y0 >= 0) & (y0 <= h - 1)):
+        a = max(int(np.ceil(min(x0[e], x1[e]))), 0)
+        b = min(int(np.floor(max(x0[e], x1[e]))), w - 1)
+        out[int(y0[e]), a:b + 1] = True
+    return out
+

@@ -8,7 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import skimage.draw
 
 from tfds_builders import real_data
 
@@ -86,3 +88,41 @@ def test_prepare_and_read_without_tensorflow_from_another_folder(tmp_path):
         cwd=work, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no-tf ok True" in result.stdout
+
+
+def test_fill_polygon_hand_computed():
+    # Square with integer corners: boundary centres included, 4 x 4 pixels.
+    got = real_data.fill_polygon(np.array([1, 1, 4, 4]), np.array([1, 4, 4, 1]), (6, 6))
+    want = np.zeros((6, 6), bool)
+    want[1:5, 1:5] = True
+    np.testing.assert_array_equal(got, want)
+    # Triangle (0.5, 0.5), (0.5, 4.5), (4.5, 0.5): centres with r + c <= 5, r, c >= 1.
+    got = real_data.fill_polygon(np.array([0.5, 0.5, 4.5]), np.array([0.5, 4.5, 0.5]), (5, 5))
+    r, c = np.mgrid[:5, :5]
+    np.testing.assert_array_equal(got, (r >= 1) & (c >= 1) & (r + c <= 5))
+    # Clipped to the image, empty when outside it or degenerate.
+    assert real_data.fill_polygon(np.array([-5, -5, -1]), np.array([0, 3, 0]), (4, 4)).sum() == 0
+    assert real_data.fill_polygon(np.array([]), np.array([]), (4, 4)).sum() == 0
+    with pytest.raises(ValueError, match="equal length"):
+        real_data.fill_polygon(np.array([1, 2, 3]), np.array([1, 2]), (4, 4))
+
+
+def test_fill_polygon_equals_skimage_on_random_and_spline_polygons():
+    rng = np.random.default_rng(0)
+    for i in range(150):
+        n, shape = int(rng.integers(3, 40)), (int(rng.integers(5, 50)), int(rng.integers(5, 50)))
+        rows = rng.uniform(-8, shape[0] + 8, n)
+        cols = rng.uniform(-8, shape[1] + 8, n)
+        want = np.zeros(shape, bool)
+        rr, cc = skimage.draw.polygon(rows, cols, shape)
+        want[rr, cc] = True
+        np.testing.assert_array_equal(real_data.fill_polygon(rows, cols, shape), want,
+                                      err_msg=f"polygon {i}")
+    # A dense closed curve, as the Unity splines are.
+    t = np.linspace(0, 2 * np.pi, 2000)
+    rows, cols = 60 + 40 * np.sin(t) + 5 * np.sin(3 * t), 80 + 30 * np.cos(t)
+    want = np.zeros((120, 160), bool)
+    rr, cc = skimage.draw.polygon(rows, cols, (120, 160))
+    want[rr, cc] = True
+    np.testing.assert_array_equal(real_data.fill_polygon(rows, cols, (120, 160)), want)
+

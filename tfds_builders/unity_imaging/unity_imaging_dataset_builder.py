@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.interpolate
-import skimage.draw
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -158,10 +157,7 @@ def spline(points: np.ndarray, *, samples_per_pixel: float = 2.0) -> np.ndarray:
 def fill_curve(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """bool[H, W] inside the spline through ``points``, closed by a straight segment."""
     curve = spline(points)
-    rr, cc = skimage.draw.polygon(curve[:, 1], curve[:, 0], shape)
-    region = np.zeros(shape, bool)
-    region[rr, cc] = True
-    return region
+    return real_data.fill_polygon(curve[:, 1], curve[:, 0], shape)
 
 
 def label_frame(frame_labels: dict, shape: tuple[int, int], cfg: UnityConfig, *,
@@ -275,12 +271,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
         cfg = self.builder_config
         short = no_sector = 0
+        # The sector is estimated from all cached frames of a video; items come sorted
+        # by code, so a video's labelled frames are consecutive and share one estimate.
+        last_video = last_sector = None
         for code, view, frame_labels in items:
             path = frame_path(png_cache, code)
             image = read_png(path)
-            siblings = [read_png(p) for p in sorted(path.parent.glob(f"{video_code(code)}-*.png"))]
-            clip = np.stack([s for s in siblings if s.shape == image.shape] or [image])
-            sector = real_data.sector_mask(clip, where=str(path))
+            video = (path.parent, video_code(code), image.shape)
+            if video == last_video:
+                sector = last_sector
+            else:
+                siblings = [read_png(p) for p in sorted(path.parent.glob(f"{video[1]}-*.png"))]
+                clip = np.stack([s for s in siblings if s.shape == image.shape] or [image])
+                sector = real_data.sector_mask(clip, where=str(path))
+                last_video, last_sector = video, sector
             if sector is None:
                 no_sector += 1
                 continue
