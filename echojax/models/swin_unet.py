@@ -72,6 +72,50 @@ def _dropout(rate: float, *, broadcast_dims=(), rngs: nnx.Rngs) -> nnx.Dropout:
 
 
 # ---------------------------------------------------------------------------------------
+# Dense layers with a weight gradient laid out for XLA:CPU.
+
+
+@jax.custom_vjp
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x [..., K] @ kernel [K, N]``, differentiated with the weight gradient taken as
+    ``(dy^T x)^T`` when ``N > K`` (see :func:`_matmul_bwd`)."""
+    return x @ kernel
+
+
+def _matmul_fwd(x, kernel):
+    return x @ kernel, (x, kernel)
+
+
+def _matmul_bwd(res, dy):
+    x, kernel = res
+    k, n = kernel.shape
+    x2, dy2 = x.reshape(-1, k), dy.reshape(-1, n)
+    dx = (dy @ kernel.T.astype(dy.dtype)).astype(x.dtype)
+    # The weight gradient contracts over the tokens, the major axis of both operands.
+    # XLA:CPU then transposes one of them in memory (a strided copy of the whole
+    # activation, several ms per million elements on this CPU); by default it picks
+    # the output gradient. Contracting in the other order makes it transpose ``x``
+    # instead, the smaller of the two when the layer widens (qkv, MLP fc1, expansions).
+    if n > k:
+        dk = jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
+    else:
+        dk = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))
+    return dx, dk.astype(kernel.dtype)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def _dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
+    """``layer(x)`` (same parameters, dtype promotion and result) through :func:`_matmul`."""
+    kernel = layer.kernel[...]
+    bias = layer.bias[...] if layer.bias is not None else None
+    x, kernel, bias = layer.promote_dtype((x, kernel, bias), dtype=layer.dtype)
+    y = _matmul(x, kernel)
+    return y if bias is None else y + bias
+
+
+# ---------------------------------------------------------------------------------------
 # Windows, relative positions and the shifted-window mask (static, numpy).
 
 
@@ -168,7 +212,7 @@ class WindowAttention(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array | np.ndarray | None = None) -> jax.Array:
         *lead, n, dim = x.shape
-        qkv = self.qkv(x).reshape(*lead, n, 3, self.num_heads, dim // self.num_heads)
+        qkv = _dense(self.qkv, x).reshape(*lead, n, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         # Logits and softmax in float32 whatever the compute dtype.
         logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
@@ -185,7 +229,7 @@ class WindowAttention(nnx.Module):
                 np.float32)[..., None, :, :]
         attn = self.attn_drop(jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
         out = jnp.einsum("...hqk,...khd->...qhd", attn, v).reshape(*lead, n, dim)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(_dense(self.proj, out))
 
 
 class Mlp(nnx.Module):
@@ -199,12 +243,12 @@ class Mlp(nnx.Module):
         self.drop = _dropout(drop, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.fc1(x)
+        x = _dense(self.fc1, x)
         # Exact GELU in PyTorch's form, x/2 (1 + erf(x/sqrt 2)); jax.nn.gelu's exact
         # form goes through erfc, which is about a third slower on the CPU. The two
         # differ by at most ~1e-6 (absolute).
         x = self.drop(0.5 * x * (1.0 + jax.lax.erf(x * np.float32(1 / np.sqrt(2)).astype(x.dtype))))
-        return self.drop(self.fc2(x))
+        return self.drop(_dense(self.fc2, x))
 
 
 class SwinBlock(nnx.Module):
@@ -285,7 +329,7 @@ class PatchMerging(nnx.Module):
         x = jnp.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
         )
-        return self.reduction(self.norm(x))
+        return _dense(self.reduction, self.norm(x))
 
 
 class PatchExpand(nnx.Module):
@@ -306,7 +350,7 @@ class PatchExpand(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, _ = x.shape
         s, c = self.scale, self.out_dim
-        x = self.expand(x).reshape(b, h, w, s, s, c).transpose(0, 1, 3, 2, 4, 5)
+        x = _dense(self.expand, x).reshape(b, h, w, s, s, c).transpose(0, 1, 3, 2, 4, 5)
         return self.norm(x.reshape(b, h * s, w * s, c))
 
     def project(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -337,9 +381,9 @@ class PatchExpand(nnx.Module):
         fused = jnp.einsum("dsc,ck->dsk", centred, scaled).reshape(dim, s * s * k)
         shift = self.norm.bias[...] @ kernel  # [K]
         x = x.astype(cdt)
-        z = (x @ centred.reshape(dim, s * s * c).astype(cdt)).reshape(b, h, w, s * s, c)
+        z = _matmul(x, centred.reshape(dim, s * s * c).astype(cdt)).reshape(b, h, w, s * s, c)
         var = jnp.mean(jnp.square(z.astype(jnp.float32)), axis=-1, keepdims=True)
-        y = (x @ fused.astype(cdt)).reshape(b, h, w, s * s, k)
+        y = _matmul(x, fused.astype(cdt)).reshape(b, h, w, s * s, k)
         y = y.astype(jnp.float32) * jax.lax.rsqrt(var + self.norm.epsilon) + shift
         y = y.astype(cdt).reshape(b, h, w, s, s, k).transpose(0, 1, 3, 2, 4, 5)
         return y.reshape(b, h * s, w * s, k)
@@ -479,7 +523,7 @@ class SwinUNet(nnx.Module):
         skips.pop()
         for expand, concat_linear, stage in zip(self.expands, self.concat_linears, self.decoder):
             x = expand(x)
-            x = stage(concat_linear(jnp.concatenate([x, skips.pop()], axis=-1)))
+            x = stage(_dense(concat_linear, jnp.concatenate([x, skips.pop()], axis=-1)))
         # final_expand then head, computed as one (see PatchExpand.project).
         head = self.head.conv.kernel[...]
         return self.final_expand.project(self.norm_up(x), head.reshape(head.shape[-2:])).astype(
