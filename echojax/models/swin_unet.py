@@ -46,6 +46,7 @@ from echojax.models import layers
 
 _LINEAR_INIT = nnx.initializers.truncated_normal(stddev=0.02)
 _LN_EPSILON = 1e-5  # PyTorch's LayerNorm default
+_CHUNK_TOKENS = 2048  # tokens per chunk in _grouped_mean_square
 
 
 def _linear(in_features, out_features, *, use_bias=True, dtype, param_dtype, rngs):
@@ -104,6 +105,28 @@ def _matmul_bwd(res, dy):
 
 
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def _grouped_mean_square(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+    """``mean((x @ kernel)**2)`` over each of ``groups`` equal column groups, in float32:
+    ``x [..., D], kernel [D, groups * C] -> [..., groups, 1]``.
+
+    The product can be the largest tensor of the network (the final expansion's); it is
+    formed a few thousand tokens at a time, under ``jax.checkpoint`` so that the
+    backward pass recomputes each chunk instead of storing it, and every pass over it
+    stays in cache.
+    """
+    *lead, d = x.shape
+    tokens = int(np.prod(lead))
+    chunk = max(c for c in range(1, min(tokens, _CHUNK_TOKENS) + 1) if tokens % c == 0)
+
+    @jax.checkpoint
+    def one_chunk(xc):
+        z = _matmul(xc, kernel).reshape(chunk, groups, -1).astype(jnp.float32)
+        return jnp.mean(jnp.square(z), axis=-1)
+
+    out = jax.lax.map(one_chunk, x.reshape(tokens // chunk, chunk, d))
+    return out.reshape(*lead, groups, 1)
 
 
 def _dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
@@ -381,8 +404,7 @@ class PatchExpand(nnx.Module):
         fused = jnp.einsum("dsc,ck->dsk", centred, scaled).reshape(dim, s * s * k)
         shift = self.norm.bias[...] @ kernel  # [K]
         x = x.astype(cdt)
-        z = _matmul(x, centred.reshape(dim, s * s * c).astype(cdt)).reshape(b, h, w, s * s, c)
-        var = jnp.mean(jnp.square(z.astype(jnp.float32)), axis=-1, keepdims=True)
+        var = _grouped_mean_square(x, centred.reshape(dim, s * s * c).astype(cdt), s * s)
         y = _matmul(x, fused.astype(cdt)).reshape(b, h, w, s * s, k)
         y = y.astype(jnp.float32) * jax.lax.rsqrt(var + self.norm.epsilon) + shift
         y = y.astype(cdt).reshape(b, h, w, s, s, k).transpose(0, 1, 3, 2, 4, 5)
