@@ -61,8 +61,49 @@ def _linear(in_features, out_features, *, use_bias=True, dtype, param_dtype, rng
     )
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm_fn(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+    """LayerNorm over the last axis, float32 inside, two-pass variance."""
+    return _layer_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon):
+    x32 = x.astype(jnp.float32)
+    centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + epsilon)
+    xhat = centred * rstd
+    y = xhat * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(x.dtype), (xhat, rstd, scale)
+
+
+def _layer_norm_bwd(epsilon, res, dy):
+    xhat, rstd, scale = res
+    dy32 = dy.astype(jnp.float32)
+    lead = tuple(range(dy.ndim - 1))
+    g = dy32 * scale.astype(jnp.float32)
+    dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
+                 - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
+    dscale = jnp.sum(dy32 * xhat, axis=lead).astype(scale.dtype)
+    dbias = jnp.sum(dy32, axis=lead).astype(scale.dtype)
+    return dx.astype(dy.dtype), dscale, dbias
+
+
+_layer_norm_fn.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nnx.LayerNorm):
+    """``nnx.LayerNorm`` (same parameters) with statistics in float32, the two-pass
+    variance (as PyTorch's), and a hand-written backward pass: flax's version forms
+    ``rsqrt(var) * scale`` at full size and XLA:CPU then materialises broadcasts of
+    the scale in both passes."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or jnp.result_type(x, self.scale[...])
+        return _layer_norm_fn(x, self.scale[...], self.bias[...], self.epsilon).astype(dtype)
+
+
 def _layer_norm(num_features, *, dtype, param_dtype, rngs):
-    return nnx.LayerNorm(
+    return LayerNorm(
         num_features, epsilon=_LN_EPSILON, dtype=dtype, param_dtype=param_dtype, rngs=rngs
     )
 
