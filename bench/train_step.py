@@ -59,7 +59,8 @@ def parse_args(argv):
     p.add_argument("--jax-impls", default="fast", help="comma-separated: fast (echojax.ops), flax, fast+METHOD (conv_same's "
                         "auto uses METHOD, e.g. dw_winograd, on maps above 8x8), "
                         "fast+M1@N/M2 (M1 up to N pixels, M2 above); a suffix %%N sets conv_same's "
-                        "narrow-layer bound (XLA's convolution where C*O <= N on maps above 32x32; %%0: off)")
+                        "narrow-layer bound (XLA's convolution where C*O <= N on maps above 32x32; %%0: off); "
+                        "a final -bn uses nnx.BatchNorm instead of the fused training-mode BatchNorm")
     p.add_argument("--torch-formats", default="contiguous,channels_last")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd models")
     p.add_argument("--no-torch", action="store_true")
@@ -96,6 +97,8 @@ def _count(tree) -> int:
 
 def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
     """Returns ``(step(), num_params)``; ``step`` runs one training step to completion."""
+    fused_bn = not impl.endswith("-bn")     # "fast-bn": nnx.BatchNorm instead of ops.batch_norm_train
+    impl = impl.removesuffix("-bn")
     impl, _, narrow = impl.partition("%")
     use_ops, _, large = impl.partition("+")
     use_ops = use_ops == "fast"
@@ -138,7 +141,7 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
         auto = contextlib.nullcontext()
     # "fast%0": no XLA convolution for narrow layers (conv_ops.auto_narrow); "fast%N": C*O <= N.
     narrow = conv_ops.auto_narrow(int(narrow)) if narrow else contextlib.nullcontext()
-    with layers.use_ops(use_ops), auto, narrow:
+    with layers.use_ops(use_ops), layers.fused_batch_norm(fused_bn), auto, narrow:
         jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
             state, x, y, mask).compile()
     box = [state]

@@ -296,3 +296,107 @@ def test_max_pool_bad_input():
         ops.max_pool_2x2(jnp.ones((1, 3, 4, 1)))
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         ops.max_pool_2x2(jnp.ones((3, 4, 1)))
+
+
+# --- narrow layers ---------------------------------------------------------------------
+
+def test_auto_takes_xla_convolution_for_narrow_layers_on_large_maps():
+    def first_primitive(h, c, o):
+        k = jnp.ones((3, 3, c, o))
+        return jax.make_jaxpr(lambda x: ops.conv_same(x, k))(jnp.ones((1, h, h, c))).eqns[0].primitive.name
+    # Above 32x32 (1024 pixels), C * O <= 512 -> XLA; wider layers -> Winograd.
+    assert first_primitive(64, 1, 16) == "conv_general_dilated"
+    assert first_primitive(64, 16, 32) == "conv_general_dilated"
+    assert first_primitive(64, 32, 32) == "custom_vjp_call"
+    assert first_primitive(32, 16, 16) == "custom_vjp_call"      # 32x32: not above the bound
+    with conv_ops.auto_narrow(0):
+        assert first_primitive(64, 1, 16) == "custom_vjp_call"
+    with conv_ops.auto_narrow(2048):
+        assert first_primitive(64, 32, 32) == "conv_general_dilated"
+    assert first_primitive(64, 1, 16) == "conv_general_dilated"  # restored on exit
+    with pytest.raises(ValueError, match="max_features"):
+        with conv_ops.auto_narrow(-1):
+            pass
+
+
+# --- BatchNorm in training mode --------------------------------------------------------
+
+def _ref_batch_norm(x, scale, bias, relu):
+    """``nnx.BatchNorm``'s training-mode map (fast variance), written out."""
+    mean = x.mean((0, 1, 2))
+    var = jnp.maximum(0.0, (x * x).mean((0, 1, 2)) - mean * mean)
+    y = (x - mean) * (jax.lax.rsqrt(var + 1e-5) * scale) + bias
+    return (jnp.maximum(y, 0.0) if relu else y), mean, var
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_batch_norm_train_matches_float64_values_and_gradients(relu):
+    # Mean far from zero (as after a biased conv): the fast variance cancels, so the
+    # float32 tolerance is looser than for the convolutions. Cotangents on all three
+    # outputs (mean and var too), so every term of the hand-written VJP is checked.
+    shape = (2, 4, 6, 3)
+    x = _rand(30, *shape) * 2.0 + 3.0
+    scale, bias = _rand(31, 3) + 1.5, _rand(32, 3)
+    cts = (_rand(33, *shape), _rand(34, 3), _rand(35, 3))
+
+    def check(dtype, atol):
+        args = [jnp.asarray(a, dtype) for a in (x, scale, bias)]
+        ct = tuple(jnp.asarray(c, dtype) for c in cts)
+        got, vjp = jax.vjp(lambda *a: ops.batch_norm_train(*a, 1e-5, relu), *args)
+        with jax.enable_x64(True):
+            a64 = [jnp.asarray(a, jnp.float64) for a in (x, scale, bias)]
+            want, vjp64 = jax.vjp(lambda *a: _ref_batch_norm(*a, relu), *a64)
+            want_g = vjp64(tuple(jnp.asarray(c, jnp.float64) for c in cts))
+            want, want_g = jax.tree.map(np.asarray, (want, want_g))
+        for name, g, w in zip(["y", "mean", "var", "dx", "dscale", "dbias"],
+                              [*got, *vjp(ct)], [*want, *want_g]):
+            assert np.asarray(g).dtype == dtype
+            np.testing.assert_allclose(g, w, rtol=0, atol=atol * np.abs(w).max(), err_msg=name)
+
+    with jax.enable_x64(True):
+        check(np.float64, 1e-12)
+    check(np.float32, 2e-5)
+
+
+def test_batch_norm_train_hand_computed():
+    # One channel, values 1, 3 (mean 2, variance 1): y = +-1 / sqrt(1 + eps) * 2 + 0.5.
+    x = jnp.asarray([1.0, 3.0]).reshape(1, 1, 2, 1)
+    y, mean, var = ops.batch_norm_train(x, jnp.asarray([2.0]), jnp.asarray([0.5]), 1e-5, True)
+    s = 2.0 / np.sqrt(1.0 + 1e-5)
+    np.testing.assert_allclose(y.ravel(), [0.0, 0.5 + s], rtol=1e-6)   # 0.5 - s < 0: ReLU
+    np.testing.assert_allclose([mean[0], var[0]], [2.0, 1.0], rtol=1e-6)
+
+
+def test_batch_norm_train_bad_input():
+    with pytest.raises(ValueError, match=r"\[3\]"):
+        ops.batch_norm_train(jnp.ones((2, 4, 4, 3)), jnp.ones(4), jnp.ones(3), 1e-5, True)
+    with pytest.raises(ValueError, match="at least 2 axes"):
+        ops.batch_norm_train(jnp.ones(3), jnp.ones(3), jnp.ones(3), 1e-5, True)
+
+
+def test_apply_batch_norm_matches_nnx_batch_norm_and_its_running_stats():
+    from echojax.models import layers
+
+    x = jnp.asarray(_rand(40, 2, 4, 4, 3) + 1.0, jnp.float32)
+    ct = jnp.asarray(_rand(41, 2, 4, 4, 3), jnp.float32)
+    results = {}
+    for fused in (True, False):
+        norm = layers.batch_norm(3, dtype=None, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+        norm.scale[...] = jnp.asarray(_rand(42, 3) + 1.5, jnp.float32)
+        norm.bias[...] = jnp.asarray(_rand(43, 3), jnp.float32)
+        graphdef, params, rest = nnx.split(norm, nnx.Param, ...)
+
+        def f(p, x):
+            m = nnx.merge(graphdef, p, rest, copy=True)
+            with layers.fused_batch_norm(fused):
+                y = layers.apply_batch_norm(m, x, relu=True)
+            return y, nnx.state(m, nnx.BatchStat)
+
+        y, stats = f(params, x)
+        grads = jax.grad(lambda p, x: jnp.sum(f(p, x)[0] * ct), argnums=(0, 1))(params, x)
+        results[fused] = (y, stats, grads)
+    for a, b in zip(jax.tree.leaves(results[True]), jax.tree.leaves(results[False])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # The running averages moved (momentum 0.9 from mean 0, var 1).
+    mean = results[True][1]["mean"][...]
+    np.testing.assert_allclose(mean, 0.1 * np.asarray(x).mean((0, 1, 2)), rtol=1e-5)

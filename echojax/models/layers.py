@@ -36,6 +36,23 @@ BN_EPSILON = 1e-5
 _USE_OPS = True
 
 
+# Whether training-mode BatchNorm goes through ``echojax.ops.batch_norm_train`` (when
+# ``_USE_OPS`` too); :func:`fused_batch_norm` switches it (benchmarks A/B it).
+_FUSED_BN = True
+
+
+@contextlib.contextmanager
+def fused_batch_norm(enabled: bool = True):
+    """Within the context, :func:`apply_batch_norm` uses the fused training-mode
+    BatchNorm (``True``, the default) or ``nnx.BatchNorm`` itself. Read at trace time."""
+    global _FUSED_BN
+    previous, _FUSED_BN = _FUSED_BN, bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSED_BN = previous
+
+
 @contextlib.contextmanager
 def use_ops(enabled: bool = True):
     """Within the context, models trace their convolutions and pooling with
@@ -58,6 +75,29 @@ def _conv_same(conv: nnx.Conv, x: jax.Array) -> jax.Array:
     x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], bias), dtype=conv.dtype)
     y = ops.conv_same(x, kernel)
     return y if bias is None else y + bias
+
+
+def apply_batch_norm(norm: nnx.BatchNorm, x: jax.Array, *, relu: bool = False) -> jax.Array:
+    """``norm(x)`` (then ReLU if ``relu``), with the same parameters, statistics and
+    running-average updates as ``nnx.BatchNorm``. In training mode on the CPU in float32
+    it goes through ``echojax.ops.batch_norm_train`` (one fused pass per direction and a
+    hand-written VJP; the plain form costs XLA:CPU several passes over the map); in
+    every other case (evaluation, other dtypes or backends, ``use_ops(False)``) it is
+    ``norm(x)`` itself."""
+    if (not (_USE_OPS and _FUSED_BN) or norm.use_running_average or jax.default_backend() != "cpu"
+            or norm.scale is None or norm.bias is None or norm.axis_name is not None
+            or not norm.use_fast_variance or norm.axis not in (-1, x.ndim - 1)):
+        y = norm(x)
+        return jax.nn.relu(y) if relu else y
+    x, scale, bias = norm.promote_dtype((x, norm.scale[...], norm.bias[...]), dtype=norm.dtype)
+    if x.dtype != jnp.float32:
+        y = norm(x)
+        return jax.nn.relu(y) if relu else y
+    y, mean, var = ops.batch_norm_train(x, scale, bias, norm.epsilon, relu)
+    m = norm.momentum
+    norm.mean[...] = jax.lax.stop_gradient(m * norm.mean[...] + (1 - m) * mean)
+    norm.var[...] = jax.lax.stop_gradient(m * norm.var[...] + (1 - m) * var)
+    return y
 
 
 def batch_norm(num_features: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -103,7 +143,7 @@ class ConvBNReLU(nnx.Module):
         self.norm = batch_norm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jax.nn.relu(self.norm(_conv_same(self.conv, x)))
+        return apply_batch_norm(self.norm, _conv_same(self.conv, x), relu=True)
 
 
 class DoubleConv(nnx.Module):

@@ -230,6 +230,30 @@ IM2COL_MAX_PIXELS = 64
 # bench/README.md); :func:`auto_large_maps` changes it (benchmarks A/B it).
 _AUTO_LARGE: tuple[tuple[float, str], ...] = ((256, "winograd"), (float("inf"), "winograd4"))
 
+# Narrow layers on large maps: on maps of more than NARROW_MIN_PIXELS pixels (above
+# 32x32), a layer with ``C * O <= NARROW_MAX_FEATURES`` (e.g. 1 -> 16, 16 -> 16, 32 -> 16,
+# 16 -> 32: the first levels of the CPU-width U-Nets, and every first layer, C = 1) uses
+# XLA's convolution: with 16-32 channels the Winograd transforms and their batched
+# ``[tiles, C] @ [C, O]`` products with tiny C and O cost about twice XLA's direct
+# convolution (bench/README.md); :func:`auto_narrow` changes the bound (0: off).
+NARROW_MIN_PIXELS = 1024
+_AUTO_NARROW_MAX_FEATURES = 512
+
+
+@contextlib.contextmanager
+def auto_narrow(max_features: int):
+    """Within the context, ``conv_same(method="auto")`` uses XLA's convolution on maps
+    of more than :data:`NARROW_MIN_PIXELS` pixels when ``C * O <= max_features``
+    (``0``: never; the default is 512). Read at trace time."""
+    global _AUTO_NARROW_MAX_FEATURES
+    if not isinstance(max_features, int) or max_features < 0:
+        raise ValueError(f"auto_narrow: max_features must be an int >= 0, got {max_features!r}")
+    previous, _AUTO_NARROW_MAX_FEATURES = _AUTO_NARROW_MAX_FEATURES, max_features
+    try:
+        yield
+    finally:
+        _AUTO_NARROW_MAX_FEATURES = previous
+
 
 @contextlib.contextmanager
 def auto_large_maps(method: str, *rules: tuple[int, str]):
@@ -270,9 +294,11 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         ``"dw_winograd"`` (XLA forward and input gradient; kernel gradient as matmuls
         over patches, as a forward convolution over the batch axis, or by Winograd);
         ``"auto"``: ``"im2col"`` on maps of at most :data:`IM2COL_MAX_PIXELS` pixels,
-        ``"winograd"`` up to 16x16 (256 pixels), ``"winograd4"`` on larger ones
-        (``"winograd"`` where the sides are not multiples of 4, ``"xla"`` where
-        Winograd does not apply: kernel not 3x3, odd height or width); the measurements
+        ``"xla"`` for narrow layers (``C * O <= 512``) on maps above 32x32 (see
+        :func:`auto_narrow`), otherwise ``"winograd"`` up to 16x16 (256 pixels),
+        ``"winograd4"`` on larger ones (``"winograd"`` where the sides are not
+        multiples of 4, ``"xla"`` where Winograd does not apply: kernel not 3x3, odd
+        height or width); the measurements
         behind this choice are in ``bench/README.md``. These formulations exist for
         XLA:CPU: when the default backend (``jax.default_backend()``, read at trace
         time) is not the CPU, ``"auto"`` is ``"xla"``, i.e. cuDNN on a GPU.
@@ -288,6 +314,9 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
             method = "xla"
         elif x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS:
             method = "im2col"
+        elif (x.shape[1] * x.shape[2] > NARROW_MIN_PIXELS
+              and kernel.shape[2] * kernel.shape[3] <= _AUTO_NARROW_MAX_FEATURES):
+            method = "xla"
         else:
             method = next(m for n, m in _AUTO_LARGE if x.shape[1] * x.shape[2] <= n)
             if method == "winograd4" and not _winograd_applies(x, kernel, 4):
