@@ -132,7 +132,10 @@ class Config:
     ``data_dir`` at ``resolution``. Training: ``epochs`` of ``batch_size`` (global, split
     over all devices), evaluated and checkpointed every ``eval_every`` epochs, train
     metrics logged every ``log_every`` steps. ``compute_dtype`` is the activation dtype;
-    parameters and optimiser state stay float32.
+    parameters and optimiser state stay float32. ``seed`` drives initialisation,
+    shuffling, augmentation and label dropout; ``data_seed`` chooses which examples the
+    mixture uses (training subsets, removed labels) and follows ``seed`` when None, so
+    a seed sweep with a fixed ``data_seed`` varies the model, not the data.
     """
     sources: tuple[Source, ...]
     resolution: int
@@ -147,6 +150,7 @@ class Config:
     eval_every: int = 1
     log_every: int = 10
     seed: int = 0
+    data_seed: int | None = None
     compute_dtype: str = "float32"
     num_workers: int = 0
 
@@ -160,6 +164,14 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"config.{name} must be a positive int, got {value!r}")
+        def seed_ok(value):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        if not seed_ok(self.seed):
+            raise ValueError(f"config.seed must be a non-negative int, got {self.seed!r}")
+        if self.data_seed is not None and not seed_ok(self.data_seed):
+            raise ValueError(
+                f"config.data_seed must be a non-negative int or None, got {self.data_seed!r}")
         if self.num_workers < 0:
             raise ValueError(f"config.num_workers must be >= 0, got {self.num_workers}")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -176,6 +188,11 @@ class Config:
             raise ValueError(
                 f"unknown size {self.model.size!r} for model {self.model.name!r}; expected "
                 f"one of {sorted(models.PRESETS[self.model.name])}")
+
+    @property
+    def mixture_seed(self) -> int:
+        """The seed of the mixture's choices: ``data_seed``, else ``seed``."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def check_devices(self, num_devices: int, num_processes: int = 1) -> None:
         """Raises ValueError unless both batch sizes split evenly over the devices."""

@@ -186,7 +186,7 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
 def teacher_config(base: Config, classes: Sequence[str]) -> Config:
     """Prepares the teacher's data (see module doc) and returns its CCE config."""
     ids = labels.class_ids(classes)
-    key = _digest("teacher", [s.to_dict() for s in base.sources], base.seed, ids)
+    key = _digest("teacher", [s.to_dict() for s in base.sources], base.mixture_seed, ids)
     sources = []
     for source in base.sources:
         def has_all(ex, ids=ids):
@@ -197,7 +197,7 @@ def teacher_config(base: Config, classes: Sequence[str]) -> Config:
         name = write_derived(
             _config_name("teacher", source, key),
             {split: (lambda split=split, source=source: _examples(
-                source, split, data_dir=base.data_dir, seed=base.seed,
+                source, split, data_dir=base.data_dir, seed=base.mixture_seed,
                 keep=has_all if split != "test" else (lambda ex: True)))
              for split in SPLITS},
             resolution=base.resolution, data_dir=base.data_dir,
@@ -213,7 +213,7 @@ def teacher_config(base: Config, classes: Sequence[str]) -> Config:
 def _any_full(source: Source, base: Config, has_all) -> bool:
     # Look at the examples' label masks after removal: the removal plan alone says
     # nothing about classes a dataset never annotates (EchoNet's LVM and LA).
-    mix = Mixture([source], "train", data_dir=base.data_dir, seed=base.seed)
+    mix = Mixture([source], "train", data_dir=base.data_dir, seed=base.mixture_seed)
     return any(has_all(mix[j]) for j in range(len(mix)))
 
 
@@ -225,7 +225,7 @@ def student_config(base: Config, classes: Sequence[str], teacher_dir: str, *,
     ids = labels.class_ids(classes)
     with open(os.path.join(teacher_dir, "config.json")) as f:
         teacher_json = f.read()
-    key = _digest("student", [s.to_dict() for s in base.sources], base.seed, ids, teacher_json)
+    key = _digest("student", [s.to_dict() for s in base.sources], base.mixture_seed, ids, teacher_json)
     loaded: list[Predictor] = [predict] if predict is not None else []
 
     def fill(batch: list[dict]) -> list[dict]:
@@ -245,7 +245,7 @@ def student_config(base: Config, classes: Sequence[str], teacher_dir: str, *,
         name = write_derived(
             _config_name("student", source, key),
             {split: (lambda split=split, source=source: _examples(
-                source, split, data_dir=base.data_dir, seed=base.seed,
+                source, split, data_dir=base.data_dir, seed=base.mixture_seed,
                 transform=fill if split != "test" else None))
              for split in SPLITS},
             resolution=base.resolution, data_dir=base.data_dir,

@@ -503,6 +503,7 @@ class Options:
     external: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seeds_given: bool = False  # --seeds was passed (else the preset's seeds)
+    data_seed: int | None = None  # --data_seed: one choice of examples for every seed
 
     @property
     def grid_search(self) -> bool:
@@ -523,7 +524,7 @@ class Options:
             batch_size=self.batch_size if self.batch_size is not None else p.batch_size,
             epochs=self.epochs if self.epochs is not None else p.epochs,
             eval_every=min(p.eval_every, self.epochs or p.epochs),
-            seed=seed)
+            seed=seed, data_seed=self.data_seed)
 
     def adjust(self, config: Config) -> Config:
         """The config with :meth:`epochs_for` its training-set size (read from the TFDS
@@ -567,6 +568,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--arch", default=None,
                    help=f"architecture or comma list from {','.join(ARCHS)} (default: the preset's)")
     p.add_argument("--seeds", default=None, help="comma list of seeds (default: the preset's)")
+    p.add_argument("--data_seed", type=int, default=None,
+                   help="seed of the training subsets and removed labels, the same for every "
+                        "run (default: each run's seed, so seeds also vary the data)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     p.add_argument("--data", default="synthetic", choices=DATA_KINDS,
                    help="synthetic phantoms (prepared on first use) or the real datasets")
@@ -595,6 +599,8 @@ def options_from_args(experiment: str, args: argparse.Namespace,
         v = getattr(args, name)
         if v is not None and v <= 0:
             raise ValueError(f"--{name} must be positive, got {v}")
+    if args.data_seed is not None and args.data_seed < 0:
+        raise ValueError(f"--data_seed must be >= 0, got {args.data_seed}")
     external = []
     for item in filter(None, (x.strip() for x in args.external.split(","))):
         if ":" not in item:
@@ -608,7 +614,7 @@ def options_from_args(experiment: str, args: argparse.Namespace,
         seeds=seeds or preset.seeds, preset=preset, data=args.data, data_dir=args.data_dir,
         workdir=os.path.abspath(workdir), shard=parse_shard(args.shard), lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, external=tuple(external),
-        extra=dict(extra or {}), seeds_given=seeds is not None)
+        extra=dict(extra or {}), seeds_given=seeds is not None, data_seed=args.data_seed)
 
 
 # --------------------------------------------------------------------------- grid search

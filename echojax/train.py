@@ -378,12 +378,13 @@ def _dice_entries(prefix: str, sums: np.ndarray, counts: np.ndarray) -> dict[str
 # --- data (echojax.data.mixture, echojax.data.pipeline) --------------------------------
 
 def train_mixture(config: Config) -> mixture_lib.Mixture:
-    return mixture_lib.Mixture(config.sources, "train", data_dir=config.data_dir, seed=config.seed)
+    return mixture_lib.Mixture(config.sources, "train", data_dir=config.data_dir,
+                               seed=config.mixture_seed)
 
 
 def eval_mixture(config: Config, split: str, *, metadata: bool = False) -> mixture_lib.Mixture:
-    return mixture_lib.Mixture(config.sources, split, data_dir=config.data_dir, seed=config.seed,
-                               metadata=metadata)
+    return mixture_lib.Mixture(config.sources, split, data_dir=config.data_dir,
+                               seed=config.mixture_seed, metadata=metadata)
 
 
 def _check_resolution(config: Config, mix: mixture_lib.Mixture) -> None:

@@ -145,6 +145,10 @@ def test_options_and_bad_flags(tmp_path):
     cfg = o.config([CAMUS], arch="swin_unet", loss="acce", seed=3, dropout=0.2,
                    dropout_classes=("la",))
     assert (cfg.resolution, cfg.epochs, cfg.model.size, cfg.loss.dropout_rate) == (256, 2, "paper", 0.2)
+    assert (cfg.seed, cfg.mixture_seed) == (3, 3)  # without --data_seed, seeds vary the data
+    fixed = _options(tmp_path, seeds="3,4", data_seed=0)
+    assert [fixed.config([CAMUS], arch="unet", loss="acce", seed=s).mixture_seed
+            for s in (3, 4)] == [0, 0]
     assert not _options(tmp_path, lr=0.1).grid_search
     assert o.size(1400) == 1400
     quick = sweep.options_from_args("exp", sweep.build_parser("").parse_args([]))
@@ -157,7 +161,8 @@ def test_options_and_bad_flags(tmp_path):
     adjusted = quick.adjust(small)  # 1600 / 160 images = 10 epochs, validated every 10 // 4
     assert (adjusted.epochs, adjusted.eval_every) == (10, 2)
     assert o.adjust(small) == small
-    for bad in ({"loss": "dice"}, {"arch": "vit"}, {"seeds": "a"}, {"epochs": 0}, {"shard": "2/2"}):
+    for bad in ({"loss": "dice"}, {"arch": "vit"}, {"seeds": "a"}, {"epochs": 0}, {"shard": "2/2"},
+                {"data_seed": -1}):
         with pytest.raises(ValueError):
             _options(tmp_path, **bad)
 
