@@ -61,45 +61,51 @@ def _linear(in_features, out_features, *, use_bias=True, dtype, param_dtype, rng
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _layer_norm_fn(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
-    """LayerNorm over the last axis, float32 inside, two-pass variance."""
-    return _layer_norm_fwd(x, scale, bias, epsilon)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _normalize(x: jax.Array, epsilon: float) -> jax.Array:
+    """``(x - mean) / sqrt(var + epsilon)`` over the last axis, in float32 (the
+    two-pass variance, as PyTorch's LayerNorm)."""
+    return _normalize_fwd(x, epsilon)[0]
 
 
-def _layer_norm_fwd(x, scale, bias, epsilon):
+def _normalize_fwd(x, epsilon):
     x32 = x.astype(jnp.float32)
     centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
     rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + epsilon)
     xhat = centred * rstd
-    y = xhat * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-    return y.astype(x.dtype), (xhat, rstd, scale)
+    return xhat, (xhat, rstd, jnp.zeros((0,), x.dtype))
 
 
-def _layer_norm_bwd(epsilon, res, dy):
-    xhat, rstd, scale = res
-    dy32 = dy.astype(jnp.float32)
-    lead = tuple(range(dy.ndim - 1))
-    g = dy32 * scale.astype(jnp.float32)
+def _normalize_bwd(epsilon, res, g):
+    xhat, rstd, dtype_carrier = res
+    g = g.astype(jnp.float32)
     dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
                  - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
-    dscale = jnp.sum(dy32 * xhat, axis=lead).astype(scale.dtype)
-    dbias = jnp.sum(dy32, axis=lead).astype(scale.dtype)
-    return dx.astype(dy.dtype), dscale, dbias
+    return (dx.astype(dtype_carrier.dtype),)
 
 
-_layer_norm_fn.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+_normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
 class LayerNorm(nnx.LayerNorm):
-    """``nnx.LayerNorm`` (same parameters) with statistics in float32, the two-pass
-    variance (as PyTorch's), and a hand-written backward pass: flax's version forms
-    ``rsqrt(var) * scale`` at full size and XLA:CPU then materialises broadcasts of
-    the scale in both passes."""
+    """``nnx.LayerNorm`` (same parameters) with a hand-written backward pass, statistics
+    in float32 and the two-pass variance (as PyTorch's).
+
+    Where a dense layer follows, :meth:`normalize` gives the input without the affine
+    part, which :func:`_dense` folds into the layer's weights (``norm=``): flax's form
+    multiplies by ``rsqrt(var) * scale`` at full size, and XLA:CPU materialises
+    full-size broadcasts of the scale and bias in both passes.
+    """
+
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """``(x - mean) / sqrt(var + epsilon)``, without scale and bias."""
+        return _normalize(x, self.epsilon)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = self.dtype or jnp.result_type(x, self.scale[...])
-        return _layer_norm_fn(x, self.scale[...], self.bias[...], self.epsilon).astype(dtype)
+        y = self.normalize(x) * self.scale[...].astype(jnp.float32) + self.bias[...].astype(
+            jnp.float32)
+        return y.astype(dtype)
 
 
 def _layer_norm(num_features, *, dtype, param_dtype, rngs):
@@ -170,10 +176,18 @@ def _grouped_mean_square(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Ar
     return out.reshape(*lead, groups, 1)
 
 
-def _dense(layer: nnx.Linear, x: jax.Array) -> jax.Array:
-    """``layer(x)`` (same parameters, dtype promotion and result) through :func:`_matmul`."""
+def _dense(layer: nnx.Linear, x: jax.Array, *, norm: LayerNorm | None = None) -> jax.Array:
+    """``layer(x)`` (same parameters, dtype promotion and result) through :func:`_matmul`.
+
+    With ``norm``, ``x`` is ``norm.normalize(x0)`` and the result is ``layer(norm(x0))``:
+    ``(xhat * scale + bias) @ K + b = xhat @ (scale[:, None] * K) + (bias @ K + b)``.
+    """
     kernel = layer.kernel[...]
     bias = layer.bias[...] if layer.bias is not None else None
+    if norm is not None:
+        shift = norm.bias[...] @ kernel
+        bias = shift if bias is None else bias + shift
+        kernel = norm.scale[...][:, None] * kernel
     x, kernel, bias = layer.promote_dtype((x, kernel, bias), dtype=layer.dtype)
     y = _matmul(x, kernel)
     return y if bias is None else y + bias
@@ -274,9 +288,11 @@ class WindowAttention(nnx.Module):
         self.attn_drop = _dropout(attn_drop, rngs=rngs)
         self.proj_drop = _dropout(proj_drop, rngs=rngs)
 
-    def __call__(self, x: jax.Array, mask: jax.Array | np.ndarray | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | np.ndarray | None = None, *,
+                 norm: LayerNorm | None = None) -> jax.Array:
+        # norm: x is norm.normalize(x0), for norm(x0) (see _dense).
         *lead, n, dim = x.shape
-        qkv = _dense(self.qkv, x).reshape(*lead, n, 3, self.num_heads, dim // self.num_heads)
+        qkv = _dense(self.qkv, x, norm=norm).reshape(*lead, n, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
         # Logits and softmax in float32 whatever the compute dtype.
         logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
@@ -306,8 +322,9 @@ class Mlp(nnx.Module):
         self.fc2 = _linear(hidden, dim, **kw)
         self.drop = _dropout(drop, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = _dense(self.fc1, x)
+    def __call__(self, x: jax.Array, *, norm: LayerNorm | None = None) -> jax.Array:
+        # norm: x is norm.normalize(x0), for norm(x0) (see _dense).
+        x = _dense(self.fc1, x, norm=norm)
         # Exact GELU in PyTorch's form, x/2 (1 + erf(x/sqrt 2)); jax.nn.gelu's exact
         # form goes through erfc, which is about a third slower on the CPU. The two
         # differ by at most ~1e-6 (absolute).
@@ -358,16 +375,16 @@ class SwinBlock(nnx.Module):
         if h % ws or w % ws:
             raise ValueError(f"SwinBlock: grid {h}x{w} is not a multiple of window {ws}")
         shift = self.shift_size if min(h, w) > ws else 0
-        y = self.norm1(x)
+        y = self.norm1.normalize(x)  # scale and bias folded into qkv
         mask = None
         if shift:
             y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
             mask = shifted_window_mask(h, w, ws, shift)
-        y = window_merge(self.attn(window_partition(y, ws), mask), ws)
+        y = window_merge(self.attn(window_partition(y, ws), mask, norm=self.norm1), ws)
         if shift:
             y = jnp.roll(y, (shift, shift), axis=(1, 2))
         x = x + self._drop_path(y)
-        return x + self._drop_path(self.mlp(self.norm2(x)))
+        return x + self._drop_path(self.mlp(self.norm2.normalize(x), norm=self.norm2))
 
     def _drop_path(self, y: jax.Array) -> jax.Array:
         # The Dropout draws one keep/drop per example (broadcast over H, W, C); applied
@@ -393,7 +410,7 @@ class PatchMerging(nnx.Module):
         x = jnp.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
         )
-        return _dense(self.reduction, self.norm(x))
+        return _dense(self.reduction, self.norm.normalize(x), norm=self.norm)
 
 
 class PatchExpand(nnx.Module):
