@@ -96,6 +96,7 @@ CONVS = {
     "dw_winograd": lambda x, k: ops.conv_same(x, k, method="dw_winograd"),
     "winograd_bwd": lambda x, k: ops.conv_same(x, k, method="winograd_bwd"),
     "winograd4": lambda x, k: ops.conv_same(x, k, method="winograd4"),
+    "dw_winograd4": lambda x, k: ops.conv_same(x, k, method="dw_winograd4"),
     "xla": lambda x, k: ops.conv_same(x, k, method="xla"),
 }
 
@@ -109,7 +110,7 @@ CASES = [(m, 3, 4, 5) for m in sorted(CONVS)] + [
 def test_conv_same_matches_lax_values_and_gradients(method, ksize, cin, cout):
     # Winograd F(2x2, 3x3) needs even H and W (whole 2x2 output tiles), F(4x4, 3x3)
     # multiples of 4.
-    h, w = (8, 12) if method == "winograd4" else (6, 6) if "winograd" in method else (6, 5)
+    h, w = (8, 12) if method.endswith("winograd4") else (6, 6) if "winograd" in method else (6, 5)
     x, k = _rand(4, 2, h, w, cin), _rand(5, ksize, ksize, cin, cout)
     _check_against_float64(CONVS[method], _ref_conv, [x, k], (2, h, w, cout), rtol=1e-5)
 
@@ -187,6 +188,10 @@ def test_winograd4_bad_input_and_auto_fallback():
         winograd.conv_same_winograd4(jnp.ones((1, 8, 8, 2)), jnp.ones((5, 5, 2, 3)))
     with pytest.raises(ValueError, match="multiples of 4"):
         ops.conv_same(jnp.ones((1, 8, 6, 2)), jnp.ones((3, 3, 2, 3)), method="winograd4")
+    with pytest.raises(ValueError, match="multiples of 4"):
+        ops.conv_same(jnp.ones((1, 8, 6, 2)), jnp.ones((3, 3, 2, 3)), method="dw_winograd4")
+    with pytest.raises(ValueError, match="differ"):
+        winograd.kernel_grad_winograd4(jnp.ones((1, 8, 8, 2)), jnp.ones((1, 8, 4, 3)))
     # In auto mode: sides multiples of 4 -> F(4x4); other even sides -> F(2x2); odd ->
     # XLA. Same computation, same bits; F(2x2) and F(4x4) round differently.
     k = jnp.asarray(_rand(21, 3, 3, 2, 3), jnp.float32)

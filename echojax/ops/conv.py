@@ -195,8 +195,13 @@ def _dk_winograd(x, dy, kshape):
     return winograd.kernel_grad_winograd(x, dy)
 
 
+def _dk_winograd4(x, dy, kshape):
+    """``dK`` in the Winograd F(4x4, 3x3) domain: 36 ``[C, P] @ [P, O]`` products."""
+    return winograd.kernel_grad_winograd4(x, dy)
+
+
 _DK = {"dw_im2col": _dk_im2col, "dw_rows": _dk_rows, "dw_conv": _dk_conv,
-       "dw_winograd": _dk_winograd}
+       "dw_winograd": _dk_winograd, "dw_winograd4": _dk_winograd4}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -217,8 +222,9 @@ def _matmul_dk_bwd(method, res, dy):
 _conv_matmul_dk.defvjp(_matmul_dk_fwd, _matmul_dk_bwd)
 
 METHODS = ("auto", "xla", "im2col", "winograd", "winograd4", "winograd_bwd", "dw_im2col", "dw_rows",
-           "dw_conv", "dw_winograd")
-_WINOGRAD = ("winograd", "winograd4", "winograd_bwd", "dw_winograd")
+           "dw_conv", "dw_winograd", "dw_winograd4")
+_WINOGRAD = ("winograd", "winograd4", "winograd_bwd", "dw_winograd", "dw_winograd4")
+_WINOGRAD4 = ("winograd4", "dw_winograd4")
 
 # Maps with at most this many pixels (8x8) use patches + matmul for all three products.
 IM2COL_MAX_PIXELS = 64
@@ -291,8 +297,9 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         even H and W); ``"winograd4"`` (the same by Winograd F(4x4, 3x3): H and W
         multiples of 4, float32 error about 5x XLA's); ``"winograd_bwd"`` (XLA forward, both gradients by Winograd);
         ``"dw_im2col"`` / ``"dw_rows"`` / ``"dw_conv"`` /
-        ``"dw_winograd"`` (XLA forward and input gradient; kernel gradient as matmuls
-        over patches, as a forward convolution over the batch axis, or by Winograd);
+        ``"dw_winograd"`` / ``"dw_winograd4"`` (XLA forward and input gradient; kernel
+        gradient as matmuls over patches, as a forward convolution over the batch axis,
+        or by Winograd F(2x2) / F(4x4));
         ``"auto"``: ``"im2col"`` on maps of at most :data:`IM2COL_MAX_PIXELS` pixels,
         ``"xla"`` for narrow layers (``C * O <= 512``) on maps above 32x32 (see
         :func:`auto_narrow`), otherwise ``"winograd"`` up to 16x16 (256 pixels),
@@ -319,13 +326,15 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
             method = "xla"
         else:
             method = next(m for n, m in _AUTO_LARGE if x.shape[1] * x.shape[2] <= n)
+            if method == "dw_winograd4" and not _winograd_applies(x, kernel, 4):
+                method = "dw_winograd"
             if method == "winograd4" and not _winograd_applies(x, kernel, 4):
                 method = "winograd"
             if method in _WINOGRAD and not _winograd_applies(x, kernel):
                 method = "xla"
-    elif method == "winograd4" and not _winograd_applies(x, kernel, 4):
+    elif method in _WINOGRAD4 and not _winograd_applies(x, kernel, 4):
         raise ValueError(
-            f"conv_same: method 'winograd4' needs a 3x3 kernel and height and width that "
+            f"conv_same: method {method!r} needs a 3x3 kernel and height and width that "
             f"are multiples of 4, got kernel {tuple(kernel.shape)} and x {tuple(x.shape)}")
     elif method in _WINOGRAD and not _winograd_applies(x, kernel):
         raise ValueError(

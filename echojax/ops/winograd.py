@@ -427,3 +427,15 @@ Args:
 Returns:
   ``[B, H, W, O]``.
 """
+
+
+def kernel_grad_winograd4(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """The kernel gradient of :func:`conv_same_winograd4` alone: ``x [B, H, W, C]``,
+    ``dy [B, H, W, O]`` (H, W multiples of 4) -> ``dK [3, 3, C, O]`` (36 ``[C, P] @
+    [P, O]`` products), for pairing with XLA's forward and input-gradient convolutions."""
+    if x.shape[:3] != dy.shape[:3]:
+        raise ValueError(f"kernel_grad_winograd4: x {tuple(x.shape)} and dy {tuple(dy.shape)} differ in [B, H, W]")
+    _check4(x, jnp.zeros((3, 3, x.shape[3], dy.shape[3]), x.dtype))
+    tr = conv_same_winograd4.transforms
+    du = _bmm(tr.input_transform(x), tr.output_transform_adjoint(dy), 1, 1)
+    return tr.kernel_transform_adjoint(du)
