@@ -1,8 +1,10 @@
 """Swin-UNet numerics against a plain float64 reference.
 
 ``echojax.models.swin_unet`` computes some layers in rearranged forms that are faster
-on the CPU (e.g. the final expansion, LayerNorm and head on the sub-pixel layout, with
-the LayerNorm's centring folded into the weights). This file re-implements the network
+on the CPU: the final expansion, LayerNorm and head on the sub-pixel layout with the
+LayerNorm's centring folded into the weights, LayerNorm scale and bias folded into the
+next dense layer, the MLP and the final variance in checkpointed token chunks, custom
+backward passes for dense layers and LayerNorm. This file re-implements the network
 the plain way, layer by layer as written in the reference SwinTransformerSys (roll,
 window partition, relative-position bias gathered from the table, masked softmax,
 depth-to-space then LayerNorm then the 1x1 head), runs it in float64 on the model's own
@@ -18,6 +20,7 @@ from flax import nnx
 from jax.scipy.special import erf
 
 from echojax import models
+from echojax.models import swin_unet
 
 jax.config.update("jax_disable_most_optimizations", True)
 
@@ -162,6 +165,14 @@ def _loss_weights(shape):
 
 @pytest.fixture(scope="module")
 def model_and_reference():
+    # Token chunks of 96 (not a power of two): several chunks per stage, and the
+    # largest-divisor rule at work (1024 tokens at stage one -> chunks of 64).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(swin_unet, "_CHUNK_TOKENS", 96)
+        yield _model_and_reference()
+
+
+def _model_and_reference():
     model = models.create("swin_unet", rngs=nnx.Rngs(0), **CONFIG)
     _randomise(model, jax.random.key(1))
     model.eval()
