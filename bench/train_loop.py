@@ -55,6 +55,8 @@ from echojax.config import Config, LossConfig, ModelConfig, Source  # noqa: E402
 
 def make_config(name: str, data_dir: str, *, batch_size: int, loop_steps: int,
                 log_every: int, num_workers: int) -> Config:
+    """The timed run: the whole train split of ``name``, ``loop_steps`` rounded up to
+    whole epochs, evaluated (and checkpointed) once, at the end."""
     resolution = tfds.builder(name, data_dir=data_dir).info.features["image"].shape[0]
     config = Config(sources=(Source(name, alias="camus"),), resolution=resolution,
                     data_dir=data_dir, model=ModelConfig(name="unet", size="cpu"),
@@ -63,7 +65,6 @@ def make_config(name: str, data_dir: str, *, batch_size: int, loop_steps: int,
                     num_workers=num_workers)
     steps_per_epoch = len(train.train_mixture(config)) // batch_size
     epochs = -(-loop_steps // steps_per_epoch)
-    # One evaluation, at the end (after the last timed row).
     return dataclasses.replace(config, epochs=epochs, eval_every=epochs)
 
 
