@@ -159,21 +159,16 @@ def _grouped_mean_square(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Ar
     ``x [..., D], kernel [D, groups * C] -> [..., groups, 1]``.
 
     The product can be the largest tensor of the network (the final expansion's); it is
-    formed a few thousand tokens at a time, under ``jax.checkpoint`` so that the
-    backward pass recomputes each chunk instead of storing it, and every pass over it
-    stays in cache.
+    formed in token chunks under ``jax.checkpoint`` (see :func:`_token_chunks`), so the
+    backward pass recomputes each chunk instead of storing it.
     """
-    *lead, d = x.shape
-    tokens = int(np.prod(lead))
-    chunk = max(c for c in range(1, min(tokens, _CHUNK_TOKENS) + 1) if tokens % c == 0)
 
     @jax.checkpoint
     def one_chunk(xc):
-        z = _matmul(xc, kernel).reshape(chunk, groups, -1).astype(jnp.float32)
+        z = _matmul(xc, kernel).reshape(xc.shape[0], groups, -1).astype(jnp.float32)
         return jnp.mean(jnp.square(z), axis=-1)
 
-    out = jax.lax.map(one_chunk, x.reshape(tokens // chunk, chunk, d))
-    return out.reshape(*lead, groups, 1)
+    return _token_chunks(one_chunk, x)[..., None]
 
 
 def _gelu(x: jax.Array) -> jax.Array:
