@@ -30,6 +30,21 @@ Deliberate differences from the reference:
   reference adds -100), so masked pairs get exactly zero weight in any dtype.
 * The final expansion scales by ``patch_size`` (the reference hard-codes 4, which only
   matches its default patch size).
+
+Same parameters and the same function, computed in forms that are faster on XLA:CPU
+(``tests/test_swin_unet_perf.py`` checks logits and every gradient against a plain
+float64 implementation; ``bench/README.md`` has the measured effect of each):
+* the final expansion, its LayerNorm and the 1x1 head are computed together on the
+  sub-pixel layout (:meth:`PatchExpand.project`), never forming the full-resolution
+  ``embed_dim``-channel map;
+* LayerNorm statistics in float32 with the two-pass variance (PyTorch's; flax uses
+  ``E[x**2] - E[x]**2``) and a hand-written backward pass; where a dense layer follows,
+  the LayerNorm's scale and bias are folded into its weights;
+* the MLP (without dropout) runs in token chunks under ``jax.checkpoint``;
+* dense layers use a custom VJP whose weight gradient lets XLA transpose the narrower
+  operand; the relative-position bias is read by a one-hot matmul and the shift mask
+  added with it; exact GELU in PyTorch's erf form (``jax.nn.gelu`` uses erfc; they
+  differ by ~1e-6); drop path multiplies by a per-example factor.
 """
 
 from __future__ import annotations
@@ -184,6 +199,8 @@ def _token_chunks(fn, x: jax.Array) -> jax.Array:
     *lead, d = x.shape
     tokens = int(np.prod(lead))
     chunk = max(c for c in range(1, min(tokens, _CHUNK_TOKENS) + 1) if tokens % c == 0)
+    if 8 * chunk < min(tokens, _CHUNK_TOKENS):
+        chunk = tokens  # an awkward token count: one chunk rather than many tiny ones
     out = jax.lax.map(fn, x.reshape(tokens // chunk, chunk, d))
     return out.reshape(*lead, out.shape[-1])
 
