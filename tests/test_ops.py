@@ -405,3 +405,26 @@ def test_apply_batch_norm_matches_nnx_batch_norm_and_its_running_stats():
     # The running averages moved (momentum 0.9 from mean 0, var 1).
     mean = results[True][1]["mean"][...]
     np.testing.assert_allclose(mean, 0.1 * np.asarray(x).mean((0, 1, 2)), rtol=1e-5)
+
+
+# --- 1x1 convolution -------------------------------------------------------------------
+
+def test_conv_1x1_matches_lax_values_and_gradients():
+    x, k, b = _rand(50, 2, 3, 5, 4), _rand(51, 1, 1, 4, 3), _rand(52, 3)
+    _check_against_float64(ops.conv_1x1, lambda x, k, b: _ref_conv(x, k) + b, [x, k, b],
+                           (2, 3, 5, 3), rtol=1e-5)
+
+
+def test_conv_1x1_uses_flax_parameters_unchanged_and_bad_input():
+    from echojax.models import layers
+
+    layer = layers.Conv1x1(4, 3, rngs=nnx.Rngs(2))
+    layer.conv.bias[...] = jnp.asarray(_rand(53, 3), jnp.float32)
+    x = jnp.asarray(_rand(54, 2, 4, 4, 4), jnp.float32)
+    with layers.use_ops(False):
+        want = layer(x)
+    np.testing.assert_allclose(layer(x), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[1, 1, C, O\]"):
+        ops.conv_1x1(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 3)))
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv_1x1(jnp.ones((1, 4, 4, 2)), jnp.ones((1, 1, 5, 3)))

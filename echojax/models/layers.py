@@ -267,7 +267,11 @@ class Conv1x1(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.conv(x)
+        if not _USE_OPS:
+            return self.conv(x)
+        bias = self.conv.bias[...] if self.conv.bias is not None else None
+        x, kernel, bias = self.conv.promote_dtype((x, self.conv.kernel[...], bias), dtype=self.conv.dtype)
+        return ops.conv_1x1(x, kernel, bias)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

@@ -72,6 +72,31 @@ def conv_transpose_2x2(x: jax.Array, kernel: jax.Array, bias: jax.Array | None =
 
 
 # ---------------------------------------------------------------------------------------
+# 1x1 convolution.
+
+
+def conv_1x1(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """``nnx.Conv(kernel_size=(1, 1))`` as one ``[B*H*W, C] @ [C, O]`` matmul (XLA:CPU runs
+    the convolution form and its gradients 1.3-3x slower; bench/README.md).
+
+    Args:
+      x: ``[B, H, W, C]``.
+      kernel: ``[1, 1, C, O]`` (the ``nnx.Conv`` kernel).
+      bias: optional ``[O]``.
+
+    Returns:
+      ``[B, H, W, O]``.
+    """
+    _check(x, kernel, name="conv_1x1")
+    if kernel.shape[:2] != (1, 1):
+        raise ValueError(f"conv_1x1: kernel must be [1, 1, C, O], got {tuple(kernel.shape)}")
+    b, h, w, c = x.shape
+    o = kernel.shape[3]
+    y = jnp.dot(x.reshape(b * h * w, c), kernel.reshape(c, o)).reshape(b, h, w, o)
+    return y if bias is None else y + bias
+
+
+# ---------------------------------------------------------------------------------------
 # k x k 'SAME' convolution, stride 1, as patches + one matmul.
 
 
