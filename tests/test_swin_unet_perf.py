@@ -252,3 +252,31 @@ def test_reference_detects_a_wrong_model(model_and_reference):
         heads=CONFIG["num_heads"], ws=CONFIG["window_size"], unmasked=True))(pure, x)
     err = np.max(np.abs(np.asarray(wrong) - logits)) / np.max(np.abs(logits))
     assert err > 100 * RTOL
+
+
+def test_off_the_cpu_the_mlp_runs_whole_and_matches_the_reference(model_and_reference, monkeypatch):
+    # Token chunks under jax.checkpoint are a CPU measure: with another default backend
+    # (read at trace time) the traced step holds no loop and no rematerialisation, and
+    # computes the same logits and gradients.
+    _, (ref_logits, ref_gp, ref_gx) = model_and_reference
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(swin_unet, "_CHUNK_TOKENS", 96)
+    model = models.create("swin_unet", rngs=nnx.Rngs(0), **CONFIG)
+    _randomise(model, jax.random.key(1))
+    model.eval()
+    x = jax.random.normal(jax.random.key(2), INPUT_SHAPE, jnp.float32)
+    weights = _loss_weights(INPUT_SHAPE)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def objective(params, x):
+        logits = nnx.merge(graphdef, params)(x)
+        return jnp.sum(logits * weights), logits
+
+    grad_fn = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
+    primitives = {e.primitive.name for e in jax.make_jaxpr(grad_fn)(params, x).eqns}
+    assert not primitives & {"scan", "while", "remat", "checkpoint"}, primitives
+    (_, logits), (g_params, g_x) = jax.jit(grad_fn)(params, x)
+    _close(np.asarray(logits), ref_logits, "logits")
+    _close(np.asarray(g_x), ref_gx, "input gradient")
+    for g, r in zip(jax.tree.leaves(nnx.to_pure_dict(g_params)), jax.tree.leaves(ref_gp)):
+        _close(np.asarray(g), r, "parameter gradient")

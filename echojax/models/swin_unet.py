@@ -40,7 +40,8 @@ float64 implementation; ``bench/README.md`` has the measured effect of each):
 * LayerNorm statistics in float32 with the two-pass variance (PyTorch's; flax uses
   ``E[x**2] - E[x]**2``) and a hand-written backward pass; where a dense layer follows,
   the LayerNorm's scale and bias are folded into its weights;
-* the MLP (without dropout) runs in token chunks under ``jax.checkpoint``;
+* the MLP (without dropout) runs in token chunks under ``jax.checkpoint`` (on the CPU
+  only: other backends run it whole);
 * dense layers use a custom VJP whose weight gradient lets XLA transpose the narrower
   operand; the relative-position bias is read by a one-hot matmul and the shift mask
   added with it; exact GELU in PyTorch's erf form (``jax.nn.gelu`` uses erfc; they
@@ -178,7 +179,6 @@ def _grouped_mean_square(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Ar
     backward pass recomputes each chunk instead of storing it.
     """
 
-    @jax.checkpoint
     def one_chunk(xc):
         z = _matmul(xc, kernel).reshape(xc.shape[0], groups, -1).astype(jnp.float32)
         return jnp.mean(jnp.square(z), axis=-1)
@@ -195,9 +195,19 @@ def _gelu(x: jax.Array) -> jax.Array:
 
 def _token_chunks(fn, x: jax.Array) -> jax.Array:
     """``fn`` applied to ``x [..., C]`` flattened to tokens, ``_CHUNK_TOKENS`` (or the
-    largest divisor of the token count below it) at a time; ``fn: [n, C] -> [n, D]``."""
+    largest divisor of the token count below it) at a time, each chunk under
+    ``jax.checkpoint``; ``fn: [n, C] -> [n, D]``.
+
+    A memory-traffic measure for XLA:CPU: off the CPU (read at trace time) ``fn`` runs
+    on all tokens at once and its activations are stored, since a GPU wants large
+    kernels and has the memory.
+    """
     *lead, d = x.shape
     tokens = int(np.prod(lead))
+    if jax.default_backend() != "cpu":
+        out = fn(x.reshape(tokens, d))
+        return out.reshape(*lead, out.shape[-1])
+    fn = jax.checkpoint(fn)
     chunk = max(c for c in range(1, min(tokens, _CHUNK_TOKENS) + 1) if tokens % c == 0)
     if 8 * chunk < min(tokens, _CHUNK_TOKENS):
         chunk = tokens  # an awkward token count: one chunk rather than many tiny ones
@@ -368,7 +378,6 @@ class Mlp(nnx.Module):
         x, k1, b1 = _dense_params(self.fc1, x, norm=norm)
         _, k2, b2 = _dense_params(self.fc2, x)
 
-        @jax.checkpoint
         def one_chunk(xc):
             return _matmul(_gelu(_matmul(xc, k1) + b1), k2) + b2
 
