@@ -53,9 +53,8 @@ class AttentionGate(nnx.Module):
             raise ValueError(
                 f"AttentionGate: gating signal {g.shape} and skip {x.shape} must share B, H, W"
             )
-        bn = layers.apply_batch_norm
-        a = jax.nn.relu(bn(self.w_g_norm, self.w_g(g)) + bn(self.w_x_norm, self.w_x(x)))
-        alpha = jax.nn.sigmoid(bn(self.psi_norm, self.psi(a)))
+        a = jax.nn.relu(self.w_g_norm(self.w_g(g)) + self.w_x_norm(self.w_x(x)))
+        alpha = jax.nn.sigmoid(self.psi_norm(self.psi(a)))
         return alpha * x, alpha
 
 
