@@ -172,7 +172,10 @@ def model_and_reference():
         yield _model_and_reference()
 
 
-def _model_and_reference():
+def _model_objective():
+    """The randomised test model's parameters, input and ``value_and_grad`` of the
+    weighted logit sum (logits as aux); the backend and chunk size are read when it is
+    traced."""
     model = models.create("swin_unet", rngs=nnx.Rngs(0), **CONFIG)
     _randomise(model, jax.random.key(1))
     model.eval()
@@ -180,14 +183,16 @@ def _model_and_reference():
     weights = _loss_weights(INPUT_SHAPE)
     graphdef, params = nnx.split(model, nnx.Param)
 
-    @jax.jit
-    def value_and_grads(params, x):
-        def objective(params, x):
-            logits = nnx.merge(graphdef, params)(x)
-            return jnp.sum(logits * weights), logits
-        return jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(params, x)
+    def objective(params, x):
+        logits = nnx.merge(graphdef, params)(x)
+        return jnp.sum(logits * weights), logits
 
-    (_, logits), (g_params, g_x) = value_and_grads(params, x)
+    return params, x, weights, jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
+
+
+def _model_and_reference():
+    params, x, weights, grad_fn = _model_objective()
+    (_, logits), (g_params, g_x) = jax.jit(grad_fn)(params, x)
     pure = nnx.to_pure_dict(params)
 
     with jax.enable_x64(True):
@@ -261,18 +266,7 @@ def test_off_the_cpu_the_mlp_runs_whole_and_matches_the_reference(model_and_refe
     _, (ref_logits, ref_gp, ref_gx) = model_and_reference
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(swin_unet, "_CHUNK_TOKENS", 96)
-    model = models.create("swin_unet", rngs=nnx.Rngs(0), **CONFIG)
-    _randomise(model, jax.random.key(1))
-    model.eval()
-    x = jax.random.normal(jax.random.key(2), INPUT_SHAPE, jnp.float32)
-    weights = _loss_weights(INPUT_SHAPE)
-    graphdef, params = nnx.split(model, nnx.Param)
-
-    def objective(params, x):
-        logits = nnx.merge(graphdef, params)(x)
-        return jnp.sum(logits * weights), logits
-
-    grad_fn = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
+    params, x, _, grad_fn = _model_objective()
     primitives = {e.primitive.name for e in jax.make_jaxpr(grad_fn)(params, x).eqns}
     assert not primitives & {"scan", "while", "remat", "checkpoint"}, primitives
     (_, logits), (g_params, g_x) = jax.jit(grad_fn)(params, x)

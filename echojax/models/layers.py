@@ -67,12 +67,17 @@ def use_ops(enabled: bool = True):
         _USE_OPS = previous
 
 
+def _operands(conv: nnx.Conv | nnx.ConvTranspose, x: jax.Array):
+    """``(x, kernel, bias)`` promoted to the layer's compute dtype, as the layer does."""
+    bias = conv.bias[...] if conv.bias is not None else None
+    return conv.promote_dtype((x, conv.kernel[...], bias), dtype=conv.dtype)
+
+
 def _conv_same(conv: nnx.Conv, x: jax.Array) -> jax.Array:
     """``conv(x)`` for a stride-1 'SAME' ``nnx.Conv``, through ``echojax.ops.conv_same``."""
     if not _USE_OPS:
         return conv(x)
-    bias = conv.bias[...] if conv.bias is not None else None
-    x, kernel, bias = conv.promote_dtype((x, conv.kernel[...], bias), dtype=conv.dtype)
+    x, kernel, bias = _operands(conv, x)
     y = ops.conv_same(x, kernel)
     return y if bias is None else y + bias
 
@@ -210,9 +215,7 @@ class TransposedConv2x2(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if not _USE_OPS:
             return self.conv(x)
-        x, kernel, bias = self.conv.promote_dtype(
-            (x, self.conv.kernel[...], self.conv.bias[...]), dtype=self.conv.dtype)
-        return ops.conv_transpose_2x2(x, kernel, bias)
+        return ops.conv_transpose_2x2(*_operands(self.conv, x))
 
 
 class UpsampleConv(nnx.Module):
@@ -269,9 +272,7 @@ class Conv1x1(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if not _USE_OPS:
             return self.conv(x)
-        bias = self.conv.bias[...] if self.conv.bias is not None else None
-        x, kernel, bias = self.conv.promote_dtype((x, self.conv.kernel[...], bias), dtype=self.conv.dtype)
-        return ops.conv_1x1(x, kernel, bias)
+        return ops.conv_1x1(*_operands(self.conv, x))
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
