@@ -5,7 +5,8 @@
 # (with CUDA) installed; no network. Prints one table; stops starting new cases once
 # BUDGET seconds (default 570) have passed, so one invocation stays within 10 minutes.
 #
-#   bash bench/gpu.sh float32     # on the GPU machine, from anywhere (~7-9 min on an H100)
+#   bash bench/gpu.sh float32     # on the GPU machine, from anywhere (~7-9 min on a cold
+#                                 # H100, estimated from the per-case times below)
 #   bash bench/gpu.sh bfloat16    # the bf16-compute half, a second invocation
 #   bash bench/gpu.sh             # both dtypes: ~13-16 min cold on an H100, so the
 #                                 # budget cuts the bf16 half short (BUDGET=1000 for all)
