@@ -407,6 +407,26 @@ def test_apply_batch_norm_matches_nnx_batch_norm_and_its_running_stats():
     np.testing.assert_allclose(mean, 0.1 * np.asarray(x).mean((0, 1, 2)), rtol=1e-5)
 
 
+def test_fused_batch_norm_only_on_the_cpu_backend(monkeypatch):
+    # The fused form is an XLA:CPU measure: with another default backend (read at trace
+    # time) training-mode BatchNorm is nnx.BatchNorm's own computation, no custom VJP.
+    from echojax.models import layers
+
+    norm = layers.batch_norm(3, dtype=None, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 4, 4, 3), jnp.float32)
+
+    def primitives():
+        graphdef, state = nnx.split(norm)
+
+        def f(state, x):
+            return layers.apply_batch_norm(nnx.merge(graphdef, state), x, relu=True)
+        return {e.primitive.name for e in jax.make_jaxpr(f)(state, x).eqns}
+
+    assert "custom_vjp_call" in primitives()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert "custom_vjp_call" not in primitives()
+
+
 # --- 1x1 convolution -------------------------------------------------------------------
 
 def test_conv_1x1_matches_lax_values_and_gradients():
