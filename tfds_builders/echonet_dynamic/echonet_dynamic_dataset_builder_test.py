@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from echojax import labels, phantoms
 from echojax.data import cone, preprocess
 from tfds_builders.echonet_dynamic import echonet_dynamic_dataset_builder as echonet
+from tfds_builders.echonet_dynamic import sector_check
 
 DUMMY = Path(__file__).parent / "dummy_data"
 
@@ -173,6 +174,17 @@ def test_no_example_at_all_stops_with_the_counts(tmp_path):
     _assert_fails_cleanly(manual, tmp_path / "data", ValueError,
                           r"no split has any example \(videos listed per split: train: 0, "
                           r"validation: 0, test: 1\)")
+
+
+def test_lv_band_by_hand():
+    lv = np.zeros((30, 30), bool)
+    lv[10:20, 10:20] = True
+    band = sector_check.lv_band(lv, width=2)
+    assert band[10:12, 10:20].all() and not band[12:18, 12:18].any()  # inner 2 pixels
+    assert band[8, 15] and not band[7, 15] and band[15, 21] and not band[15, 22]
+    assert band[9, 9] and not band[8, 8] and not band[8, 9]  # sqrt(2) <= 2 < sqrt(5)
+    # Outside: the 14 x 14 square without 3 pixels per corner and the LV; inside: 2 rings.
+    assert band.sum() == (14 * 14 - 4 * 3 - 100) + (100 - 36)
 
 
 # ------------------------------------------------------------------- bad input
