@@ -503,9 +503,9 @@ def outside_fan_mask(signal: np.ndarray, labelled: np.ndarray | None = None, *,
     (and from anything joined to it) stay outside; a piece that touches the hull is kept
     whole. An isolated speck just above the signal level in a nearly black part of the
     fan, farther than ``gap_px`` from all other signal, is treated as outside (2 pixels
-    of 12,318 on one phantom). ``gap_px`` defaults to 3% of the shorter image side (our choice: a larger gap
-    keeps more markings, a smaller one risks zeroing far-field pieces of the fan that
-    dropout detached; 3 pixels at 112 x 112).
+    of 12,318 on one phantom). ``gap_px`` defaults to 3% of the shorter image side (our
+    choice: a larger gap keeps more markings, a smaller one risks zeroing far-field
+    pieces of the fan that dropout detached; 3 pixels at 112 x 112).
     """
     h, w = signal.shape
     gap = _gap(signal.shape, gap_px)
