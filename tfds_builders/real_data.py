@@ -1,20 +1,6 @@
 """What the manual-download builders (camus, echonet_dynamic, unity_imaging) share:
 checking the manual folder, the patient-level 80/10/10 split, array_record as the
-default file format, turning a raw frame + mask into a checked example, safe sector
-handling with its counts in the dataset's metadata, and leaving out splits a subset of
-a release leaves empty.
-
-What a preparation did is kept in ``builder.info.metadata`` (a
-``tfds.core.MetadataDict``; the builder's ``_info`` passes ``metadata=
-tfds.core.MetadataDict()``), saved as ``metadata.json`` beside ``dataset_info.json``:
-
-- ``"sector_handling"``: ``{"estimated_sector": n, "outside_fan_only": n,
-  "unmasked": n, "estimate_rejected": n}``, recordings by what
-  ``echojax.data.cone.clear_outside_sector`` did (``estimate_rejected``: how many of
-  them had their geometric estimate rejected), and ``"sector_fallbacks"``: the first
-  100 rejected recordings with the reason.
-- ``"skipped"``: ``{reason: count}`` of recordings a builder skipped.
-- ``"omitted_splits"``: ``{split: message}`` of splits left out because empty.
+default file format, and turning a raw frame + mask into a checked example.
 """
 
 from __future__ import annotations
@@ -99,6 +85,18 @@ def make_example(*, image: np.ndarray, mask: np.ndarray, spacing_mm, resolution:
     }
     features_lib.check_example(example, resolution, where=where)
     return example
+
+
+# Safe sector handling and partial releases. What a preparation did is kept in
+# ``builder.info.metadata`` (a ``tfds.core.MetadataDict``: the builder's ``_info`` passes
+# ``metadata=tfds.core.MetadataDict()``), saved as ``metadata.json`` beside
+# ``dataset_info.json``:
+# - "sector_handling": {"estimated_sector": n, "outside_fan_only": n, "unmasked": n,
+#   "estimate_rejected": n}, recordings by what ``echojax.data.cone.clear_outside_sector``
+#   did ("estimate_rejected": how many had their geometric estimate rejected), and
+#   "sector_fallbacks": the first MAX_LISTED_FALLBACKS rejected recordings with the reason;
+# - "skipped": {reason: count} of recordings a builder skipped;
+# - "omitted_splits": {split: message} of the splits left out because empty.
 
 
 def clear_sector(frames: np.ndarray, label_maps: np.ndarray | None = None, *, where: str,
