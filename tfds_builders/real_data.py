@@ -87,6 +87,26 @@ def make_example(*, image: np.ndarray, mask: np.ndarray, spacing_mm, resolution:
     return example
 
 
+def round_image(array: np.ndarray, *, where: str, metadata: dict | None = None,
+                dataset: str) -> np.ndarray:
+    """A grey frame read from a file as ``uint8[H, W]``: floats (CAMUS 2023 NIfTI images
+    load as float32 with values 0-255) by ``preprocess.round_to_uint8_image``; pixels
+    that needed rounding are logged per file and summed in
+    ``metadata["rounded_image_pixels"] = {"files": n, "pixels": n}``. Values outside
+    0..255 are an error naming ``where``."""
+    image, rounded = preprocess.round_to_uint8_image(array, where=where)
+    if rounded:
+        counts = {"files": 0, "pixels": 0}
+        if metadata is not None:
+            counts = metadata.setdefault("rounded_image_pixels", counts)
+        counts["files"] += 1
+        counts["pixels"] += int(rounded)
+        logging.warning("%s: %s: %d pixels with non-integer grey levels (%s) rounded to the "
+                        "nearest integer (%d files, %d pixels so far)", dataset, where, rounded,
+                        np.asarray(array).dtype, counts["files"], counts["pixels"])
+    return image
+
+
 # Safe sector handling and partial releases. What a preparation did is kept in
 # ``builder.info.metadata`` (a ``tfds.core.MetadataDict``: the builder's ``_info`` passes
 # ``metadata=tfds.core.MetadataDict()``), saved as ``metadata.json`` beside
@@ -96,6 +116,7 @@ def make_example(*, image: np.ndarray, mask: np.ndarray, spacing_mm, resolution:
 #   did ("estimate_rejected": how many had their geometric estimate rejected), and
 #   "sector_fallbacks": the first MAX_LISTED_FALLBACKS rejected recordings with the reason;
 # - "skipped": {reason: count} of recordings a builder skipped;
+# - "rounded_image_pixels": {"files": n, "pixels": n}, see ``round_image``;
 # - "omitted_splits": {split: message} of the splits left out because empty.
 
 

@@ -42,7 +42,6 @@ import tensorflow_datasets as tfds
 
 from echojax import labels
 from echojax.data import features as features_lib
-from echojax.data import preprocess
 from tfds_builders import real_data
 
 SOURCE = "camus"
@@ -196,9 +195,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     image_path = folder / p / f"{p}_{view}_{phase}{ext}"
                     mask_path = folder / p / f"{p}_{view}_{phase}_gt{ext}"
                     raw, spacing = read_frame(image_path)
-                    image, rounded = preprocess.round_to_uint8_image(raw, where=str(image_path))
-                    if rounded:
-                        self._count_rounded(image_path, rounded, raw.dtype)
+                    image = real_data.round_image(raw, where=str(image_path), dataset=SOURCE,
+                                                  metadata=self.info.metadata)
                     mask, mask_spacing = read_frame(mask_path)
                     if not np.allclose(spacing, mask_spacing, rtol=1e-4):
                         raise ValueError(f"{mask_path}: spacing {mask_spacing} differs from "
@@ -208,11 +206,3 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         label_mask=labels.FULL_LABEL_MASK, source=SOURCE, patient_id=p,
                         view=view, phase=phase, ef=ef, where=str(image_path),
                         mask_where=str(mask_path))
-
-    def _count_rounded(self, path: Path, n: int, dtype) -> None:
-        counts = self.info.metadata.setdefault("rounded_image_pixels", {"files": 0, "pixels": 0})
-        counts["files"] += 1
-        counts["pixels"] += int(n)
-        logging.warning("camus: %s: %d pixels with non-integer grey levels (%s) rounded to "
-                        "the nearest integer (%d files, %d pixels so far)", path, n, dtype,
-                        counts["files"], counts["pixels"])
