@@ -168,9 +168,9 @@ def test_sector_problems_hand_computed():
     signal[0:2, 36:40] = True                   # a marking: 8 pixels, far from the fan
     kept = np.zeros((40, 40), bool)
     kept[10:30, 10:25] = True                   # cuts 20 x 5 = 100 fan pixels
-    # 100 of 408 signal pixels are cut: 24.5%, above 20%, below 25%.
+    # 100 of the fan's 400 signal pixels are cut (the far marking does not count): 25%.
     msg = cone.sector_problems(kept, signal, None, max_cut_fraction=0.2, gap_px=2)
-    assert "100 of 408" in msg and "24.5%" in msg
+    assert "100 of the 400 signal pixels of the fan" in msg and "25.0%" in msg
     assert cone.sector_problems(kept, signal, None, max_cut_fraction=0.25, gap_px=2) == ""
     # The marking entirely outside is not counted; the whole fan outside is an error.
     kept2 = np.zeros((40, 40), bool)
@@ -185,8 +185,8 @@ def test_sector_problems_hand_computed():
     kept3[10:30, 10:30] = True
     sig3 = signal.copy()
     sig3[31:33, 10:30] = True                   # 40 pixels, one row below the fan
-    assert "40 of 448" in cone.sector_problems(kept3, sig3, None, max_cut_fraction=0.05,
-                                               gap_px=2)
+    assert "40 of the 440 signal pixels" in cone.sector_problems(
+        kept3, sig3, None, max_cut_fraction=0.05, gap_px=2)
     assert cone.sector_problems(kept3, sig3, None, max_cut_fraction=0.05, gap_px=1) == ""
 
 

@@ -437,7 +437,8 @@ def sector_problems(kept: np.ndarray, signal: np.ndarray, labelled: np.ndarray |
     ``SIGNAL_LEVEL`` in some frame), those that reach inside ``kept`` or come within
     ``gap_px`` of it may belong to the fan (a far-field arc cut off by dropout is
     such a piece), and their part outside ``kept`` must stay below
-    ``max_cut_fraction`` of the signal (codec ringing at the fan's edge). Pieces
+    ``max_cut_fraction`` of their signal (codec ringing at the fan's edge; a fraction
+    of the fan's signal, not of all signal, so that markings do not dilute it). Pieces
     farther away are markings, unless the largest piece (the fan) is among them.
     ``gap_px`` is small (our choice: 1): markings are often drawn 2-3 pixels off the
     fan, and a larger one would reject every estimate near them.
@@ -458,10 +459,12 @@ def sector_problems(kept: np.ndarray, signal: np.ndarray, labelled: np.ndarray |
     if inside[biggest] == 0:
         return (f"the largest piece of echo signal ({int(outside[biggest])} pixels) lies "
                 f"entirely outside the estimated sector")
-    cut = int(outside[close > 0].sum())
-    if cut > max_cut_fraction * total:
-        return (f"the estimated sector cuts through the echo signal: {cut} of {total} "
-                f"signal pixels ({100 * cut / total:.1f}%, more than "
+    fan = close > 0
+    cut = int(outside[fan].sum())
+    fan_total = int((inside + outside)[fan].sum())
+    if cut > max_cut_fraction * fan_total:
+        return (f"the estimated sector cuts through the echo signal: {cut} of the {fan_total} "
+                f"signal pixels of the fan ({100 * cut / fan_total:.1f}%, more than "
                 f"{100 * max_cut_fraction:.1f}%) lie outside it in pieces that reach inside "
                 f"or come within {gap_px} pixel(s) of it")
     return ""

@@ -29,9 +29,10 @@ def test_no_echo_signal_lost_on_any_real_video(rows):
     assert len(rows) == 10  # five videos x (ED, ES)
     assert sector_check.misses(rows) == []
     for r in rows:
-        for method in ("validated", "builder"):
+        for method in ("validated", "builder", "raw"):
             overall, band = r.zeroed[method]
             assert overall <= sector_check.MAX_OVERALL and band <= sector_check.MAX_BAND
+        assert r.markings_removed >= 0.95  # text, ECG and cursor drawn around the fan
 
 
 def test_every_traced_pixel_is_kept():

@@ -12,12 +12,17 @@ the whole frame and in a band of 6 pixels on either side of the traced LV bounda
 - ``validated``: ``cone.clear_outside_sector`` with its estimate (what a builder of raw
   frames with markings, e.g. Unity, uses);
 - ``builder``: what the echonet_dynamic builder does (``clear_video``: no estimate, only
-  what lies outside the fan's convex hull).
+  what lies outside the fan's convex hull);
+- ``raw``: a stand-in for raw scanner frames (Unity, a user's exports): the video on a
+  larger canvas with text, an ECG trace and a moving sweep cursor drawn around the fan
+  (``draw_markings``), through ``clear_outside_sector`` with its estimate; the fractions
+  are of the original frame's signal, and ``markings removed %`` says how much of the
+  drawn markings' signal went.
 
     python -m tfds_builders.echonet_dynamic.sector_check \\
         --root ../shared/real_samples/echonet_dynamic [--png_dir /tmp/sector_check]
 
-Targets (for ``builder`` and ``validated``): at most 5 % overall, at most 2 % in the
+Targets (for ``builder``, ``validated`` and ``raw``): at most 5 % overall, at most 2 % in the
 LV band, on every video. The exit status is 1 when a target is missed.
 """
 
@@ -37,7 +42,8 @@ from tfds_builders.echonet_dynamic import echonet_dynamic_dataset_builder as ech
 
 BAND_PX = 6
 MAX_OVERALL, MAX_BAND = 0.05, 0.02
-METHODS = ("unvalidated", "validated", "builder")
+METHODS = ("unvalidated", "validated", "builder", "raw")
+PAD = (4, 24, 24, 24)   # canvas margins (top, bottom, left, right) for the drawn markings
 
 
 @dataclasses.dataclass
@@ -49,6 +55,7 @@ class Row:
     band_signal: int            # of them, in the LV band
     zeroed: dict                # method -> (overall fraction, band fraction); None: skipped
     action: dict                # method -> what was done
+    markings_removed: float     # "raw": fraction of the drawn markings' signal zeroed
 
 
 def lv_band(lv: np.ndarray, width: int = BAND_PX) -> np.ndarray:
@@ -58,6 +65,29 @@ def lv_band(lv: np.ndarray, width: int = BAND_PX) -> np.ndarray:
     outside = ndimage.distance_transform_edt(~lv)     # to the nearest LV pixel
     inside = ndimage.distance_transform_edt(lv)       # to the nearest non-LV pixel
     return (~lv & (outside <= width)) | (lv & (inside <= width))
+
+
+def draw_markings(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``video`` (uint8[T, H, W]) on a canvas larger by ``PAD``, with what scanners draw
+    around the fan: text in three places, an ECG trace below and a sweep cursor that
+    moves from frame to frame. Returns (frames, bool[H', W'] of the static markings)."""
+    t, h, w = video.shape
+    top, bottom, left, right = PAD
+    hh, ww = h + top + bottom, w + left + right
+    canvas = np.zeros((t, hh, ww), np.uint8)
+    canvas[:, top:top + h, left:left + w] = video
+    marks = np.zeros((hh, ww), np.uint8)
+    cv2.putText(marks, "HR 72", (2, 12), cv2.FONT_HERSHEY_PLAIN, 0.8, 255, 1)
+    cv2.putText(marks, "17cm", (ww - 38, 12), cv2.FONT_HERSHEY_PLAIN, 0.8, 255, 1)
+    cv2.putText(marks, "G60", (2, 28), cv2.FONT_HERSHEY_PLAIN, 0.8, 200, 1)
+    xs = np.arange(ww)
+    qrs = np.abs((xs % 40) - 20) < 3
+    ys = (hh - 10 + 4 * np.sin(xs / 3.0) * qrs).astype(int)
+    marks[ys, xs] = 230
+    out = np.maximum(canvas, marks[None])
+    for i in range(t):
+        out[i, hh - 16:hh - 2, (3 * i) % ww] = 180
+    return out, marks > 0
 
 
 def _fractions(frame, kept, band):
@@ -87,6 +117,13 @@ def measure(root: Path, png_dir: Path | None = None) -> list[Row]:
         kept["validated"], action["validated"] = report.kept, report.action
         _, report = echonet.clear_video(video, traces, where=name)
         kept["builder"], action["builder"] = report.kept, report.action
+        raw, marks = draw_markings(video)
+        top, bottom, left, right = PAD
+        pad = ((0, 0), (top, bottom), (left, right))
+        _, report = cone.clear_outside_sector(raw, np.pad(labelled, pad))
+        raw_kept = report.kept
+        kept["raw"] = raw_kept[top:top + video.shape[1], left:left + video.shape[2]]
+        action["raw"] = report.action
         for phase, fr, trace in (("ED", ed, frames[ed]), ("ES", es, frames[es])):
             frame = video[fr]
             lv = echonet.trace_mask(trace, frame.shape) > 0
@@ -94,8 +131,10 @@ def measure(root: Path, png_dir: Path | None = None) -> list[Row]:
             zeroed = {m: None if k is None else _fractions(frame, k, band)
                       for m, k in kept.items()}
             sig = frame > cone.SIGNAL_LEVEL
+            drawn = marks & (raw[fr] > cone.SIGNAL_LEVEL)
+            removed = float((drawn & ~raw_kept).sum() / max(drawn.sum(), 1))
             rows.append(Row(name, phase, fr, int(sig.sum()), int((sig & band).sum()),
-                            zeroed, dict(action)))
+                            zeroed, dict(action), removed))
             if png_dir is not None:
                 _picture(Path(png_dir) / f"{name}_{phase}.png", frame, lv, band, kept)
     return rows
@@ -122,7 +161,8 @@ def table(rows: list[Row]) -> str:
     def pct(v):
         return "skipped" if v is None else f"{100 * v:.2f}"
     head = ("| video | frame | signal px | " + " | ".join(
-        f"{m}: all % | {m}: LV band %" for m in METHODS) + " | validated: action | builder: action |")
+        f"{m}: all % | {m}: LV band %" for m in METHODS)
+        + " | raw: markings removed % | validated: action | builder: action | raw: action |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         cells = []
@@ -130,11 +170,12 @@ def table(rows: list[Row]) -> str:
             z = r.zeroed[m]
             cells += [pct(None if z is None else z[0]), pct(None if z is None else z[1])]
         lines.append(f"| {r.video} | {r.phase} ({r.frame}) | {r.signal} | "
-                     + " | ".join(cells) + f" | {r.action['validated']} | {r.action['builder']} |")
+                     + " | ".join(cells) + f" | {100 * r.markings_removed:.1f} | "
+                     f"{r.action['validated']} | {r.action['builder']} | {r.action['raw']} |")
     return "\n".join(lines)
 
 
-def misses(rows: list[Row], methods=("validated", "builder")) -> list[str]:
+def misses(rows: list[Row], methods=("validated", "builder", "raw")) -> list[str]:
     out = []
     for r in rows:
         for m in methods:
@@ -157,7 +198,7 @@ def main(argv=None) -> int:
     print(table(rows))
     missed = misses(rows)
     print(f"\ntargets (<= {100 * MAX_OVERALL:.0f}% overall, <= {100 * MAX_BAND:.0f}% in the "
-          f"{BAND_PX}-pixel LV band) for 'validated' and 'builder': "
+          f"{BAND_PX}-pixel LV band) for 'validated', 'builder' and 'raw': "
           + ("met on every frame" if not missed else "MISSED on " + "; ".join(missed)))
     return 1 if missed else 0
 
