@@ -287,6 +287,39 @@ def write_unity(root: Path, frames=UNITY_FRAMES) -> None:
     (root / "labels" / "keys.json").write_text(json.dumps(UNITY_KEYS, indent=1))
 
 
+# echo_folder: (patient, view, phase) of a user's folder of phantom frames.
+ECHO_FOLDER_FRAMES = (("P001", "2CH", "ED"), ("P001", "2CH", "ES"), ("P002", "4CH", "ED"),
+                      ("P003", "4CH", "ES"))
+ECHO_FOLDER_SHAPE = (48, 40)
+
+
+def write_echo_folder(root: Path, frames=ECHO_FOLDER_FRAMES) -> None:
+    """A user's folder as the echo_folder builder reads it: PNG frames, PNG masks with
+    the values 0/1/2/3 stored as 0/85/170/255 (as a viewer-friendly export would), an
+    EF table by patient and the spec ``echo_folder.json`` (name ``phantoms``)."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    efs = {}
+    for patient, view, phase in frames:
+        r = phantoms.render_view("camus_like", int(patient[1:]), view, phase,
+                                 shape=ECHO_FOLDER_SHAPE, seed=3)
+        name = f"{patient}_{view}_{phase}"
+        Image.fromarray(r.image).save(root / "images" / f"{name}.png")
+        Image.fromarray((r.classes * 85).astype(np.uint8)).save(root / "masks" / f"{name}.png")
+        efs[patient] = r.ef
+    with (root / "ef.csv").open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["patient_id", "ef"])
+        out.writerows((p, f"{ef:.2f}") for p, ef in sorted(efs.items()))
+    spec = {"name": "phantoms", "images": "images/*.png", "masks": "masks/{stem}.png",
+            "labels": {"0": "background", "85": "lv", "170": "lvm", "255": "la"},
+            "annotated": ["lv", "lvm", "la"], "pixel_spacing_mm": [0.5, 0.5],
+            "filename_regex": r"(?P<patient_id>P\d+)_(?P<view>[24]CH)_(?P<phase>ED|ES)",
+            "csv": "ef.csv", "split": "hash"}
+    (root / "echo_folder.json").write_text(json.dumps(spec, indent=1))
+
+
 def rewrite(target: Path, writer) -> None:
     """Writes into a temporary sibling, then swaps it in: never half a fixture."""
     target = Path(target)
