@@ -1,8 +1,8 @@
-"""Writes the tiny ``dummy_data/`` of the camus, echonet_dynamic and unity_imaging
-builders from phantoms (``echojax.phantoms.render_view``), in each dataset's true raw
-layout and file formats. No real patient data.
+"""Writes the tiny ``dummy_data/`` of the camus, echonet_dynamic, unity_imaging and
+echo_folder builders from phantoms (``echojax.phantoms.render_view``), in each dataset's
+true raw layout and file formats. No real patient data.
 
-    python -m tfds_builders.make_dummy_data        # rewrites the three dummy_data/
+    python -m tfds_builders.make_dummy_data        # rewrites the four dummy_data/
 
 The same functions write variants (the CAMUS 2019 MetaImage release, broken files)
 into temporary folders for the builder tests.
@@ -336,7 +336,8 @@ def main() -> None:
     rewrite(HERE / "camus" / "dummy_data", write_camus)
     rewrite(HERE / "echonet_dynamic" / "dummy_data", write_echonet)
     rewrite(HERE / "unity_imaging" / "dummy_data", write_unity)
-    for name in ("camus", "echonet_dynamic", "unity_imaging"):
+    rewrite(HERE / "echo_folder" / "dummy_data", write_echo_folder)
+    for name in ("camus", "echonet_dynamic", "unity_imaging", "echo_folder"):
         files = [p for p in (HERE / name / "dummy_data").rglob("*") if p.is_file()]
         print(f"{name}: {len(files)} files, {sum(p.stat().st_size for p in files)} bytes")
 

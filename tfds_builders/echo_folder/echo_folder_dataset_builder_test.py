@@ -205,3 +205,20 @@ def test_config_names(tmp_path):
             folder.make_config(bad)
     with pytest.raises(ValueError, match="needs a config"):
         folder.Builder(data_dir=str(tmp_path))
+
+
+def test_dicom_image_with_png_mask_and_header_spacing_refused(tmp_path):
+    import SimpleITK as sitk
+    root = tmp_path / "folder"
+    root.mkdir()
+    image, raw = _frames(0)
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(root / "P09_2CH_ES.dcm"))
+    Image.fromarray(raw).save(root / "P09_2CH_ES_mask.png")
+    spec = {"name": "dcm", "images": "*.dcm", "masks": "{stem}_mask.png", "labels": LABELS,
+            "annotated": ["lv", "lvm"], "defaults": {"view": "2CH"}, "split": "validation"}
+    (root / spec_lib.SPEC_FILE).write_text(json.dumps(spec))
+    ex, = _all(_build(root, tmp_path / "d1", "dcm"))["validation"]
+    np.testing.assert_array_equal(ex["image"][..., 0], image)
+    assert np.isnan(ex["pixel_spacing_mm"]).all()
+    (root / spec_lib.SPEC_FILE).write_text(json.dumps({**spec, "pixel_spacing_mm": "header"}))
+    _fails(root, tmp_path / "d2", r"P09_2CH_ES\.dcm: pixel_spacing_mm is \"header\"", "dcm")
