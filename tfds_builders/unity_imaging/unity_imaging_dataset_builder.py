@@ -484,6 +484,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=features_lib.features(self.builder_config.resolution),
             supervised_keys=("image", "segmentation"),
             homepage="https://github.com/UnityImaging",
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -501,6 +502,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         kept = [c for items in frames.values() for c, _, _ in items]
         real_data.require_paths(root / "png-cache",
                                 [str(frame_path(Path(), c)) for c in kept], dataset=SOURCE)
+        # Provenance in the prepared dataset (metadata.json): which frames were chosen how.
+        self.info.metadata.update({
+            "lvm": cfg.lvm, "curation": curated, "labelled_frames": len(all_labels),
+            "kept_frames": {s: len(v) for s, v in frames.items()},
+            "skipped_files": [Path(f).name for f in stats["skipped_files"]]})
         logging.info("unity_imaging: %d labelled frames in %d labels file(s) (%d duplicate "
                      "codes ignored); %s; kept %d apical frames with an LV curve %s, "
                      "dropped %d", len(all_labels),

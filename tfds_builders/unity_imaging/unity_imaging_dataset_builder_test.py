@@ -252,6 +252,10 @@ def test_curation_file_keeps_and_excludes_frames(tmp_path):
     builder = prepare(manual, tmp_path / "data")
     kept = [ex for source in builder.as_data_source().values() for ex in source]
     assert len(kept) == 1 and kept[0]["patient_id"].decode() == unity.video_code(a3)
+    meta = builder.info.metadata
+    assert meta["curation"].startswith("curation.json: 1 frames selected (keep 2, exclude 1)")
+    assert meta["kept_frames"] == {"train": 1, "validation": 0, "test": 0}
+    assert meta["skipped_files"] == ["keys.json"] and meta["lvm"] == "midmyo"
 
 
 @pytest.mark.parametrize("curation, match", [
