@@ -29,6 +29,11 @@ from PIL import Image
 
 from echojax.data import features as features_lib
 from tfds_builders import real_data
+
+try:  # optional: the spacing of DICOM ultrasound lives in tags SimpleITK does not read
+    import pydicom
+except ImportError:  # pragma: no cover - depends on the environment
+    pydicom = None
 from tfds_builders.echo_folder import spec as spec_lib
 
 _PILLOW = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -86,8 +91,8 @@ def read_array(path: Path, *, is_mask: bool, frame: int | None = None):
                 array = _grey(array)
             sx, sy = image.GetSpacing()[:2]
             # DICOM ultrasound keeps its spacing in the ultrasound regions, which
-            # SimpleITK does not read (it reports 1.0): never trust it.
-            spacing = None if ext == ".dcm" else (float(sy), float(sx))
+            # SimpleITK does not read (it reports 1.0 then): read the tags instead.
+            spacing = dicom_spacing(path) if ext == ".dcm" else (float(sy), float(sx))
         else:
             raise ValueError(f"unsupported file type {ext!r} (supported: "
                              f"{', '.join(_PILLOW + _ITK)})")
@@ -105,6 +110,24 @@ def read_array(path: Path, *, is_mask: bool, frame: int | None = None):
             raise ValueError(f"{path}: frame {frame} out of range 0..{array.shape[0] - 1}")
         array = array[frame]
     return array, spacing
+
+
+def dicom_spacing(path: Path) -> tuple[float, float] | None:
+    """(row, col) mm of a DICOM file: the one 2-D ultrasound region's physical deltas
+    (stored in cm), else ``PixelSpacing``; None without pydicom or without either."""
+    if pydicom is None:
+        return None
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    deltas = {(float(r.PhysicalDeltaY) * 10, float(r.PhysicalDeltaX) * 10)
+              for r in ds.get("SequenceOfUltrasoundRegions", [])
+              if r.get("RegionSpatialFormat") == 1 and r.get("PhysicalUnitsXDirection") == 3
+              and r.get("PhysicalUnitsYDirection") == 3}
+    if len(deltas) == 1:
+        return deltas.pop()
+    if not deltas and "PixelSpacing" in ds:
+        row, col = (float(v) for v in ds.PixelSpacing)
+        return row, col
+    return None  # none, or 2-D regions that disagree
 
 
 def map_labels(raw: np.ndarray, lut: dict[int, int], *, where: str) -> np.ndarray:

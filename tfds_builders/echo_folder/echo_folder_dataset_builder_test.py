@@ -222,3 +222,28 @@ def test_dicom_image_with_png_mask_and_header_spacing_refused(tmp_path):
     assert np.isnan(ex["pixel_spacing_mm"]).all()
     (root / spec_lib.SPEC_FILE).write_text(json.dumps({**spec, "pixel_spacing_mm": "header"}))
     _fails(root, tmp_path / "d2", r"P09_2CH_ES\.dcm: pixel_spacing_mm is \"header\"", "dcm")
+
+
+def test_dicom_spacing_from_the_ultrasound_region(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    import SimpleITK as sitk
+    root = tmp_path / "folder"
+    root.mkdir()
+    image, raw = _frames(2)
+    path = root / "P07_4CH_ED.dcm"
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(path))
+    ds = pydicom.dcmread(str(path))
+    region = pydicom.Dataset()
+    region.RegionSpatialFormat, region.PhysicalUnitsXDirection = 1, 3
+    region.PhysicalUnitsYDirection, region.PhysicalDeltaX, region.PhysicalDeltaY = 3, 0.02, 0.03
+    ds.SequenceOfUltrasoundRegions = pydicom.Sequence([region])
+    ds.save_as(str(path))
+    assert folder.dicom_spacing(path) == pytest.approx((0.3, 0.2))
+    Image.fromarray(raw).save(root / "P07_4CH_ED_mask.png")
+    (root / spec_lib.SPEC_FILE).write_text(json.dumps({
+        "name": "us", "images": "*.dcm", "masks": "{stem}_mask.png", "labels": LABELS,
+        "annotated": ["lv", "lvm"], "pixel_spacing_mm": "header", "defaults": {"view": "4CH"},
+        "split": "test"}))
+    ex, = _all(_build(root, tmp_path / "data", "us"))["test"]
+    np.testing.assert_allclose(ex["pixel_spacing_mm"], [0.3, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(ex["image"][..., 0], image)
