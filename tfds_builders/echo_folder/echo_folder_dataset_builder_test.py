@@ -18,6 +18,19 @@ from tfds_builders.echo_folder import echo_folder_dataset_builder as folder
 from tfds_builders.echo_folder import spec as spec_lib
 
 R = 64
+
+
+class EchoFolderTest(tfds.testing.DatasetBuilderTestCase):
+    """TFDS's harness on ``dummy_data/`` (the fixture script's phantom folder)."""
+    DATASET_CLASS = folder.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = [folder.make_config("phantoms_64")]
+    SPLITS = {"train": 4}  # P001-P003 all hash to train; the empty splits are omitted
+    SKIP_CHECKSUMS = True
+
+    def _make_builder(self, config=None):  # as_dataset needs tfrecord; no default config
+        return self.dataset_class(data_dir=self.tmp_dir, config=config or "phantoms_64",
+                                  version=self.VERSION, file_format="tfrecord")
+
 # The user's mask values: 0 background, 100 LV, 200 LVM, 50 RV (counted as background).
 LABELS = {"0": "background", "100": "lv", "200": "lvm", "50": "background"}
 
