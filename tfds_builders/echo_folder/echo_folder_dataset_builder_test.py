@@ -126,6 +126,16 @@ def test_nifti_and_mhd_with_spacing_from_the_header(tmp_path):
     assert (ex["segmentation"] == 3).sum() == pytest.approx(40 * 30 * (R / 128) * (R / 96), rel=0.1)
 
 
+def test_patient_csv_keys_on_the_stem_without_a_regex(tmp_path):
+    manual = _write(tmp_path / "folder", spec={"filename_regex": None,
+                                               "defaults": {"view": "2CH"}},
+                    efs=(("P01_4CH_ES", "61"), ("P99", "10")))  # P99: another patient
+    got = {e["patient_id"].decode(): e for e in _all(_build(manual, tmp_path / "data"))["test"]}
+    assert sorted(got) == ["P01_4CH_ED", "P01_4CH_ES", "P02_4CH_ED"]
+    assert got["P01_4CH_ES"]["ef"] == 61 and np.isnan(got["P01_4CH_ED"]["ef"])
+    assert got["P02_4CH_ED"]["phase"] == b"unknown" and got["P02_4CH_ED"]["view"] == b"2CH"
+
+
 def test_hash_split_by_patient_omits_empty_splits(tmp_path):
     manual = _write(tmp_path / "folder", spec={"split": "hash"})
     splits = _all(_build(manual, tmp_path / "data"))

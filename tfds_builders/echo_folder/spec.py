@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -206,12 +207,13 @@ def records(spec: Spec) -> list[Record]:
     masks_found = {p for p in root.glob(spec.masks.replace("{stem}", "*")) if p.is_file()}
     image_set = set(images)
     for image in images:
-        mask = root / spec.masks.format(stem=stem(image))
+        mask = root / spec.masks.replace("{stem}", stem(image))
         if mask != image:
             mask_of[image] = mask
     # A pattern that matches both images and masks: a file that is another image's mask
     # is a mask.
-    images = [p for p in images if p not in set(mask_of.values()) and p in mask_of]
+    masks = set(mask_of.values())
+    images = [p for p in images if p not in masks and p in mask_of]
     if not images:
         raise _err(spec.path, f"no image matches {spec.images!r} under {root}")
     missing = [str(mask_of[p]) for p in images if not mask_of[p].is_file()]
@@ -234,21 +236,23 @@ def records(spec: Spec) -> list[Record]:
                 raise _err(image, f"file name does not match filename_regex "
                                   f"{spec.regex.pattern!r}")
             from_name = {k: v for k, v in m.groupdict().items() if v is not None}
-        patient = from_name.get("patient_id")
+        patient = from_name.get("patient_id") or stem(image)
         row = {}
         if key == "image":
             row = table.get(rel) or table.get(image.name) or {}
             used.update(k for k in (rel, image.name) if k in table)
         elif key == "patient_id" and patient in table:
             row = table[patient]
+            used.add(patient)
         fields = dict(spec.defaults)  # overridden by the file name and the CSV
         fields.update(_merge(image, from_name, row))
         out.append(_record(spec, image, mask_of[image], fields))
-    if key == "image":
-        unused = sorted(set(table) - used)
-        if unused:
-            raise _err(spec.csv, f"{len(unused)} row(s) name no image matched by "
-                                 f"{spec.images!r}: {', '.join(unused[:10])}")
+    unused = sorted(set(table) - used)
+    if key == "image" and unused:
+        raise _err(spec.csv, f"{len(unused)} row(s) name no image matched by "
+                             f"{spec.images!r}: {', '.join(unused[:10])}")
+    if unused:  # a per-patient table (e.g. EF of a whole cohort) may hold more patients
+        logging.info("%s: %d patient row(s) match no image", spec.csv, len(unused))
     by_patient = {}
     for r in out:
         by_patient.setdefault(r.patient_id, set()).add(r.split)

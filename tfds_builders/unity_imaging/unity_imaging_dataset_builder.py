@@ -149,8 +149,9 @@ class Label:
 
 
 def normalise_code(key: str) -> str:
-    """Frame code from a labels key (``.../01-<hash>-0012.png_(1)`` -> ``01-<hash>-0012``)."""
-    code = Path(key).name.split(".")[0]
+    """Frame code from a labels key (``.../01-<hash>-0012.png_(1)`` -> ``01-<hash>-0012``;
+    the labelling database writes ``.png`` as ``:png``)."""
+    code = Path(key.replace(":", ".")).name.split(".")[0]
     return re.sub(r"_\(\d+\)$", "", code)
 
 

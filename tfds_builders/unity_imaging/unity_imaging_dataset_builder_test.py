@@ -169,6 +169,7 @@ def test_path_rule_and_code_normalisation():
         "png-cache/01/ab/ab") / f"{code}.png"
     assert unity.normalise_code(f"some/dir/{code}.png") == code
     assert unity.normalise_code(f"{code}_(1).png") == code
+    assert unity.normalise_code(f"{code}:png") == code
     assert unity.video_code(code) == code[:-5]
 
 
