@@ -216,6 +216,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             mask = map_labels(raw, spec.lut, where=str(r.mask))
             yield r.image.relative_to(spec.root).as_posix(), real_data.make_example(
                 image=image, mask=mask, spacing_mm=spacing, resolution=cfg.resolution,
-                label_mask=np.array(spec.label_mask), source=spec.source,
+                label_mask=np.array(r.label_mask), source=spec.source,
                 patient_id=r.patient_id, view=r.view, phase=r.phase, ef=r.ef,
                 where=str(r.image), mask_where=str(r.mask))

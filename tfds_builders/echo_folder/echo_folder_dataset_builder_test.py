@@ -136,6 +136,24 @@ def test_patient_csv_keys_on_the_stem_without_a_regex(tmp_path):
     assert got["P02_4CH_ED"]["phase"] == b"unknown" and got["P02_4CH_ED"]["view"] == b"2CH"
 
 
+def test_per_image_annotated_classes_from_the_csv(tmp_path):
+    manual = _write(tmp_path / "folder", spec={"csv": "meta.csv"})
+    rows = [["image", "annotated"], ["P01_4CH_ED.png", "lv lvm la"],
+            ["img/P02_4CH_ED.png", "lv,lvm"]]
+    with (manual / "meta.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    got = {(e["patient_id"].decode(), e["phase"].decode()): e["label_mask"].tolist()
+           for e in _all(_build(manual, tmp_path / "data"))["test"]}
+    assert got == {("P01", "ED"): [True, True, True, True],  # LA annotated, known absent
+                   ("P01", "ES"): [True, True, True, False],  # the spec's list
+                   ("P02", "ED"): [True, True, True, False]}
+    rows[2][1] = "lv"  # but the mask has LVM pixels
+    with (manual / "meta.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    _fails(manual, tmp_path / "data2", r"P02_4CH_ED_mask\.png: class lvm has pixels but is "
+                                       r"not marked as annotated")
+
+
 def test_hash_split_by_patient_omits_empty_splits(tmp_path):
     manual = _write(tmp_path / "folder", spec={"split": "hash"})
     splits = _all(_build(manual, tmp_path / "data"))

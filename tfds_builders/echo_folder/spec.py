@@ -25,7 +25,7 @@ SPEC_FILE = "echo_folder.json"
 KEYS = {"name", "source", "images", "masks", "labels", "annotated", "pixel_spacing_mm",
         "filename_regex", "csv", "defaults", "split"}
 FIELDS = ("patient_id", "view", "phase", "ef", "split", "frame", "pixel_spacing_row_mm",
-          "pixel_spacing_col_mm")
+          "pixel_spacing_col_mm", "annotated")
 SPLIT_RULES = ("hash", "csv", "train", "validation", "test")
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "validation",
                 "valid": "validation", "validation": "validation", "test": "test",
@@ -45,6 +45,7 @@ class Record:
     split: str
     frame: int | None
     spacing_mm: tuple[float, float] | None  # None: read from the image header
+    label_mask: tuple[bool, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,5 +300,13 @@ def _record(spec: Spec, image: Path, mask: Path, fields: dict) -> Record:
         split = real_data.hash_split(patient)
     else:
         split = spec.split
+    label_mask = spec.label_mask
+    if "annotated" in fields:  # this image's own list, e.g. "lv la"
+        names = [n.lower() for n in re.split(r"[\s,;]+", fields["annotated"]) if n]
+        bad = sorted(set(names) - set(labels.CLASS_NAMES[1:]))
+        if bad:
+            raise _err(image, f"annotated: {bad} are not among {list(labels.CLASS_NAMES[1:])}")
+        label_mask = tuple(c == labels.BACKGROUND or labels.CLASS_NAMES[c] in names
+                           for c in range(labels.NUM_CLASSES))
     return Record(image=image, mask=mask, patient_id=patient, view=view, phase=phase, ef=ef,
-                  split=split, frame=frame, spacing_mm=spacing)
+                  split=split, frame=frame, spacing_mm=spacing, label_mask=label_mask)
