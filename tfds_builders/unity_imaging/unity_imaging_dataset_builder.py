@@ -163,16 +163,21 @@ def video_code(code: str) -> str:
     return code[:-5]
 
 
+def _words(value) -> list[str]:
+    """Space-separated text, or a JSON list (the publishers' loaders take both)."""
+    return [str(v) for v in value] if isinstance(value, list) else str(value).split()
+
+
 def _numbers(text, *, what: str, where: str) -> list[float]:
     try:
-        return [float(v) for v in str(text).split()]
+        return [float(v) for v in _words(text)]
     except ValueError:
         raise ValueError(f"{where}: {what} must be space-separated numbers, got "
                          f"{text!r}") from None
 
 
 def _flags(text, n: int, *, where: str) -> np.ndarray:
-    words = str(text).lower().split()
+    words = [w.lower() for w in _words(text)]
     if not words:
         return np.zeros(n, bool)
     bad = [w for w in words if w not in _TRUE + _FALSE and _as_float(w) is None]

@@ -133,6 +133,16 @@ def test_both_forms_draw_the_same_smooth_curve_and_straight_segments_straight():
     assert shoelace(bent) < shoelace(line_new) - 0.5  # the bow is cut off
 
 
+def test_coordinates_and_flags_as_json_lists():
+    as_text = unity.parse_label([{"type": "curve", "x": "1 5 9", "y": "2 6 2",
+                                  "straight_segment": "0 1 0"}], where="t")
+    as_lists = unity.parse_label([{"type": "curve", "x": [1, 5, 9], "y": [2, 6, 2],
+                                   "straight_segment": [False, True, False]}], where="t")
+    a, b = as_text.instances[0], as_lists.instances[0]
+    np.testing.assert_array_equal(a.points, b.points)
+    assert a.straight.tolist() == b.straight.tolist() == [False, True, False]
+
+
 def test_every_instance_is_drawn():
     a, b = _curve(_arc(15, 30, 6, 180, 0)), _curve(_arc(45, 30, 6, 180, 0))
     label = unity.parse_label([dict(a, straight_segment=""), dict(b, straight_segment="")],
