@@ -1,8 +1,8 @@
-"""Writes the tiny ``dummy_data/`` of the camus, echonet_dynamic and unity_imaging
-builders from phantoms (``echojax.phantoms.render_view``), in each dataset's true raw
-layout and file formats. No real patient data.
+"""Writes the tiny ``dummy_data/`` of the camus, echonet_dynamic, unity_imaging and
+echo_folder builders from phantoms (``echojax.phantoms.render_view``), in each dataset's
+true raw layout and file formats. No real patient data.
 
-    python -m tfds_builders.make_dummy_data        # rewrites the three dummy_data/
+    python -m tfds_builders.make_dummy_data        # rewrites the four dummy_data/
 
 The same functions write variants (the CAMUS 2019 MetaImage release, broken files)
 into temporary folders for the builder tests.
@@ -202,8 +202,17 @@ def open_arc(region: np.ndarray, end_a, end_b, n_points: int = 9) -> np.ndarray:
 
 
 def _curve(points: np.ndarray) -> dict:
+    """A Unity ``curve`` label in the 2020 form (control points as space-separated text)."""
     return {"type": "curve", "x": " ".join(f"{v:.1f}" for v in points[:, 0]),
             "y": " ".join(f"{v:.1f}" for v in points[:, 1])}
+
+
+def _instances(label: dict, straight=()) -> list:
+    """The same label in the newer form: a list of drawn instances, each with its
+    ``straight_segment`` flags (1 where the segment to the next point is straight)."""
+    n = len(label.get("x", "").split())
+    flags = " ".join("1" if i in straight else "0" for i in range(n))
+    return [dict(label, straight_segment=flags)]
 
 
 def unity_code(k: int, split: str) -> str:
@@ -216,16 +225,31 @@ def unity_code(k: int, split: str) -> str:
         k += 1
 
 
-# (video key, split, frame, view, phase, what is drawn)
+def midmyo_arc(lv_points: np.ndarray, region: np.ndarray, ends) -> np.ndarray:
+    """Control points (x, y) of a mid-myocardial line: each LV control point moved
+    halfway to the nearest point of the epicardial line (the outer border of
+    ``region`` = LV + LVM, from ``ends`` the long way round)."""
+    epi = open_arc(region, *ends, n_points=200)  # dense: the contour itself
+    nearest = np.argmin(np.linalg.norm(epi[None] - lv_points[:, None], axis=2), axis=1)
+    return (lv_points + epi[nearest]) / 2
+
+
+# (video key, split, frame, view, phase, what is drawn; "lvm" = the mid-myocardial
+# curve). Videos a and d are labelled in the 2020 form, b and c in the newer
+# list-of-instances form.
 UNITY_FRAMES = (
     ("a", "train", 3, "2CH", "ED", "lv lvm la"),
     ("a", "train", 7, "2CH", "ES", "lv lvm la"),
     ("a", "train", 9, "2CH", 0.5, "png only"),       # unlabelled sibling frame
     ("a", "train", 11, "2CH", 0.3, "lv blurred"),   # dropped: LV not drawn
-    ("b", "validation", 10, "4CH", "ED", "lv rv"),  # LA off, no epicardial curve
-    ("c", "test", 0, "2CH", "ES", "lv la"),
+    ("b", "validation", 10, "4CH", "ED", "lv rv"),  # LA off (known absent), no midmyo
+    ("c", "test", 0, "2CH", "ES", "lv la"),         # midmyo blurred, LA roof straight
     ("d", "train", 5, "2CH", "ED", "plax"),         # dropped: parasternal labels
 )
+UNITY_NEW_FORM = ("b", "c")
+# keys.json of a release: the label names and their display colours, not labels.
+UNITY_KEYS = {"curve-lv-endo": {"rgb": "1.0 0.0 0.0"}, "curve-lv-midmyo": {"rgb": "0.0 1.0 0.0"},
+              "curve-la-endo": {"rgb": "0.0 0.0 1.0"}, "mv-ant-wall-hinge": {"rgb": "1 1 0"}}
 
 
 def write_unity(root: Path, frames=UNITY_FRAMES) -> None:
@@ -233,7 +257,7 @@ def write_unity(root: Path, frames=UNITY_FRAMES) -> None:
     videos = {}
     for key, split, *_ in frames:
         videos.setdefault(key, unity_code(len(videos) * 100, split))
-    labels_json = {}
+    files = {"labels-2020.json": {}, "labels-instances.json": {}}
     for index, (key, _, frame, view, phase, drawn) in enumerate(frames):
         subject = "abcd".index(key)
         r = phantoms.render_view("unity_like", subject, view, phase, shape=UNITY_SHAPE, seed=5)
@@ -248,10 +272,11 @@ def write_unity(root: Path, frames=UNITY_FRAMES) -> None:
         lm = r.landmarks
         ends = (lm["mitral_left"], lm["mitral_right"])
         lv = open_arc(r.classes == labels.LV, *ends)
-        entry = {"curve-lv-endo": _curve(lv), "mv-ant-hinge": {"type": "point",
-                 "x": f"{lv[0, 0]:.1f}", "y": f"{lv[0, 1]:.1f}"}}
-        if "lvm" in drawn:
-            entry["curve-lv-epi"] = _curve(open_arc(np.isin(r.classes, (1, 2)), *ends))
+        entry = {"curve-lv-endo": _curve(lv), "mv-ant-wall-hinge": {
+            "type": "point", "x": f"{lv[0, 0]:.1f}", "y": f"{lv[0, 1]:.1f}"}}
+        entry["curve-lv-midmyo"] = (
+            _curve(midmyo_arc(lv, np.isin(r.classes, (1, 2)), ends)) if "lvm" in drawn
+            else {"type": "blurred", "x": "", "y": ""})
         entry["curve-la-endo"] = (_curve(open_arc(r.classes == labels.LA, *ends))
                                   if "la" in drawn else {"type": "off", "x": "", "y": ""})
         if "rv" in drawn:
@@ -260,12 +285,50 @@ def write_unity(root: Path, frames=UNITY_FRAMES) -> None:
             entry["curve-lv-endo"] = {"type": "blurred", "x": "", "y": ""}
         if "plax" in drawn:
             entry["curve-lv-post-endo"] = _curve(lv)
-        # Annotators' entries come as lists in some exports; the first one is used.
-        labels_json[f"{code}.png" if index == 0 else code] = {
-            "labels": {k: ([v] if k == "curve-lv-endo" and index == 1 else v)
-                       for k, v in entry.items()}}
+        if key in UNITY_NEW_FORM:
+            # The LA roof (middle segment of 9 points) drawn straight.
+            entry = {k: _instances(v, straight=(4,) if k == "curve-la-endo" else ())
+                     for k, v in entry.items()}
+            files["labels-instances.json"][code] = {"labels": entry}
+        else:  # keys as the 2020 export writes some of them: with the file name
+            files["labels-2020.json"][f"{code}.png" if index == 0 else code] = {"labels": entry}
     (root / "labels").mkdir(parents=True, exist_ok=True)
-    (root / "labels" / "labels-all.json").write_text(json.dumps(labels_json, indent=1))
+    for name, content in files.items():
+        (root / "labels" / name).write_text(json.dumps(content, indent=1))
+    (root / "labels" / "keys.json").write_text(json.dumps(UNITY_KEYS, indent=1))
+
+
+# echo_folder: (patient, view, phase) of a user's folder of phantom frames.
+ECHO_FOLDER_FRAMES = (("P001", "2CH", "ED"), ("P001", "2CH", "ES"), ("P002", "4CH", "ED"),
+                      ("P003", "4CH", "ES"))
+ECHO_FOLDER_SHAPE = (48, 40)
+
+
+def write_echo_folder(root: Path, frames=ECHO_FOLDER_FRAMES) -> None:
+    """A user's folder as the echo_folder builder reads it: PNG frames, PNG masks with
+    the values 0/1/2/3 stored as 0/85/170/255 (as a viewer-friendly export would), an
+    EF table by patient and the spec ``echo_folder.json`` (name ``phantoms``)."""
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    efs = {}
+    for patient, view, phase in frames:
+        r = phantoms.render_view("camus_like", int(patient[1:]), view, phase,
+                                 shape=ECHO_FOLDER_SHAPE, seed=3)
+        name = f"{patient}_{view}_{phase}"
+        Image.fromarray(r.image).save(root / "images" / f"{name}.png")
+        Image.fromarray((r.classes * 85).astype(np.uint8)).save(root / "masks" / f"{name}.png")
+        efs[patient] = r.ef
+    with (root / "ef.csv").open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["patient_id", "ef"])
+        out.writerows((p, f"{ef:.2f}") for p, ef in sorted(efs.items()))
+    spec = {"name": "phantoms", "images": "images/*.png", "masks": "masks/{stem}.png",
+            "labels": {"0": "background", "85": "lv", "170": "lvm", "255": "la"},
+            "annotated": ["lv", "lvm", "la"], "pixel_spacing_mm": [0.5, 0.5],
+            "filename_regex": r"(?P<patient_id>P\d+)_(?P<view>[24]CH)_(?P<phase>ED|ES)",
+            "csv": "ef.csv", "split": "hash"}
+    (root / "echo_folder.json").write_text(json.dumps(spec, indent=1))
 
 
 def rewrite(target: Path, writer) -> None:
@@ -284,7 +347,8 @@ def main() -> None:
     rewrite(HERE / "camus" / "dummy_data", write_camus)
     rewrite(HERE / "echonet_dynamic" / "dummy_data", write_echonet)
     rewrite(HERE / "unity_imaging" / "dummy_data", write_unity)
-    for name in ("camus", "echonet_dynamic", "unity_imaging"):
+    rewrite(HERE / "echo_folder" / "dummy_data", write_echo_folder)
+    for name in ("camus", "echonet_dynamic", "unity_imaging", "echo_folder"):
         files = [p for p in (HERE / name / "dummy_data").rglob("*") if p.is_file()]
         print(f"{name}: {len(files)} files, {sum(p.stat().st_size for p in files)} bytes")
 
