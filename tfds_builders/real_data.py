@@ -210,25 +210,6 @@ def drop_empty_splits(generators: Mapping[str, Iterable], *, dataset: str,
     return out
 
 
-def sector_mask(frames: np.ndarray, *, where: str) -> np.ndarray | None:
-    """Superseded by ``clear_sector`` (validated, with a fallback, never skips a
-    recording); kept until every builder uses that.
-
-    The ultrasound sector of ``frames`` (``uint8[..., H, W]``) by
-    ``echojax.data.cone.cone_mask``, or None when it cannot be estimated.
-
-    The estimator copes with codec ringing outside the sector itself (it thresholds
-    against the measured noise floor), so no grey levels are altered here: zeroing dim
-    pixels would also erase dim sector edges. The caller skips the file (and counts it)
-    on None: a frame whose markings cannot be removed is not kept.
-    """
-    try:
-        return cone.cone_mask(frames)
-    except ValueError as e:
-        logging.warning("%s: no ultrasound sector found (%s); skipped", where, e)
-        return None
-
-
 def fill_polygon(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``bool[H, W]``: pixels whose centre ``(r, c)`` lies inside the closed polygon with
     vertices ``(rows[i], cols[i])`` by the even-odd rule, or on its boundary.

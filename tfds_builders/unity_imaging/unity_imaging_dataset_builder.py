@@ -57,9 +57,11 @@ repositories UnityImaging/scantensus-echo and UnityImaging/unity-gls).
   ``UnityConfig.non_apical_labels`` drawn (parasternal long-axis curves) is dropped.
   View: 4CH if any right-heart label (``UnityConfig.four_chamber_labels``) is drawn,
   else 2CH (the labels carry no view tag: an inference). Counts are logged.
-- Grey level: PNGs are converted to luminance. Cone masking: the sector is estimated
-  from all frames of the same video found in png-cache (``echojax.data.cone``); a
-  frame whose sector cannot be found is skipped and counted.
+- Grey level: PNGs are converted to luminance. Sector: estimated from all frames of
+  the same video found in png-cache and validated against the video's labels
+  (``real_data.clear_sector``): where the estimate would cut a labelled pixel or the
+  fan's signal, only what lies outside the fan is cleared; counted in metadata.json
+  (``sector_handling``, ``sector_fallbacks``); no frame is skipped for its sector.
 - Spacing, EF and phase are not published: NaN, NaN, ``unknown``.
 - Patient: the DICOM hash (one video); Unity publishes no patient identity, so the
   deterministic 80/10/10 split is by video.
@@ -68,6 +70,7 @@ repositories UnityImaging/scantensus-echo and UnityImaging/unity-gls).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import re
@@ -519,50 +522,52 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                      len(label_files) - len(stats["skipped_files"]), stats["duplicates"],
                      curated, len(kept), {s: len(v) for s, v in frames.items()},
                      len(all_labels) - len(kept))
-        # An empty split makes TFDS fail at finalising; omit it and say so (to be
-        # replaced by the shared empty-split rule of real_data when it lands).
-        for split, items in frames.items():
-            if not items:
-                logging.warning("unity_imaging: split %r has no frames (%s) and is omitted",
-                                split, {s: len(v) for s, v in frames.items()})
-        return {s: self._generate_examples(root / "png-cache", items)
-                for s, items in frames.items() if items}
+        return real_data.drop_empty_splits(
+            {s: self._generate_examples(root / "png-cache", items) for s, items in frames.items()},
+            dataset=SOURCE, listed={s: len(v) for s, v in frames.items()}, unit="frames",
+            metadata=self.info.metadata)
 
     def _generate_examples(self, png_cache: Path, items: list):
-        from echojax.data import cone  # pylint: disable=g-import-not-at-top
-
         cfg = self.builder_config
-        short = no_sector = no_lvm = 0
-        # The sector is estimated from all cached frames of a video; items come sorted
-        # by code, so a video's labelled frames are consecutive and share one estimate.
-        last_video = last_sector = None
-        for code, view, frame_labels in items:
-            path = frame_path(png_cache, code)
-            image = read_png(path)
-            video = (path.parent, video_code(code), image.shape)
-            if video == last_video:
-                sector = last_sector
-            else:
-                siblings = [read_png(p) for p in sorted(path.parent.glob(f"{video[1]}-*.png"))]
-                clip = np.stack([s for s in siblings if s.shape == image.shape] or [image])
-                sector = real_data.sector_mask(clip, where=str(path))
-                last_video, last_sector = video, sector
-            if sector is None:
-                no_sector += 1
-                continue
-            image = cone.apply_cone_mask(image, sector)
-            mask, label_mask, n_short = label_frame(frame_labels, image.shape, cfg,
-                                                    where=f"labels {code}")
-            short += n_short
-            no_lvm += not label_mask[labels.LVM]
-            if not label_mask[labels.LV]:
-                logging.warning("unity_imaging: %s: LV curve has < 3 points; skipped", code)
-                continue
-            yield code, real_data.make_example(
-                image=image, mask=mask, spacing_mm=(np.nan, np.nan),
-                resolution=cfg.resolution, label_mask=label_mask, source=SOURCE,
-                patient_id=video_code(code), view=view, phase="unknown", ef=float("nan"),
-                where=str(path))
+        short = no_lvm = 0
+        # Items come sorted by code, so the labelled frames of one video are consecutive;
+        # the sector is judged on all cached frames of the video together, validated
+        # against the labels of its labelled frames (real_data.clear_sector: never skips).
+        for (folder, video), group in itertools.groupby(
+                items, key=lambda item: (frame_path(png_cache, item[0]).parent,
+                                         video_code(item[0]))):
+            group = list(group)
+            paths = [frame_path(png_cache, code) for code, _, _ in group]
+            images = [read_png(p) for p in paths]
+            labelled = []
+            for (code, _, frame_labels), image in zip(group, images, strict=True):
+                mask, label_mask, n_short = label_frame(frame_labels, image.shape, cfg,
+                                                        where=f"labels {code}")
+                labelled.append((mask, label_mask))
+                short += n_short
+            for shape in dict.fromkeys(im.shape for im in images):
+                siblings = [read_png(p) for p in sorted(folder.glob(f"{video}-*.png"))]
+                clip = np.stack([s for s in siblings if s.shape == shape]
+                                or [im for im in images if im.shape == shape])
+                maps = np.stack([m for (m, _), im in zip(labelled, images, strict=True)
+                                 if im.shape == shape])
+                _, report = real_data.clear_sector(clip, maps, where=str(folder / video),
+                                                   metadata=self.info.metadata)
+                for (code, view, _), path, image, (mask, label_mask) in zip(
+                        group, paths, images, labelled, strict=True):
+                    if image.shape != shape:
+                        continue
+                    if not label_mask[labels.LV]:
+                        logging.warning("unity_imaging: %s: LV curve has < 3 points; "
+                                        "skipped", code)
+                        real_data.count_skipped(self.info.metadata, "lv_curve_too_short")
+                        continue
+                    no_lvm += not label_mask[labels.LVM]
+                    yield code, real_data.make_example(
+                        image=np.where(report.kept, image, 0).astype(np.uint8), mask=mask,
+                        spacing_mm=(np.nan, np.nan), resolution=cfg.resolution,
+                        label_mask=label_mask, source=SOURCE, patient_id=video, view=view,
+                        phase="unknown", ef=float("nan"), where=str(path))
         logging.info("unity_imaging: %d curves with < 3 points treated as not annotated; "
-                     "%d frames without a detectable sector skipped; LVM (%s) not annotated "
-                     "on %d frames", short, no_sector, cfg.lvm, no_lvm)
+                     "LVM (%s) not annotated on %d frames", short, cfg.lvm, no_lvm)
+        real_data.log_sector_summary(self.info.metadata, dataset=SOURCE)
