@@ -6,7 +6,8 @@ chords themselves (the tracing's own method of discs), EF from the method of dis
 axis (the old rule) and the apex-to-base axis (the new default), the same on masks
 rasterised at the exact (unrounded) polygon vertices, and FileList.csv's EF; then the
 mean absolute difference of each column from FileList.csv, and the same for other disc
-counts.
+counts, and the volumes of each traced frame against the chords' volume (all in
+pixel units) with the area of the masks against the polygon's.
 
     PYTHONPATH=$PWD python bench/ef_accuracy.py [--root ../shared/real_samples/echonet_dynamic]
 """
@@ -96,6 +97,22 @@ def main() -> None:
                                     - files[name]["ef"]))
                 cells.append(f"{np.mean(errs):.2f}")
             print(f"| {raster_name}, {long_axis} | " + " | ".join(cells) + " |")
+
+    print("\nPer traced frame: mask vs tracing (all frames of all videos)")
+    print("| masks, long axis | volume / chord volume - 1: mean | sd | "
+          "mask area / polygon area - 1: mean |")
+    print("|---|---|---|---|")
+    for raster_name, rasterise in (("builder", builder_mask), ("exact", exact_mask)):
+        for long_axis in biomarkers.LONG_AXES:
+            vol, area = [], []
+            for name in names:
+                for trace in tracings[name].values():
+                    mask = rasterise(trace, shape)
+                    vol.append(biomarkers.lv_volume(mask, (1.0, 1.0), long_axis=long_axis)
+                               * 1000.0 / chord_volume(trace) - 1)
+                    area.append(mask.sum() / echonet.polygon_area(*echonet.trace_polygon(trace)) - 1)
+            print(f"| {raster_name}, {long_axis} | {100 * np.mean(vol):+.1f} % | "
+                  f"{100 * np.std(vol):.1f} % | {100 * np.mean(area):+.1f} % |")
 
 
 if __name__ == "__main__":
