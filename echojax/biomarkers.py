@@ -11,16 +11,16 @@ the middle of the mitral plane, and cuts it into discs perpendicular to that axi
 mask carries no landmarks, so two rules find the axis from the mask alone:
 
 - ``"apex_base"`` (default, our choice): the mitral plane is the longest straight edge
-  of the mask's convex hull on the wider (basal) half that runs across the principal
-  axis (less than 60 degrees from the perpendicular); consecutive hull edges within 15
-  degrees of each other count as one edge, so a staircase of pixels on a sloped base
-  still reads as one line, and it must span at least half the LV's width across the
-  principal axis (a rounded end is no mitral plane). The base point is that edge's midpoint; the apex is the
-  point of the mask outline farthest from it. This follows the clinical definition
-  and the expert tracings of EchoNet-Dynamic (whose first chord is the apex-to-base
-  axis) far more closely than the principal axis does when the LV is skewed or the
-  base is oblique. Where no such edge exists (no wider end, a blob), the rule falls
-  back to the principal axis (an ellipse, for instance).
+  of the mask's convex hull that runs across the principal axis (within 45 degrees of
+  the perpendicular) in the outer quarter of the mask's extent at either end, spanning
+  at least half the LV's width (a rounded end is no mitral plane, so the apical end
+  never qualifies). Consecutive hull edges within 15 degrees of each other count as
+  one edge, so a pixel staircase along a sloped base still reads as one line. The
+  base point is that edge's midpoint; the apex is the point of the mask outline
+  farthest from it. This is the clinical definition; the principal axis departs from
+  it when the LV is skewed or the base is oblique (measured against the EchoNet-Dynamic
+  tracings in docs/recordings_and_ef.md). Where no such edge exists (an ellipse, for
+  instance) the rule falls back to the principal axis, the wider end as base.
 - ``"principal"``: the first principal axis of the LV pixel positions through their
   centroid; the length is the extent of the pixel footprints along it (the rule of
   earlier versions, kept for comparison).
@@ -56,7 +56,7 @@ import skimage.measure
 NUM_DISCS = 20
 LONG_AXES = ("apex_base", "principal")
 _UNIT = (1.0, 1.0)
-_BASE_MAX_ALONG = 0.5       # |cos| between a base edge and the long axis (60 degrees off)
+_BASE_MAX_ALONG = math.cos(math.radians(45))  # a base edge is within 45 degrees of across
 _BASE_MERGE_DEG = 15.0      # hull edges this close in direction form one straight edge
 _BASE_MIN_WIDTH = 0.5       # a base edge spans at least this fraction of the LV's width
 
@@ -119,8 +119,12 @@ def _principal(m: np.ndarray, spacing: np.ndarray):
     return pts, centroid, vecs[:, -1]
 
 
-def _base_edge(hull: np.ndarray, centroid: np.ndarray, u: np.ndarray):
-    """End points of the longest straight, across-axis hull edge on the +u side."""
+def _base_edge(hull: np.ndarray, centroid: np.ndarray, u: np.ndarray, reach: float):
+    """End points of the longest straight across-axis hull edge near an end of the mask.
+
+    ``reach``: the mask's extent along ``u``; an edge counts only if its middle lies in
+    the outer quarter of that extent at either end.
+    """
     n = len(hull)
     edges = np.roll(hull, -1, axis=0) - hull
     angle = np.arctan2(edges[:, 0], edges[:, 1])
@@ -138,7 +142,7 @@ def _base_edge(hull: np.ndarray, centroid: np.ndarray, u: np.ndarray):
             j += 1
         p, q = hull[(start + i) % n], hull[(start + j + 1) % n]
         length = float(np.linalg.norm(q - p))
-        if (length > 0 and ((p + q) / 2 - centroid) @ u > 0
+        if (length > 0 and abs(((p + q) / 2 - centroid) @ u) >= 0.25 * reach
                 and abs((q - p) @ u) / length < _BASE_MAX_ALONG
                 and (best is None or length > best[0])):
             best = (length, p, q)
@@ -171,7 +175,7 @@ def lv_long_axis(mask, spacing_mm=None, *, long_axis: str = "apex_base"):
             hull = outline[spatial.ConvexHull(outline).vertices]
         except spatial.QhullError:  # a degenerate (one-pixel-wide) mask
             hull = None
-        edge = None if hull is None else _base_edge(hull, centroid, u)
+        edge = None if hull is None else _base_edge(hull, centroid, u, float(np.ptp(along)))
         if edge is not None and (np.linalg.norm(edge[1] - edge[0])
                                  >= _BASE_MIN_WIDTH * np.ptp(across)):
             base = (edge[0] + edge[1]) / 2

@@ -155,11 +155,13 @@ def test_volume_of_half_prolate_ellipsoid(angle):
         assert abs(got / truth - 1) < 0.03, (long_axis, got, truth)
 
 
-@pytest.mark.parametrize("angle,slope", [(0.0, 0.3), (25.0, -0.4), (-60.0, 0.35)])
-def test_apex_base_axis_finds_apex_and_mitral_midpoint_of_oblique_base(angle, slope):
+@pytest.mark.parametrize("angle,slope,tol_mm", [
+    (0.0, 0.3, 0.8), (25.0, -0.4, 0.8), (-60.0, 0.35, 0.8), (-60.0, 0.5, 0.8),
+    (0.0, 0.6, 1.6), (30.0, -0.7, 0.8)])  # mitral plane 17-35 degrees off square
+def test_apex_base_axis_finds_apex_and_mitral_midpoint_of_oblique_base(angle, slope, tol_mm):
     mask, apex, base = half_ellipse(45.0, 13.0, angle_deg=angle, cut_slope=slope)
     got_apex, got_base = biomarkers.lv_long_axis(mask, (0.4, 0.4))
-    assert np.linalg.norm(got_base - base) < 0.8  # two pixels
+    assert np.linalg.norm(got_base - base) < tol_mm  # 2 (or 4) pixels on a 26 mm base
     # The apex is the outline point farthest from the base point: on the rounded tip it
     # may slide a little from the ellipse's vertex; the axis must keep length and angle.
     want, got = base - apex, got_base - got_apex
