@@ -251,7 +251,11 @@ def lv_volume(mask, spacing_mm, *, other_view=None, other_spacing_mm=None,
     Raises:
       ValueError: an empty or non-boolean mask, or a missing or bad spacing.
     """
-    spacing = _check_spacing(spacing_mm, "lv_volume")
+    try:
+        spacing = _check_spacing(spacing_mm, "lv_volume")
+    except ValueError as e:
+        raise ValueError(f"{e}; a volume in mL needs a known spacing (EF does not: "
+                         f"ef_from_masks accepts an unknown one)") from None
     if other_view is None and other_spacing_mm is not None:
         raise ValueError("lv_volume: other_spacing_mm given without other_view")
     other_spacing = spacing if other_spacing_mm is None else _check_spacing(

@@ -22,6 +22,11 @@ spacing where the file states it, and the frame rate where known. Formats:
   (``frame2.png`` before ``frame10.png``); that is our choice for exported cine
   frames, as Unity Imaging's png-cache keeps them. No spacing.
 
+:func:`find_recordings` lists the recordings under a folder (recursively): every file of
+a known format (DICOM also without a suffix), every folder of frames as one recording;
+CAMUS ground-truth masks (``*_gt.nii.gz``/``*_gt.mhd``) and MetaImage ``.raw`` data files
+are not recordings; anything else is returned as skipped, with the reason.
+
 Bad input raises :class:`RecordingError` (a ``ValueError``) whose message names the file
 and says what was expected; nothing is guessed or dropped silently.
 """
@@ -273,3 +278,54 @@ def _read_frame_folder(path: Path) -> Recording:
         raise RecordingError(f"{path}: frames differ in size or type {sorted(map(str, shapes))}; "
                              f"expected one frame size for the whole recording")
     return Recording(path, np.stack(frames), None, "none", None, "frames")
+
+
+_GT = re.compile(r"_gt(\.nii\.gz|\.nii|\.mhd)$", re.IGNORECASE)
+_KNOWN = VIDEO_SUFFIXES + DICOM_SUFFIXES + VOLUME_SUFFIXES + IMAGE_SUFFIXES
+
+
+def _only_images(folder: Path) -> bool:
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return bool(entries) and all(p.is_file() and _suffix(p) in IMAGE_SUFFIXES for p in entries)
+
+
+def find_recordings(path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The recordings under ``path`` and the entries that are not recordings.
+
+    A file is one recording. A folder holding only image frames is one recording (a
+    frame folder); any other folder is searched recursively: files of a known format
+    (or with the DICOM preamble) are recordings, each frame folder below is one, CAMUS
+    ``*_gt`` masks and MetaImage ``.raw`` data are passed over, and every other file is
+    returned in ``skipped`` with the reason. Hidden entries (``.name``) are ignored.
+    Recordings come in natural name order.
+
+    Raises:
+      RecordingError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file or folder")
+    if path.is_file() or _only_images(path):
+        return [path], []
+    found, skipped = [], []
+
+    def visit(folder: Path):
+        for p in sorted(folder.iterdir(), key=_natural_key):
+            if p.name.startswith("."):
+                continue
+            if p.is_dir():
+                if _only_images(p):
+                    found.append(p)
+                else:
+                    visit(p)
+            elif _GT.search(p.name):
+                continue  # a CAMUS ground-truth mask
+            elif _suffix(p) == ".raw" and p.with_suffix(".mhd").exists():
+                continue  # the data file of a MetaImage header
+            elif _suffix(p) in _KNOWN or _is_dicom(p):
+                found.append(p)
+            else:
+                skipped.append((p, f"not a recording: unknown format; expected {_expected()}"))
+
+    visit(path)
+    return found, skipped

@@ -252,3 +252,33 @@ def test_bad_inputs_name_the_file_and_what_was_expected(tmp_path):
             read_recording(tmp_path / name)
         assert str(info.value).startswith(str(tmp_path / name) + ":"), info.value
         assert isinstance(info.value, ValueError)
+
+
+def test_find_recordings_in_a_camus_like_tree(loop, tmp_path):
+    patient = tmp_path / "database_nifti" / "patient0001"
+    patient.mkdir(parents=True)
+    for name in ("patient0001_4CH_half_sequence.nii.gz", "patient0001_4CH_ED.nii.gz",
+                 "patient0001_4CH_ED_gt.nii.gz", "patient0001_2CH_ES.mhd"):
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5), np.uint8)), str(patient / name))
+    (patient / "Info_4CH.cfg").write_text("ED: 1\n")
+    phantoms.write_video(loop, tmp_path / "clip10.avi")
+    phantoms.write_video(loop, tmp_path / "clip2.avi")
+    phantoms.write_dicom(loop, tmp_path / "IM0001")  # DICOM without a suffix
+    frames = tmp_path / "cine"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i}.png"), np.zeros((4, 4), np.uint8))
+    (tmp_path / ".hidden.avi").write_text("x")
+    found, skipped = recordings.find_recordings(tmp_path)
+    rel = [str(p.relative_to(tmp_path)) for p in found]
+    assert rel == ["cine", "clip2.avi", "clip10.avi",
+                   "database_nifti/patient0001/patient0001_2CH_ES.mhd",
+                   "database_nifti/patient0001/patient0001_4CH_ED.nii.gz",
+                   "database_nifti/patient0001/patient0001_4CH_half_sequence.nii.gz",
+                   "IM0001"]
+    assert [(p.name, r.split(":")[0]) for p, r in skipped] == [("Info_4CH.cfg", "not a recording")]
+    # A file, or a folder of frames, is itself one recording.
+    assert recordings.find_recordings(tmp_path / "clip2.avi") == ([tmp_path / "clip2.avi"], [])
+    assert recordings.find_recordings(frames) == ([frames], [])
+    with pytest.raises(RecordingError, match="no such file or folder"):
+        recordings.find_recordings(tmp_path / "absent")
