@@ -98,3 +98,22 @@ def test_ef_per_beat_bad_input():
         cardiac_cycle.ef_per_beat(masks, [])
     with pytest.raises(ValueError, match="outside the loop's 2 frames"):
         cardiac_cycle.ef_per_beat(masks, [Beat(0, 5)])
+
+
+@pytest.mark.parametrize("style", ["camus_like", "unity_like", "echonet_like"])
+def test_phantom_cine_ed_es_recovered_from_the_label_area(style):
+    from echojax import labels, phantoms
+
+    loop = phantoms.render_cine(style, 3, "4CH", shape=(96, 96), num_frames=70,
+                                frames_per_beat=24, first_ed_frame=5, fps=30.0)
+    area = (loop.segmentation == labels.LV).sum(axis=(1, 2))
+    beats = cardiac_cycle.detect_beats(area, min_beat_frames=cardiac_cycle.min_beat_frames(30.0))
+    assert loop.ed_frames == (5, 29, 53) and loop.es_frames == (13, 37, 61)
+    # Near ED and ES the pixel area is flat for a frame or two: within one frame.
+    assert len(beats) == 3
+    for b, ed, es in zip(beats, loop.ed_frames, loop.es_frames):
+        assert abs(b.ed - ed) <= 1 and abs(b.es - es) <= 1
+    efs, mean = cardiac_cycle.ef_per_beat(loop.segmentation == labels.LV, beats,
+                                          loop.pixel_spacing_mm)
+    # Monoplane discs on one view's label vs the analytic biplane EF of the anatomy.
+    assert abs(mean - loop.ef) < 4.0, (efs, loop.ef)  # 0.0-2.5 over 9 loops (3 styles x 3)
