@@ -2,9 +2,10 @@
 
 For each video with traced ED and ES frames, prints: EF from the discs on the tracing
 chords themselves (the tracing's own method of discs), EF from the method of discs
-(``echojax.biomarkers``, unit spacing) on the builder's LV masks with the principal
-axis (the old rule) and the apex-to-base axis (the new default), the same on masks
-rasterised at the exact (unrounded) polygon vertices, and FileList.csv's EF; then the
+(``echojax.biomarkers``, unit spacing) with the principal axis (the old rule) and the
+apex-to-base axis (the default) on masks rasterised at rounded vertices (the public
+loader's rule, the builder's until 1.1.0) and on the builder's masks (unrounded
+vertices), and FileList.csv's EF; then the
 mean absolute difference of each column from FileList.csv, and the same for other disc
 counts, and the volumes of each traced frame against the chords' volume (all in
 pixel units) with the area of the masks against the polygon's.
@@ -35,16 +36,18 @@ def chord_volume(trace: np.ndarray) -> float:
     return math.pi / 4 * float(np.sum(d * d)) * length / len(d)
 
 
-def exact_mask(trace: np.ndarray, shape) -> np.ndarray:
-    """Pixels whose centres lie inside the polygon at its unrounded vertices."""
+def rounded_mask(trace: np.ndarray, shape) -> np.ndarray:
+    """The public EchoNet loader's rule (and echonet_dynamic 1.0.0's): the polygon at
+    its vertices rounded to whole pixels."""
     x, y = echonet.trace_polygon(trace)
-    rr, cc = skimage.draw.polygon(y, x, shape)
+    rr, cc = skimage.draw.polygon(np.rint(y).astype(int), np.rint(x).astype(int), shape)
     mask = np.zeros(shape, bool)
     mask[rr, cc] = True
     return mask
 
 
 def builder_mask(trace: np.ndarray, shape) -> np.ndarray:
+    """The builder's masks: the polygon at its unrounded vertices."""
     return echonet.trace_mask(trace, shape).astype(bool)
 
 
@@ -63,10 +66,10 @@ def main() -> None:
 
     columns = {
         "chords": lambda fr, ed, es: 100 * (1 - chord_volume(fr[es]) / chord_volume(fr[ed])),
-        "old (builder, principal)": lambda fr, ed, es: mask_ef(builder_mask, fr, ed, es, "principal"),
+        "old (rounded, principal)": lambda fr, ed, es: mask_ef(rounded_mask, fr, ed, es, "principal"),
+        "rounded, apex_base": lambda fr, ed, es: mask_ef(rounded_mask, fr, ed, es, "apex_base"),
+        "builder, principal": lambda fr, ed, es: mask_ef(builder_mask, fr, ed, es, "principal"),
         "new (builder, apex_base)": lambda fr, ed, es: mask_ef(builder_mask, fr, ed, es, "apex_base"),
-        "exact, principal": lambda fr, ed, es: mask_ef(exact_mask, fr, ed, es, "principal"),
-        "exact, apex_base": lambda fr, ed, es: mask_ef(exact_mask, fr, ed, es, "apex_base"),
     }
     names = [n for n in files if n in tracings]
     rows = {}
@@ -86,7 +89,7 @@ def main() -> None:
     print("\nMAE vs FileList by disc count")
     print("| masks, long axis | " + " | ".join(f"{n} discs" for n in (10, 20, 40)) + " |")
     print("|---|---|---|---|")
-    for raster_name, rasterise in (("builder", builder_mask), ("exact", exact_mask)):
+    for raster_name, rasterise in (("rounded", rounded_mask), ("builder", builder_mask)):
         for long_axis in biomarkers.LONG_AXES:
             cells = []
             for n in (10, 20, 40):
@@ -102,7 +105,7 @@ def main() -> None:
     print("| masks, long axis | volume / chord volume - 1: mean | sd | "
           "mask area / polygon area - 1: mean |")
     print("|---|---|---|---|")
-    for raster_name, rasterise in (("builder", builder_mask), ("exact", exact_mask)):
+    for raster_name, rasterise in (("rounded", rounded_mask), ("builder", builder_mask)):
         for long_axis in biomarkers.LONG_AXES:
             vol, area = [], []
             for name in names:
