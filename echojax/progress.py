@@ -1,0 +1,578 @@
+"""What a user sees while runs train, and the curves each run leaves behind.
+
+``echojax.train.train_and_evaluate(config, workdir, reporter=...)`` calls a
+:class:`Reporter` on process 0: ``on_start`` once, ``on_step`` after each step is
+dispatched (host integers only, nothing read back from the device), ``on_log`` with each
+training row it appends to ``metrics.jsonl`` (so at the existing ``log_every`` cadence,
+after the one device-to-host transfer the engine already makes), ``on_eval`` with each
+validation row, and ``close`` at the end, also on error. The default,
+:func:`default_reporter`, combines
+
+- :class:`ConsoleReporter`: a bar over the run's steps showing the epoch, the training
+  loss and the latest validation foreground Dice (the config is printed only when
+  verbose);
+- :class:`ProgressPlot`: ``<workdir>/progress.png``, the training loss, the validation
+  foreground Dice per source and the learning rate against the epoch (the three curves
+  nnU-Net's ``progress.png`` shows), redrawn from ``metrics.jsonl`` at each evaluation
+  and replaced atomically;
+- :class:`TensorBoardWriter`: TensorBoard event files in ``<workdir>`` written with
+  tensorboardX (no TensorFlow): ``train/loss``, ``train/lr``, ``train/grad_norm`` and
+  every ``validation/...`` Dice of ``metrics.jsonl`` (per source and class, and pooled).
+
+A sweep drives :class:`SweepProgress`: a bar over its runs (run i/N and its name, time
+elapsed and an estimate of the time left), one line per finished run, and a per-run
+reporter whose step bar sits under the run bar.
+
+Verbosity (:data:`QUIET`, :data:`NORMAL`, :data:`VERBOSE`; flags from
+:func:`add_verbosity_flags`): quiet prints no bars and no per-run lines, only what the
+caller prints at the end (final table and paths); verbose adds each run's config and a
+line per evaluation. Bars are drawn only on a terminal (tqdm's ``disable=None``): output
+redirected to a file gets the lines, not carriage-return redraws.
+
+Also here, because they decide what the terminal shows: :func:`is_prepared` and
+:func:`prepare` (TFDS dataset preparation without TFDS's own bars and its warning for a
+dataset that was never prepared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
+
+import numpy as np
+import tqdm
+
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+
+PROGRESS_PNG = "progress.png"
+METRICS = "metrics.jsonl"
+
+
+def add_verbosity_flags(parser) -> None:
+    """``-v/--verbose`` and ``-q/--quiet`` (exclusive) on an argparse parser; read them
+    back with :func:`verbosity`."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="also print each run's config and a line per evaluation")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bars or per-run lines; only the final results and paths")
+
+
+def verbosity(args) -> int:
+    """The level set by :func:`add_verbosity_flags`' flags on parsed ``args``."""
+    if getattr(args, "verbose", False) and getattr(args, "quiet", False):
+        raise ValueError("--verbose and --quiet exclude each other")
+    return VERBOSE if getattr(args, "verbose", False) else QUIET if getattr(args, "quiet", False) \
+        else NORMAL
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+def format_seconds(seconds: float) -> str:
+    """``41 s``, ``2 min 05 s``, ``1 h 02 min`` (rounded to whole seconds / minutes)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"seconds must be finite and >= 0, got {seconds}")
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    m = int(round(seconds / 60))
+    return f"{m // 60} h {m % 60:02d} min"
+
+
+def short_path(path: str | os.PathLike, *, cwd: str | None = None,
+               home: str | None = None) -> str:
+    """``path`` relative to ``cwd`` when inside it, else with the home folder as ``~``."""
+    path = os.path.abspath(os.fspath(path))
+    cwd = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    home = os.path.abspath(home if home is not None else os.path.expanduser("~"))
+    if path == cwd or path.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(path, cwd)
+    if path == home or path.startswith(home.rstrip(os.sep) + os.sep):
+        return "~" + path[len(home.rstrip(os.sep)):]
+    return path
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def run_line(index: int, total: int, name: str, *, seconds: float, directory: str,
+             scores: Mapping[str, float | None] = (), status: str = "done") -> str:
+    """One line for a finished run, e.g.
+    ``[3/12] acce/seed0: done, val Dice 0.873, test Dice 0.851, 41 s, runs/acce/seed0``.
+
+    ``scores`` maps a label to a value (NaN or None print as ``n/a``); ``status`` is
+    ``done`` or ``skipped (finished before)``, which prints no time.
+    """
+    if not 1 <= index <= total:
+        raise ValueError(f"run index must be in 1..{total}, got {index}")
+    parts = [status] + [f"{label} {_score(v)}" for label, v in dict(scores).items()]
+    if status == "done":
+        parts.append(format_seconds(seconds))
+    parts.append(short_path(directory))
+    return f"[{index}/{total}] {name}: " + ", ".join(parts)
+
+
+def step_postfix(loss: float | None, val_dice: float | None) -> str:
+    """The step bar's postfix: ``loss 0.4321, val Dice 0.812`` (``val Dice -`` before the
+    first evaluation)."""
+    loss_text = "-" if loss is None else f"{loss:.4f}"
+    dice_text = "-" if val_dice is None else _score(val_dice)
+    return f"loss {loss_text}, val Dice {dice_text}"
+
+
+# --- reporters ----------------------------------------------------------------------------
+
+class Reporter:
+    """Hooks of ``train_and_evaluate``; each does nothing here (subclass what you need).
+
+    Called on process 0 only. ``on_step`` runs on the hot path after each step is
+    dispatched and gets only the host step count. ``on_log`` and ``on_eval`` get the rows
+    just appended to ``metrics.jsonl`` (plain floats). ``close`` is always called.
+    """
+
+    def on_start(self, *, config: Any, workdir: str, total_steps: int, start_step: int,
+                 steps_per_epoch: int) -> None:
+        pass
+
+    def on_step(self, step: int) -> None:
+        pass
+
+    def on_log(self, row: Mapping[str, Any]) -> None:
+        pass
+
+    def on_eval(self, row: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Reporters(Reporter):
+    """Several reporters called in order (``close`` reaches all of them)."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def on_start(self, **kwargs) -> None:
+        for r in self.reporters:
+            r.on_start(**kwargs)
+
+    def on_step(self, step: int) -> None:
+        for r in self.reporters:
+            r.on_step(step)
+
+    def on_log(self, row) -> None:
+        for r in self.reporters:
+            r.on_log(row)
+
+    def on_eval(self, row) -> None:
+        for r in self.reporters:
+            r.on_eval(row)
+
+    def close(self) -> None:
+        errors = []
+        for r in self.reporters:
+            try:
+                r.close()
+            except Exception as e:  # close the others, then re-raise the first
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+class ConsoleReporter(Reporter):
+    """The step bar of one run (``position``/``leave`` place it under a sweep's run bar);
+    verbose also prints the config at the start and a line per evaluation."""
+
+    def __init__(self, verbosity: int = NORMAL, *, file: TextIO | None = None,
+                 position: int | None = None, leave: bool = True,
+                 on_refresh: Callable[[], None] | None = None):
+        self.verbosity, self.file = verbosity, file
+        self.position, self.leave, self.on_refresh = position, leave, on_refresh
+        self.bar: tqdm.tqdm | None = None
+        self.loss: float | None = None
+        self.val_dice: float | None = None
+        self.epochs = 0
+        self.t0 = time.perf_counter()
+
+    def _write(self, text: str) -> None:
+        tqdm.tqdm.write(text, file=self.file or sys.stdout)
+
+    def on_start(self, *, config, workdir, total_steps, start_step, steps_per_epoch) -> None:
+        self.epochs = math.ceil(total_steps / steps_per_epoch)
+        self.t0 = time.perf_counter()
+        if self.verbosity >= VERBOSE:
+            self._write(f"config of {workdir}:\n{config.to_json().rstrip()}")
+            if start_step:
+                self._write(f"resuming {workdir} at step {start_step}")
+        self.bar = tqdm.tqdm(
+            total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+            disable=True if self.verbosity <= QUIET else None, file=self.file,
+            position=self.position, leave=self.leave,
+            desc=f"epoch {start_step // steps_per_epoch + 1}/{self.epochs}",
+            postfix=step_postfix(None, None))
+
+    def on_step(self, step: int) -> None:
+        self.bar.update(1)
+
+    def on_log(self, row) -> None:
+        self.loss = float(row["train_loss"])
+        self.bar.set_description_str(
+            f"epoch {min(math.floor(row['epoch']) + 1, self.epochs)}/{self.epochs}",
+            refresh=False)
+        self.bar.set_postfix_str(step_postfix(self.loss, self.val_dice), refresh=False)
+        if self.on_refresh is not None:
+            self.on_refresh()
+
+    def on_eval(self, row) -> None:
+        self.val_dice = float(row["validation/fg_dice"])
+        self.bar.set_postfix_str(step_postfix(self.loss, self.val_dice))
+        if self.verbosity >= VERBOSE:
+            self._write(f"epoch {row['epoch']}/{self.epochs} (step {row['step']}): "
+                        f"{step_postfix(self.loss, self.val_dice)}, "
+                        f"{format_seconds(time.perf_counter() - self.t0)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ProgressPlot(Reporter):
+    """Redraws ``<workdir>/progress.png`` from ``<workdir>/metrics.jsonl`` at each
+    evaluation (the validation row is in the file by then)."""
+
+    def __init__(self):
+        self.workdir: str | None = None
+
+    def on_start(self, *, workdir, **_) -> None:
+        self.workdir = workdir
+
+    def on_eval(self, row) -> None:
+        write_progress_png(self.workdir)
+
+
+class TensorBoardWriter(Reporter):
+    """TensorBoard event files in the run folder (tensorboardX, no TensorFlow).
+
+    A resumed run opens a new event file with ``purge_step`` at its restored step, so
+    TensorBoard drops the killed run's events past the checkpoint, as ``metrics.jsonl``
+    drops its rows.
+    """
+
+    def __init__(self, logdir: str | None = None):
+        self.logdir = logdir
+        self.writer = None
+
+    def on_start(self, *, workdir, start_step, **_) -> None:
+        from tensorboardX import SummaryWriter
+        self.writer = SummaryWriter(logdir=self.logdir or workdir,
+                                    purge_step=start_step or None)
+
+    def on_log(self, row) -> None:
+        for tag, value in train_scalars(row).items():
+            self.writer.add_scalar(tag, value, global_step=int(row["step"]))
+
+    def on_eval(self, row) -> None:
+        for tag, value in validation_scalars(row).items():
+            self.writer.add_scalar(tag, value, global_step=int(row["step"]))
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train_scalars(row: Mapping[str, Any]) -> dict[str, float]:
+    """TensorBoard tags of a training row of ``metrics.jsonl``."""
+    names = {"train_loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm"}
+    return {tag: float(row[k]) for k, tag in names.items() if k in row}
+
+
+def validation_scalars(row: Mapping[str, Any]) -> dict[str, float]:
+    """TensorBoard tags of a validation row: every Dice entry under its own key
+    (``validation/<alias>/dice_lv``, ``validation/<alias>/fg_dice``,
+    ``validation/fg_dice``); the example counts are left out."""
+    return {k: float(v) for k, v in row.items()
+            if k.startswith("validation/") and "/count_" not in k}
+
+
+def default_reporter(verbosity: int = NORMAL, **console) -> Reporter:
+    """The step bar, ``progress.png`` and TensorBoard events (``console``: arguments of
+    :class:`ConsoleReporter`, e.g. ``position`` under a sweep's bar)."""
+    return Reporters(ConsoleReporter(verbosity, **console), ProgressPlot(), TensorBoardWriter())
+
+
+# --- progress.png -------------------------------------------------------------------------
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``; ValueError naming the file and line for one that is
+    not a JSON object with a ``step``."""
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                row["step"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}, line {number}: not a metrics row ({e}); expected "
+                                 "a JSON object with a 'step'") from e
+            rows.append(row)
+    return rows
+
+
+@dataclasses.dataclass
+class Curves:
+    """What ``progress.png`` plots, all against the epoch (fractional for training rows,
+    ``step / steps_per_epoch``).
+
+    ``loss``: the logged training losses (each the mean over its log interval);
+    ``epoch_loss``: their mean per epoch weighted by interval length (the steps since the
+    previous row), at whole epochs; ``val``: validation foreground Dice per source alias,
+    plus ``"all"`` pooled over sources, at the evaluated epochs (NaN where undefined).
+    """
+    train_epoch: np.ndarray
+    loss: np.ndarray
+    lr: np.ndarray
+    epoch_index: np.ndarray
+    epoch_loss: np.ndarray
+    val_epoch: np.ndarray
+    val: dict[str, np.ndarray]
+
+
+def progress_curves(rows: Sequence[Mapping[str, Any]]) -> Curves:
+    """The curves of ``metrics.jsonl`` rows (training rows have ``train_loss``; validation
+    rows ``validation/fg_dice``)."""
+    train = [r for r in rows if "train_loss" in r]
+    val = [r for r in rows if "validation/fg_dice" in r]
+    train_epoch = np.array([float(r["epoch"]) for r in train])
+    loss = np.array([float(r["train_loss"]) for r in train])
+    lr = np.array([float(r["lr"]) for r in train])
+    # Interval lengths: steps since the previous training row (the first from step 0).
+    steps = np.array([int(r["step"]) for r in train])
+    weights = np.diff(steps, prepend=0).astype(float)
+    if (weights <= 0).any():
+        raise ValueError(f"training rows must have increasing steps, got {steps.tolist()}")
+    # The epoch a row ends in: a row at epoch 2.0 closes epoch 2, one at 2.2 is in epoch 3.
+    bins = np.ceil(train_epoch - 1e-9).astype(int)
+    epoch_index = np.unique(bins)
+    epoch_loss = np.array([np.average(loss[bins == e], weights=weights[bins == e])
+                           for e in epoch_index])
+    aliases = sorted({k.split("/")[1] for r in val for k in r
+                      if k.startswith("validation/") and k.endswith("/fg_dice")
+                      and k.count("/") == 2})
+    curves = {a: np.array([float(r.get(f"validation/{a}/fg_dice", math.nan)) for r in val])
+              for a in aliases}
+    curves["all"] = np.array([float(r["validation/fg_dice"]) for r in val])
+    return Curves(train_epoch=train_epoch, loss=loss, lr=lr, epoch_index=epoch_index,
+                  epoch_loss=epoch_loss, val_epoch=np.array([float(r["epoch"]) for r in val]),
+                  val=curves)
+
+
+def plot_progress(curves: Curves, path: str | os.PathLike, *, title: str = "") -> None:
+    """Draws ``curves`` into a PNG at ``path``, atomically (a temporary file in the same
+    folder, then renamed): a reader never sees a half-written picture."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 9), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_dice, ax_lr = fig.subplots(3, 1, sharex=True)
+    ax_loss.plot(curves.train_epoch, curves.loss, color="tab:blue", alpha=0.35, lw=1,
+                 label="logged (mean over each log interval)")
+    ax_loss.plot(curves.epoch_index, curves.epoch_loss, color="tab:blue", marker="o", ms=3,
+                 label="epoch mean")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.legend(loc="upper right", fontsize="small")
+    sources = [a for a in curves.val if a != "all"]
+    for alias in sources:
+        ax_dice.plot(curves.val_epoch, curves.val[alias], marker="o", ms=3, label=alias)
+    if len(sources) != 1:
+        ax_dice.plot(curves.val_epoch, curves.val["all"], color="black", ls="--", marker="o",
+                     ms=3, label="all sources")
+    ax_dice.set_ylabel("validation foreground Dice")
+    ax_dice.set_ylim(0, 1)
+    if curves.val_epoch.size:
+        ax_dice.legend(loc="lower right", fontsize="small")
+    ax_lr.plot(curves.train_epoch, curves.lr, color="tab:green")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("epoch")
+    for ax in (ax_loss, ax_dice, ax_lr):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                               prefix=".progress-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_progress_png(workdir: str | os.PathLike) -> str:
+    """(Re)draws ``<workdir>/progress.png`` from ``<workdir>/metrics.jsonl``; returns its
+    path."""
+    workdir = os.fspath(workdir)
+    path = os.path.join(workdir, PROGRESS_PNG)
+    plot_progress(progress_curves(read_metrics(os.path.join(workdir, METRICS))), path,
+                  title=short_path(workdir))
+    return path
+
+
+# --- a sweep's run bar --------------------------------------------------------------------
+
+class SweepProgress:
+    """The bar over a sweep's runs and one line per run (see the module doc).
+
+    ::
+
+        sweep = SweepProgress(len(runs), verbosity=v)
+        for run in runs:
+            if finished(run):
+                sweep.skip(run.name, directory)
+                continue
+            sweep.start(run.name)
+            t0 = time.perf_counter()
+            result = train_and_evaluate(config, directory, reporter=sweep.run_reporter())
+            ...  # test evaluation
+            sweep.finish(run.name, directory, seconds=time.perf_counter() - t0,
+                         scores={"val Dice": result["best/val_fg_dice"], "test Dice": test})
+        sweep.close()
+        sweep.log(final_table, level=QUIET)  # printed at every verbosity
+
+    The time left is the mean time of the runs trained so far times the runs left
+    (skipped runs take no time and do not count).
+    """
+
+    BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} runs, {elapsed} elapsed{postfix}"
+
+    def __init__(self, total: int, *, verbosity: int = NORMAL, file: TextIO | None = None):
+        if total < 0:
+            raise ValueError(f"total must be >= 0, got {total}")
+        self.total, self.verbosity, self.file = total, verbosity, file
+        self.index = 0
+        self.trained_seconds: list[float] = []
+        self.bar = tqdm.tqdm(total=total, dynamic_ncols=True, file=file, position=0,
+                             disable=True if verbosity <= QUIET else None,
+                             bar_format=self.BAR_FORMAT, desc="runs", postfix="")
+
+    def log(self, text: str, level: int = NORMAL) -> None:
+        """Prints ``text`` above the bars if the verbosity is at least ``level``."""
+        if self.verbosity >= level:
+            tqdm.tqdm.write(text, file=self.file or sys.stdout)
+
+    def remaining_seconds(self) -> float | None:
+        """Estimated time left (None before the first trained run)."""
+        if not self.trained_seconds:
+            return None
+        left = self.total - self.index + (1 if self._running else 0)
+        return float(np.mean(self.trained_seconds)) * left
+
+    _running = False
+
+    def _postfix(self) -> str:
+        left = self.remaining_seconds()
+        return "" if left is None else f"~{format_seconds(left)} left"
+
+    def start(self, name: str) -> None:
+        """Run ``index + 1`` begins training."""
+        self.index += 1
+        self._running = True
+        self.bar.set_description_str(f"run {self.index}/{self.total} {name}", refresh=False)
+        self.bar.set_postfix_str(self._postfix())
+
+    def run_reporter(self) -> Reporter:
+        """The default per-run reporter with its step bar under the run bar (which it
+        keeps refreshing so the elapsed time moves)."""
+        return default_reporter(self.verbosity, position=1, leave=False,
+                                file=self.file, on_refresh=self.bar.refresh)
+
+    def finish(self, name: str, directory: str, *, seconds: float,
+               scores: Mapping[str, float | None] = ()) -> None:
+        """Run ``index`` (the one last started) finished: its line, and the bar moves."""
+        self._running = False
+        self.trained_seconds.append(seconds)
+        self.log(run_line(self.index, self.total, name, seconds=seconds, directory=directory,
+                          scores=scores))
+        self.bar.update(1)
+        self.bar.set_postfix_str(self._postfix())
+
+    def skip(self, name: str, directory: str) -> None:
+        """The next run was finished before (nothing trained)."""
+        self.index += 1
+        self.log(run_line(self.index, self.total, name, seconds=0.0, directory=directory,
+                          status="skipped (finished before)"))
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- TFDS preparation without its bars and warnings ---------------------------------------
+
+def is_prepared(builder) -> bool:
+    """``builder.is_prepared()`` without TFDS's "Variant folder ... has no
+    dataset_info.json" warning for a dataset that was never prepared: TFDS logs it for
+    any variant folder without that file, including one that does not exist. A folder
+    that exists without it (an interrupted preparation) still gets TFDS's warning."""
+    return builder.data_path.exists() and builder.is_prepared()
+
+
+@contextlib.contextmanager
+def tfds_progress_bars(enabled: bool) -> Iterator[None]:
+    """TFDS's own progress bars on or off inside the block, restored after."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+    before = getattr(tqdm_utils, "_active", True)
+    tqdm_utils.display_progress_bar(enabled)
+    try:
+        yield
+    finally:
+        tqdm_utils.display_progress_bar(before)
+
+
+def prepare(builder, *, verbosity: int = NORMAL, log: Callable[[str], None] | None = None,
+            **kwargs) -> None:
+    """``builder.download_and_prepare(**kwargs)`` with one line before and after instead of
+    TFDS's bars (their descriptions hold 200-character temporary paths); verbose keeps
+    TFDS's bars."""
+    log = log or (lambda text: tqdm.tqdm.write(text))
+    name = f"{builder.name}/{builder.builder_config.name}" if builder.builder_config \
+        else builder.name
+    if verbosity >= NORMAL:
+        log(f"preparing {name} in {short_path(builder.data_dir)} (first use only) ...")
+    t0 = time.perf_counter()
+    with tfds_progress_bars(verbosity >= VERBOSE):
+        builder.download_and_prepare(**kwargs)
+    if verbosity >= NORMAL:
+        log(f"prepared {name} in {format_seconds(time.perf_counter() - t0)}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m echojax.progress RUN [RUN ...]``: (re)draws each run's progress.png."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m echojax.progress", description=main.__doc__)
+    parser.add_argument("runs", nargs="+", help="run folders holding a metrics.jsonl")
+    for run in parser.parse_args(argv).runs:
+        if not os.path.exists(os.path.join(run, METRICS)):
+            parser.error(f"{os.path.join(run, METRICS)} does not exist")
+        print(f"wrote {write_progress_png(run)}")
+
+
+if __name__ == "__main__":
+    main()
