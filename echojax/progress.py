@@ -263,11 +263,13 @@ class ProgressPlot(Reporter):
 
 
 class TensorBoardWriter(Reporter):
-    """TensorBoard event files in the run folder (tensorboardX, no TensorFlow).
+    """TensorBoard event files in the run folder (tensorboardX, no TensorFlow): one event
+    per ``metrics.jsonl`` row, holding its scalars (:func:`train_scalars`,
+    :func:`validation_scalars`) at the row's step.
 
-    A resumed run opens a new event file with ``purge_step`` at its restored step, so
-    TensorBoard drops the killed run's events past the checkpoint, as ``metrics.jsonl``
-    drops its rows.
+    A resumed run opens a new event file starting with a ``SessionLog.START`` at its
+    restored step, so TensorBoard drops the killed run's events from that step on, as
+    ``metrics.jsonl`` drops its rows.
     """
 
     def __init__(self, logdir: str | None = None):
@@ -275,17 +277,24 @@ class TensorBoardWriter(Reporter):
         self.writer = None
 
     def on_start(self, *, workdir, start_step, **_) -> None:
-        from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(logdir=self.logdir or workdir,
-                                    purge_step=start_step or None)
+        from tensorboardX import FileWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        self.writer = FileWriter(self.logdir or workdir)
+        if start_step:
+            self.writer.add_event(Event(session_log=SessionLog(status=SessionLog.START)),
+                                  step=start_step)
+
+    def _write(self, scalars: Mapping[str, float], step: int) -> None:
+        from tensorboardX.proto.summary_pb2 import Summary
+        self.writer.add_summary(
+            Summary(value=[Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]),
+            global_step=step)
 
     def on_log(self, row) -> None:
-        for tag, value in train_scalars(row).items():
-            self.writer.add_scalar(tag, value, global_step=int(row["step"]))
+        self._write(train_scalars(row), int(row["step"]))
 
     def on_eval(self, row) -> None:
-        for tag, value in validation_scalars(row).items():
-            self.writer.add_scalar(tag, value, global_step=int(row["step"]))
+        self._write(validation_scalars(row), int(row["step"]))
         self.writer.flush()
 
     def close(self) -> None:
@@ -569,14 +578,19 @@ def tfds_progress_bars(enabled: bool) -> Iterator[None]:
 def prepare(builder, *, verbosity: int = NORMAL, log: Callable[[str], None] | None = None,
             **kwargs) -> None:
     """``builder.download_and_prepare(**kwargs)`` with one line before and after instead of
-    TFDS's bars (their descriptions hold 200-character temporary paths); verbose keeps
-    TFDS's bars."""
+    TFDS's bars (their descriptions hold 200-character temporary paths) and its two
+    printed lines ("Downloading and preparing dataset Unknown size ...", "Dataset ...
+    downloaded and prepared to ..."); verbose keeps TFDS's bars and lines."""
     log = log or (lambda text: tqdm.tqdm.write(text))
     name = f"{builder.name}/{builder.builder_config.name}" if builder.builder_config \
         else builder.name
     if verbosity >= NORMAL:
         log(f"preparing {name} in {short_path(builder.data_dir)} (first use only) ...")
     t0 = time.perf_counter()
+    if verbosity < VERBOSE:
+        # TFDS prints those two lines from these methods (termcolor to stdout); replaced
+        # on this builder object only, where our own two lines say the same.
+        builder._log_download_bytes = builder._log_download_done = lambda: None
     with tfds_progress_bars(verbosity >= VERBOSE):
         builder.download_and_prepare(**kwargs)
     if verbosity >= NORMAL:
