@@ -100,6 +100,34 @@ def test_progress_png_written_atomically_and_redrawn(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "progress.png"]  # no temp left
 
 
+@pytest.mark.parametrize("background", [True, False])
+def test_progress_plot_reporter_draws_the_rows_it_was_given(tmp_path, background):
+    # A resumed run: rows already in the file, then the rest arrive through the hooks.
+    _write_metrics(tmp_path / "metrics.jsonl", TRAIN_ROWS[:3] + VAL_ROWS[:1])
+    plot = progress.ProgressPlot(background=background)
+    plot.on_start(config=None, workdir=str(tmp_path), total_steps=10, start_step=5,
+                  steps_per_epoch=5)
+    for row in TRAIN_ROWS[3:]:
+        plot.on_log(row)
+    plot.on_eval(VAL_ROWS[1])
+    plot.close()
+    assert plot.rows == _rows()
+    drawn = open(tmp_path / "progress.png", "rb").read()
+    _write_metrics(tmp_path / "metrics.jsonl", _rows())
+    progress.write_progress_png(tmp_path)  # the same picture from the whole file
+    assert open(tmp_path / "progress.png", "rb").read() == drawn
+
+
+def test_progress_plot_error_reaches_the_caller(tmp_path):
+    plot = progress.ProgressPlot()
+    plot.on_start(config=None, workdir=str(tmp_path / "missing"), total_steps=10,
+                  start_step=0, steps_per_epoch=5)
+    plot.on_log(TRAIN_ROWS[0])
+    plot.on_eval(VAL_ROWS[0])  # the folder does not exist: the drawing thread fails
+    with pytest.raises(RuntimeError, match="progress.png failed"):
+        plot.close()
+
+
 def test_read_metrics_names_a_bad_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "train_loss": 1.0}\n{"loss": 2}\n')
@@ -266,8 +294,8 @@ def test_train_run_leaves_progress_png_and_events(engine_data_dir, tmp_path, cap
     workdir = str(tmp_path / "run")
     recorder = Recorder()
     out = io.StringIO()
-    reporter = progress.Reporters(
-        progress.default_reporter(progress.VERBOSE, file=out), recorder)
+    default = progress.default_reporter(progress.VERBOSE, file=out)
+    reporter = progress.Reporters(default, recorder)
     train.train_and_evaluate(config, workdir, reporter=reporter)
     assert capsys.readouterr().out == ""  # the config is no longer printed by default
     rows = read_metrics(workdir)
@@ -284,7 +312,10 @@ def test_train_run_leaves_progress_png_and_events(engine_data_dir, tmp_path, cap
     text = out.getvalue()
     assert json.loads(text[text.index("{"):text.index("\n}") + 2]) == json.loads(config.to_json())
     assert sum(line.startswith("epoch ") for line in text.splitlines()) == len(val_rows) == 2
-    # progress.png from this run's metrics.jsonl, and the events hold its scalars.
+    # progress.png drawn from exactly this run's metrics.jsonl rows; the events hold its
+    # scalars.
+    (plot,) = [r for r in default.reporters if isinstance(r, progress.ProgressPlot)]
+    assert json.loads(json.dumps(plot.rows)) == rows
     with Image.open(os.path.join(workdir, "progress.png")) as im:
         assert im.format == "PNG"
     got, _ = _read_events(workdir)
