@@ -547,26 +547,30 @@ class SweepProgress:
                 sweep.skip(run.name, directory)
                 continue
             sweep.start(run.name)
-            t0 = time.perf_counter()
             result = train_and_evaluate(config, directory, reporter=sweep.run_reporter())
             ...  # test evaluation
-            sweep.finish(run.name, directory, seconds=time.perf_counter() - t0,
+            sweep.finish(run.name, directory,
                          scores={"val Dice": result["best/val_fg_dice"], "test Dice": test})
         sweep.close()
         sweep.log(final_table, level=QUIET)  # printed at every verbosity
 
-    The time left is the mean time of the runs trained so far times the runs left
-    (skipped runs take no time and do not count).
+    A run's time is from ``start`` to ``finish`` (training and test evaluation) unless
+    ``finish`` is given ``seconds``. The time left is the mean time of the runs trained
+    so far for each run not started, plus what that mean leaves of the running one;
+    skipped runs take no time and do not count. ``clock`` is for tests.
     """
 
     BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} runs, {elapsed} elapsed{postfix}"
 
-    def __init__(self, total: int, *, verbosity: int = NORMAL, file: TextIO | None = None):
+    def __init__(self, total: int, *, verbosity: int = NORMAL, file: TextIO | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         if total < 0:
             raise ValueError(f"total must be >= 0, got {total}")
-        self.total, self.verbosity, self.file = total, verbosity, file
+        self.total, self.verbosity, self.file, self.clock = total, verbosity, file, clock
         self.index = 0
         self.trained_seconds: list[float] = []
+        self.started: float | None = None  # clock() at start() of the running run
+        self._last_tick = -math.inf
         self.bar = tqdm.tqdm(total=total, dynamic_ncols=True, file=file, position=0,
                              disable=True if verbosity <= QUIET else None,
                              bar_format=self.BAR_FORMAT, desc="runs", postfix="")
@@ -580,32 +584,49 @@ class SweepProgress:
         """Estimated time left (None before the first trained run)."""
         if not self.trained_seconds:
             return None
-        left = self.total - self.index + (1 if self._running else 0)
-        return float(np.mean(self.trained_seconds)) * left
-
-    _running = False
+        mean = float(np.mean(self.trained_seconds))
+        left = mean * (self.total - self.index)
+        if self.started is not None:
+            left += max(mean - (self.clock() - self.started), 0.0)
+        return left
 
     def _postfix(self) -> str:
         left = self.remaining_seconds()
         return "" if left is None else f"~{format_seconds(left)} left"
 
-    def start(self, name: str) -> None:
-        """Run ``index + 1`` begins training."""
+    def _next(self) -> None:
+        if self.index >= self.total:
+            raise ValueError(f"all {self.total} runs were already started or skipped")
         self.index += 1
-        self._running = True
+
+    def start(self, name: str) -> None:
+        """The next run begins training."""
+        self._next()
+        self.started = self.clock()
         self.bar.set_description_str(f"run {self.index}/{self.total} {name}", refresh=False)
         self.bar.set_postfix_str(self._postfix())
 
-    def run_reporter(self) -> Reporter:
-        """The default per-run reporter with its step bar under the run bar (which it
-        keeps refreshing so the elapsed time moves)."""
-        return default_reporter(self.verbosity, position=1, leave=False,
-                                file=self.file, on_refresh=self.bar.refresh)
+    def tick(self) -> None:
+        """Redraws the run bar (elapsed time, time left), at most once a second; the
+        per-run reporter calls it at each logged step."""
+        now = self.clock()
+        if now - self._last_tick >= 1.0:
+            self._last_tick = now
+            self.bar.set_postfix_str(self._postfix())
 
-    def finish(self, name: str, directory: str, *, seconds: float,
+    def run_reporter(self) -> Reporter:
+        """The default per-run reporter, its step bar under the run bar."""
+        return default_reporter(self.verbosity, position=1, leave=False, file=self.file,
+                                on_refresh=self.tick)
+
+    def finish(self, name: str, directory: str, *, seconds: float | None = None,
                scores: Mapping[str, float | None] = ()) -> None:
-        """Run ``index`` (the one last started) finished: its line, and the bar moves."""
-        self._running = False
+        """The running run finished: its line, and the bar moves."""
+        if self.started is None:
+            raise ValueError(f"finish({name!r}) without start()")
+        if seconds is None:
+            seconds = self.clock() - self.started
+        self.started = None
         self.trained_seconds.append(seconds)
         self.log(run_line(self.index, self.total, name, seconds=seconds, directory=directory,
                           scores=scores))
@@ -614,7 +635,7 @@ class SweepProgress:
 
     def skip(self, name: str, directory: str) -> None:
         """The next run was finished before (nothing trained)."""
-        self.index += 1
+        self._next()
         self.log(run_line(self.index, self.total, name, seconds=0.0, directory=directory,
                           status="skipped (finished before)"))
         self.bar.update(1)

@@ -222,24 +222,36 @@ def test_step_postfix():
 
 def test_sweep_progress_lines_and_time_left(monkeypatch):
     monkeypatch.chdir("/")
+    now = [100.0]
     out = io.StringIO()  # not a terminal: no bars, only the lines
-    sweep = progress.SweepProgress(4, file=out)
+    sweep = progress.SweepProgress(4, file=out, clock=lambda: now[0])
     sweep.skip("a", "/r/a")
     assert sweep.remaining_seconds() is None
     sweep.start("b")
-    sweep.finish("b", "/r/b", seconds=10.0, scores={"val Dice": 0.5})
+    now[0] += 10
+    sweep.finish("b", "/r/b", scores={"val Dice": 0.5})  # timed by the clock: 10 s
     sweep.start("c")
-    # Mean of trained runs (10 s) x (c running + d to come).
+    # Mean of trained runs (10 s) for d, and all of it for c (just started).
     assert sweep.remaining_seconds() == 20.0
+    now[0] += 4
+    assert sweep.remaining_seconds() == 16.0  # c has 6 s left of the mean
+    now[0] += 8
+    assert sweep.remaining_seconds() == 10.0  # c past the mean: only d
     sweep.finish("c", "/r/c", seconds=20.0)
     assert sweep.remaining_seconds() == 15.0  # d left, mean 15 s
     sweep.log("table", level=progress.QUIET)
+    with pytest.raises(ValueError, match="without start"):
+        sweep.finish("d", "/r/d")
+    sweep.skip("d", "/r/d")
+    with pytest.raises(ValueError, match="all 4 runs"):
+        sweep.start("e")
     sweep.close()
     assert out.getvalue().splitlines() == [
         "[1/4] a: skipped (finished before), r/a",
         "[2/4] b: done, val Dice 0.500, 10 s, r/b",
         "[3/4] c: done, 20 s, r/c",
-        "table"]
+        "table",
+        "[4/4] d: skipped (finished before), r/d"]
 
 
 def test_quiet_sweep_prints_only_what_is_asked_at_every_level():
