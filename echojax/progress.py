@@ -592,7 +592,8 @@ class SweepProgress:
 
     def _postfix(self) -> str:
         left = self.remaining_seconds()
-        return "" if left is None else f"~{format_seconds(left)} left"
+        done = self.index == self.total and self.started is None
+        return "" if left is None or done else f"~{format_seconds(left)} left"
 
     def _next(self) -> None:
         if self.index >= self.total:
@@ -641,6 +642,8 @@ class SweepProgress:
         self.bar.update(1)
 
     def close(self) -> None:
+        self.bar.set_description_str("runs", refresh=False)
+        self.bar.set_postfix_str(self._postfix(), refresh=False)
         self.bar.close()
 
 
