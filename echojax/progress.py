@@ -13,8 +13,8 @@ validation row, and ``close`` at the end, also on error. The default,
   verbose);
 - :class:`ProgressPlot`: ``<workdir>/progress.png``, the training loss, the validation
   foreground Dice per source and the learning rate against the epoch (the three curves
-  nnU-Net's ``progress.png`` shows), redrawn from ``metrics.jsonl`` at each evaluation
-  and replaced atomically;
+  nnU-Net's ``progress.png`` shows), redrawn from the rows of ``metrics.jsonl`` at each
+  evaluation, in a background thread, and replaced atomically;
 - :class:`TensorBoardWriter`: TensorBoard event files in ``<workdir>`` written with
   tensorboardX (no TensorFlow): ``train/loss``, ``train/lr``, ``train/grad_norm`` and
   every ``validation/...`` Dice of ``metrics.jsonl`` (per source and class, and pooled).
@@ -81,12 +81,12 @@ def format_seconds(seconds: float) -> str:
     """``41 s``, ``2 min 05 s``, ``1 h 02 min`` (rounded to whole seconds / minutes)."""
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"seconds must be finite and >= 0, got {seconds}")
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s} s"
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
-    m = int(round(seconds / 60))
+    m = round(seconds / 60)
     return f"{m // 60} h {m % 60:02d} min"
 
 
@@ -186,7 +186,7 @@ class Reporters(Reporter):
         for r in self.reporters:
             try:
                 r.close()
-            except Exception as e:  # close the others, then re-raise the first
+            except Exception as e:  # noqa: BLE001  close the others, re-raise the first
                 errors.append(e)
         if errors:
             raise errors[0]
@@ -307,7 +307,7 @@ class ProgressPlot(Reporter):
                 return
             try:
                 self._draw(rows)
-            except BaseException as e:  # handed to the training thread
+            except BaseException as e:  # noqa: BLE001  handed to the training thread
                 self._error = e
                 return
 

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,8 +43,7 @@ def _rows():
 
 def _write_metrics(path, rows):
     with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 # --- progress.png ---------------------------------------------------------------------
@@ -90,13 +90,13 @@ def test_progress_png_written_atomically_and_redrawn(tmp_path):
     _write_metrics(tmp_path / "metrics.jsonl", TRAIN_ROWS[:3] + VAL_ROWS[:1])
     path = progress.write_progress_png(tmp_path)
     assert path == str(tmp_path / "progress.png")
-    first = open(path, "rb").read()
+    first = Path(path).read_bytes()
     assert first.startswith(b"\x89PNG\r\n\x1a\n")
     with Image.open(path) as im:
         im.verify()
     _write_metrics(tmp_path / "metrics.jsonl", _rows())
     progress.write_progress_png(tmp_path)
-    assert open(path, "rb").read() != first
+    assert Path(path).read_bytes() != first
     assert sorted(os.listdir(tmp_path)) == ["metrics.jsonl", "progress.png"]  # no temp left
 
 
@@ -112,10 +112,10 @@ def test_progress_plot_reporter_draws_the_rows_it_was_given(tmp_path, background
     plot.on_eval(VAL_ROWS[1])
     plot.close()
     assert plot.rows == _rows()
-    drawn = open(tmp_path / "progress.png", "rb").read()
+    drawn = (tmp_path / "progress.png").read_bytes()
     _write_metrics(tmp_path / "metrics.jsonl", _rows())
     progress.write_progress_png(tmp_path)  # the same picture from the whole file
-    assert open(tmp_path / "progress.png", "rb").read() == drawn
+    assert (tmp_path / "progress.png").read_bytes() == drawn
 
 
 def test_progress_plot_error_reaches_the_caller(tmp_path):
@@ -195,7 +195,7 @@ def test_format_seconds():
 
 
 def test_short_path():
-    kw = dict(cwd="/work/repo", home="/home/u")
+    kw = {"cwd": "/work/repo", "home": "/home/u"}
     assert progress.short_path("/work/repo/runs/a", **kw) == "runs/a"
     assert progress.short_path("/home/u/echojax_runs/x", **kw) == "~/echojax_runs/x"
     assert progress.short_path("/work/repository/x", **kw) == "/work/repository/x"
@@ -381,10 +381,9 @@ def test_tfds_progress_bars_restored_after_the_block():
     before = tqdm_utils._active
     try:
         tqdm_utils.display_progress_bar(True)
-        with pytest.raises(RuntimeError):
-            with progress.tfds_progress_bars(False):
-                assert tqdm_utils._active is False
-                raise RuntimeError
+        with pytest.raises(RuntimeError), progress.tfds_progress_bars(False):
+            assert tqdm_utils._active is False
+            raise RuntimeError
         assert tqdm_utils._active is True
     finally:
         tqdm_utils.display_progress_bar(before)
