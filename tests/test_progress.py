@@ -402,3 +402,19 @@ def test_prepare_prints_two_lines_and_no_tfds_bars(tmp_path, capsys):
     assert "Shuffling" not in captured.err + captured.out  # TFDS's bars
     assert "prepared to" not in captured.out  # TFDS's own two lines
     assert "Downloading and preparing" not in captured.out
+
+
+@pytest.mark.xdist_group("engine")
+def test_train_main_quiet_prints_results_and_paths_only(engine_data_dir, tmp_path, capsys):  # noqa: F811
+    from echojax import train
+    path = tmp_path / "config.json"
+    tiny_config(engine_data_dir).save(str(path))
+    workdir = tmp_path / "run"
+    train.main(["--config", str(path), "--workdir", str(workdir), "-q"])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 3 and captured.err == ""
+    assert json.loads(lines[0])["step"] == 10
+    assert lines[1] == f"run: {workdir}"
+    assert lines[2] == f"curves: {workdir / 'progress.png'}, `tensorboard --logdir {workdir}`"
+    assert (workdir / "progress.png").exists() and glob.glob(str(workdir / "events.out.*"))
