@@ -332,9 +332,11 @@ class TensorBoardWriter(Reporter):
     per ``metrics.jsonl`` row, holding its scalars (:func:`train_scalars`,
     :func:`validation_scalars`) at the row's step.
 
-    A resumed run opens a new event file starting with a ``SessionLog.START`` at its
-    restored step, so TensorBoard drops the killed run's events from that step on, as
-    ``metrics.jsonl`` drops its rows.
+    Each start (fresh or resumed from step ``S``, 0 when fresh) opens a new event file
+    beginning with a ``SessionLog.START`` at step ``S + 1``. TensorBoard treats every
+    START after a run's first as a restart and drops the events it holds from that step
+    on: a resumed run's points replace the killed run's past the checkpoint, and the
+    points up to ``S`` stay, as the rows of ``metrics.jsonl`` do.
     """
 
     def __init__(self, logdir: str | None = None):
@@ -345,9 +347,8 @@ class TensorBoardWriter(Reporter):
         from tensorboardX import FileWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
         self.writer = FileWriter(self.logdir or workdir)
-        if start_step:
-            self.writer.add_event(Event(session_log=SessionLog(status=SessionLog.START)),
-                                  step=start_step)
+        self.writer.add_event(Event(session_log=SessionLog(status=SessionLog.START)),
+                              step=start_step + 1)
 
     def _write(self, scalars: Mapping[str, float], step: int) -> None:
         from tensorboardX.proto.summary_pb2 import Summary

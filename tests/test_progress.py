@@ -158,7 +158,8 @@ def test_tensorboard_events_hold_the_exact_scalars(tmp_path):
     for row in _rows():
         (writer.on_eval if "validation/fg_dice" in row else writer.on_log)(row)
     writer.close()
-    got, _ = _read_events(tmp_path)
+    got, sessions = _read_events(tmp_path)
+    assert sessions == [1]  # a fresh run's START (not a restart for TensorBoard)
     want = {}
     for r in TRAIN_ROWS:
         want[("train/loss", r["step"])] = r["train_loss"]
@@ -180,7 +181,8 @@ def test_tensorboard_resume_purges_past_the_restored_step(tmp_path):
     writer.on_log(TRAIN_ROWS[3])
     writer.close()
     got, sessions = _read_events(tmp_path)
-    assert sessions == [5]  # tells TensorBoard to drop older events from step 5 on
+    # Restored at step 5 (its rows kept): TensorBoard drops older events from step 6 on.
+    assert sessions == [6]
     assert got == {("train/loss", 7): 4.0, ("train/lr", 7): np.float32(0.05),
                    ("train/grad_norm", 7): np.float32(0.8)}
 
