@@ -12,10 +12,18 @@ model the paper keeps). Each step holds two items:
 Orbax writes each step into a temporary folder and renames it when complete, so a run
 killed while writing leaves the previous complete step as the latest; the temporary
 folder is ignored on restore.
+
+Opened with ``read_only=True`` (evaluation, prediction), the manager neither creates,
+saves nor deletes anything; Orbax's two warnings for such a manager, one per opening,
+tell the user nothing: ``save_interval_steps`` is set to 0 here (Orbax's own warning
+says it does so itself), and "Given directory is read only", which Orbax logs for every
+read-only manager, is dropped by message while the manager is constructed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 from typing import Any
@@ -26,6 +34,24 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 BEST_METRIC = "val_fg_dice"
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+    # Orbax logs this at WARNING on the "absl" logger for every manager opened with
+    # read_only=True (orbax/checkpoint/checkpoint_manager.py): the read-only opening is
+    # what we asked for, so the line is noise. Only this exact message is dropped, and
+    # only while the manager is being constructed.
+    class Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.msg != "Given directory is read only=%s"
+
+    logger, drop = logging.getLogger("absl"), Drop()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _metric(metrics: dict[str, Any]) -> float:
@@ -52,9 +78,12 @@ class Checkpoints:
             enable_async_checkpointing=False,
             read_only=read_only,
             create=not read_only,
+            # Read-only managers never save; Orbax would set this to 0 itself, warning.
+            save_interval_steps=0 if read_only else 1,
         )
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data"))
+        with _without_read_only_notice() if read_only else contextlib.nullcontext():
+            self.manager = ocp.CheckpointManager(
+                self.directory, options=options, item_names=("state", "data"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -24,7 +24,8 @@ from it exactly (model, optimiser, step, RNG and data iterator).
 
 Workdir layout: ``config.json``, ``metrics.jsonl`` (one JSON object per line: train
 loss / lr / grad norm every ``log_every`` steps; validation Dice per class and source
-at each evaluation), ``checkpoints/``.
+at each evaluation), ``checkpoints/``; with the default reporter also ``progress.png``
+and TensorBoard event files (``echojax.progress``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 from flax import nnx
 
 from echojax import augment as augment_lib
@@ -50,6 +50,7 @@ from echojax import labels as labels_lib
 from echojax import losses as losses_lib
 from echojax import metrics as metrics_lib
 from echojax import models as models_lib
+from echojax import progress as progress_lib
 from echojax.checkpoint import Checkpoints, abstract
 from echojax.config import Config, OptimConfig, write_text_atomic
 from echojax.data import mixture as mixture_lib
@@ -432,8 +433,14 @@ class MetricsLog:
 
 # --- the entry point -------------------------------------------------------------------
 
-def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, Any]:
+def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
+                       reporter: progress_lib.Reporter | None = None) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming from its checkpoint if there is one).
+
+    ``reporter`` (process 0 only) is told of the start, each step, each logged and each
+    validation row of ``metrics.jsonl`` (``echojax.progress.Reporter``); default
+    ``echojax.progress.default_reporter()``: a step bar, ``progress.png`` and TensorBoard
+    events in ``workdir``.
 
     Returns a flat dict: ``step``, the last validation metrics (``validation/...``),
     ``best_step`` and ``best/val_fg_dice``, ``train_loss`` (mean over the last log
@@ -453,8 +460,6 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
                 f"file or use a new workdir")
     elif main:
         config.save(config_path)
-    if main:
-        print(config.to_json(), end="", flush=True)
 
     train_mix, val_mix = train_mixture(config), eval_mixture(config, "validation")
     _check_resolution(config, train_mix)
@@ -481,8 +486,12 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
     pending: list[tuple[int, dict[str, jax.Array]]] = []
     last_eval: dict[str, Any] = {}
     train_loss = math.nan
-    bar = tqdm.tqdm(total=total_steps, initial=step, unit="step", disable=not main or None,
-                    dynamic_ncols=True)
+    if not main:
+        reporter = progress_lib.Reporter()
+    elif reporter is None:
+        reporter = progress_lib.default_reporter()
+    reporter.on_start(config=config, workdir=workdir, total_steps=total_steps, start_step=step,
+                      steps_per_epoch=steps_per_epoch)
     t0, images_seen = time.perf_counter(), 0
 
     def flush() -> None:
@@ -504,9 +513,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
                "train_loss": train_loss,
                "lr": float(fetched[-1]["lr"]), "grad_norm": float(fetched[-1]["grad_norm"])}
         log.write(row)
-        elapsed = time.perf_counter() - t0
-        bar.set_postfix(loss=f"{train_loss:.4f}",
-                        img_s=f"{images_seen / max(elapsed, 1e-9):.1f}", refresh=False)
+        reporter.on_log(row)
         pending.clear()
 
     try:
@@ -518,7 +525,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
             pending.append((step, m))
             step += 1
             images_seen += config.batch_size
-            bar.update(1)
+            reporter.on_step(step)
             epoch_done = step % steps_per_epoch == 0
             epoch = step // steps_per_epoch
             if step % config.log_every == 0 or epoch_done:
@@ -529,9 +536,10 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
                 log.write({"step": step, "epoch": epoch, **last_eval})
                 checkpoints.save(step, state, iterator,
                                  val_fg_dice=last_eval["validation/fg_dice"])
+                reporter.on_eval({"step": step, "epoch": epoch, **last_eval})
         flush()
     finally:
-        bar.close()
+        reporter.close()
         checkpoints.close()
 
     elapsed = time.perf_counter() - t0
@@ -554,15 +562,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--config", default=None,
                         help="config JSON (default: WORKDIR/config.json, i.e. resume)")
+    progress_lib.add_verbosity_flags(parser)
     args = parser.parse_args(argv)
     distributed.initialize()
     path = args.config or os.path.join(args.workdir, "config.json")
     if not os.path.exists(path):
         parser.error(f"{path} does not exist; pass --config for a new run")
-    result = train_and_evaluate(Config.load(path), args.workdir)
+    result = train_and_evaluate(
+        Config.load(path), args.workdir,
+        reporter=progress_lib.default_reporter(progress_lib.verbosity(args)))
     if jax.process_index() == 0:
         print(json.dumps({k: v for k, v in result.items() if "/" not in k or "fg_dice" in k},
                          sort_keys=True, default=str))
+        run = os.path.abspath(args.workdir)
+        print(f"run: {run}\ncurves: {os.path.join(run, progress_lib.PROGRESS_PNG)}, "
+              f"`tensorboard --logdir {run}`")
 
 
 if __name__ == "__main__":
