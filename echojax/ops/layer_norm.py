@@ -19,13 +19,13 @@ from echojax.ops.dense import matmul, token_chunks
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def normalize(x: jax.Array, epsilon: float) -> jax.Array:
-    """``(x - mean) / sqrt(var + epsilon)`` over the last axis, in float32 (the two-pass
-    variance): ``[..., C] -> f32[..., C]``, without scale and bias."""
+    """``(x - mean) / sqrt(var + epsilon)`` over the last axis, in at least float32 (the
+    two-pass variance): ``[..., C] -> [..., C]``, without scale and bias."""
     return _normalize_fwd(x, epsilon)[0]
 
 
 def _normalize_fwd(x, epsilon):
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
     rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + epsilon)
     xhat = centred * rstd
@@ -34,7 +34,7 @@ def _normalize_fwd(x, epsilon):
 
 def _normalize_bwd(epsilon, res, g):
     xhat, rstd, dtype_carrier = res
-    g = g.astype(jnp.float32)
+    g = g.astype(xhat.dtype)
     dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
                  - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
     return (dx.astype(dtype_carrier.dtype),)
@@ -45,13 +45,14 @@ normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, epsilon: float,
                dtype) -> jax.Array:
-    """``normalize(x) * scale + bias`` (float32 arithmetic), returned in ``dtype``:
+    """``normalize(x) * scale + bias`` (at least float32 arithmetic), returned in ``dtype``:
     ``[..., C] -> [..., C]``."""
     if scale.shape != x.shape[-1:] or bias.shape != x.shape[-1:]:
         raise ValueError(
             f"layer_norm: scale and bias must be [{x.shape[-1]}] (x's last axis), got "
             f"{tuple(scale.shape)} and {tuple(bias.shape)}")
-    y = normalize(x, epsilon) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    xhat = normalize(x, epsilon)
+    y = xhat * scale.astype(xhat.dtype) + bias.astype(xhat.dtype)
     return y.astype(dtype)
 
 
