@@ -143,9 +143,10 @@ class AttentionUNet(nnx.Module):
         for up, gate, conv in zip(self.up, self.gates, self.up_conv):
             x = up(x)
             skip, alpha = gate(x, skips.pop())
-            alphas.append(alpha.astype(jnp.float32))
+            alphas.append(alpha.astype(layers.logits_dtype(alpha)))
             x = conv(jnp.concatenate([skip, x], axis=-1))
-        logits = self.head(x).astype(jnp.float32)
+        logits = self.head(x)
+        logits = logits.astype(layers.logits_dtype(logits))
         if return_attention:
             return logits, tuple(alphas)
         return logits

@@ -298,3 +298,9 @@ def check_spatial(shape: tuple[int, ...], *, in_channels: int, multiple: int, mo
             f"{model}: input height and width must be positive multiples of {multiple}, "
             f"got {h}x{w}"
         )
+
+
+def logits_dtype(x: jax.Array):
+    """The dtype models return logits in: float32, or float64 for a float64 computation
+    (the float64 reference runs of the tests)."""
+    return jnp.promote_types(x.dtype, jnp.float32)

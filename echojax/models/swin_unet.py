@@ -500,7 +500,9 @@ class SwinUNet(nnx.Module):
             x = stage(dense(concat_linear, jnp.concatenate([x, skips.pop()], axis=-1), impl))
         x = layer_norm(self.norm_up, x, impl)
         if impl == "flax":
-            return self.head(self.final_expand(x)).astype(jnp.float32)
+            logits = self.head(self.final_expand(x))
+            return logits.astype(layers.logits_dtype(logits))
         # The final expansion, its LayerNorm and the 1x1 head (no bias) computed as one.
         head = self.head.conv.kernel[...]
-        return self.final_expand.project(x, head.reshape(head.shape[-2:])).astype(jnp.float32)
+        logits = self.final_expand.project(x, head.reshape(head.shape[-2:]))
+        return logits.astype(layers.logits_dtype(logits))

@@ -90,4 +90,5 @@ class UNet(nnx.Module):
         for up, conv in zip(self.up, self.up_conv):
             x = up(x)
             x = conv(jnp.concatenate([skips.pop(), x], axis=-1))
-        return self.head(x).astype(jnp.float32)
+        logits = self.head(x)
+        return logits.astype(layers.logits_dtype(logits))
