@@ -12,7 +12,7 @@ from absl.testing import parameterized
 from scipy import stats
 
 from echojax import losses
-from echojax.labels import LA, LV, LVM
+from echojax.labels import LA, LVM
 
 NAMES = ("cce", "acce", "marginal", "abce")
 MASKED = ("acce", "marginal", "abce")

@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 # Tokens per chunk of the CPU implementation's MLP and final variance (bench/README.md:
