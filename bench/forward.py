@@ -23,7 +23,8 @@ from echojax import models
 
 
 def time_forward(name: str, *, size: int, batch: int, repeats: int, dtype) -> dict:
-    model = models.create(name, rngs=nnx.Rngs(0), dtype=dtype, **models.PRESETS[name]["paper"])
+    model = models.create(name, impl=models.resolve_impl("auto"), rngs=nnx.Rngs(0), dtype=dtype,
+                          **models.PRESETS[name]["paper"])
     model.eval()
     graphdef, state = nnx.split(model)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -58,10 +58,12 @@ for dtype in $DTYPES; do
     # Swin-UNet works on tokens, where the layout flag only touches the patch embedding.
     fmt=channels_last
     [[ "$case" == swin* ]] && fmt=contiguous
-    # In float32 the U-Nets also time the plain Flax layers: on a GPU the only
-    # differences left are the transposed convolution as a matmul and the pooling.
-    impls=fast
-    [[ "$dtype" == float32 && "$case" != swin* ]] && impls=fast,flax
+    # The models' "gpu" implementation ("cpu" for the smoke run); in float32 the U-Nets
+    # also time the plain Flax layers: on a GPU the only differences left are the
+    # transposed and 1x1 convolutions as matmuls and the pooling.
+    impls=gpu
+    [[ "$DEVICE" == cpu ]] && impls=cpu
+    [[ "$dtype" == float32 && "$case" != swin* ]] && impls=$impls,flax
     if ! timeout "$left" "$PY" bench/train_step.py --cases "$case" --batch "$BATCH" \
         --dtype "$dtype" --device "$DEVICE" --torch-formats "$fmt" --jax-impls "$impls" $COMPILE \
         --rounds "$ROUNDS" --steps "$STEPS" --warmup "$WARMUP" 2>&1 \

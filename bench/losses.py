@@ -27,7 +27,7 @@ from echojax import losses, models
 
 
 def make_step(arch, preset, batch, res, *, loss_name, dropout):
-    model = models.create(arch, rngs=nnx.Rngs(0), **models.PRESETS[arch][preset])
+    model = models.create(arch, impl="cpu", rngs=nnx.Rngs(0), **models.PRESETS[arch][preset])
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.sgd(1e-3, momentum=0.9, nesterov=True)

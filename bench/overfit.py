@@ -56,7 +56,7 @@ def overfit(name: str, *, size: int = 32, steps: int = 300, lr: float = 3e-2,
     (foreground Dice in eval mode, seconds including compilation)."""
     images, labels = blob_images(4, size, seed=seed)
     images, labels = jnp.asarray(images), jnp.asarray(labels)
-    model = models.create(name, rngs=nnx.Rngs(seed), **models.PRESETS[name]["tiny"])
+    model = models.create(name, impl="cpu", rngs=nnx.Rngs(seed), **models.PRESETS[name]["tiny"])
     optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
 
     @nnx.jit

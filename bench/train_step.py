@@ -10,19 +10,18 @@ layout (contiguous NCHW or channels_last).
 
   python bench/train_step.py --cases unet-ref-64            # the issue's target case
   python bench/train_step.py --cases unet-128,attention_unet-128 --rounds 5
-  python bench/train_step.py --jax-impls fast,flax          # A/B of echojax.ops
-  python bench/train_step.py --jax-impls fast,fast+dw_winograd   # A/B of a conv method
+  python bench/train_step.py --jax-impls cpu,flax           # A/B of the layer implementations
   python bench/train_step.py --host-devices 2               # batch split over 2 CPU devices
   python bench/train_step.py --device cuda --batch 32 --dtype bfloat16 --torch-compile
 
-``--jax-impls flax`` times the plain Flax layers (``nnx.Conv``, ``nnx.ConvTranspose``,
-``nnx.max_pool``) instead of ``echojax.ops``; see ``echojax.models.layers.use_ops``.
+``--jax-impls`` names the models' layer implementations to time (``echojax.models.IMPLS``):
+``cpu`` (the ``echojax.ops`` formulations for XLA:CPU, the default), ``gpu`` and ``flax``
+(the plain Flax layers).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -56,11 +55,8 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     p.add_argument("--rounds", type=int, default=5, help="alternation rounds")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    p.add_argument("--jax-impls", default="fast", help="comma-separated: fast (echojax.ops), flax, fast+METHOD (conv_same's "
-                        "auto uses METHOD, e.g. dw_winograd, on maps above 8x8), "
-                        "fast+M1@N/M2 (M1 up to N pixels, M2 above); a suffix %%N sets conv_same's "
-                        "narrow-layer bound (XLA's convolution where C*O <= N on maps above 32x32; %%0: off); "
-                        "a final -bn uses nnx.BatchNorm instead of the fused training-mode BatchNorm")
+    p.add_argument("--jax-impls", default="cpu",
+                   help="comma-separated layer implementations (echojax.models.IMPLS): cpu, gpu, flax")
     p.add_argument("--torch-formats", default="contiguous,channels_last")
     p.add_argument("--torch-compile", action="store_true", help="also time torch.compile'd models")
     p.add_argument("--no-torch", action="store_true")
@@ -85,8 +81,6 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from echojax import losses, models  # noqa: E402
-from echojax.models import layers  # noqa: E402
-from echojax.ops import conv as conv_ops  # noqa: E402
 
 LR = 1e-3
 
@@ -97,18 +91,12 @@ def _count(tree) -> int:
 
 def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
     """Returns ``(step(), num_params)``; ``step`` runs one training step to completion."""
-    fused_bn = not impl.endswith("-bn")     # "fast-bn": nnx.BatchNorm instead of ops.batch_norm_train
-    impl = impl.removesuffix("-bn")
-    impl, _, narrow = impl.partition("%")
-    use_ops, _, large = impl.partition("+")
-    use_ops = use_ops == "fast"
-    with layers.use_ops(use_ops):
-        kw = dict(overrides)
-        if dtype == "bfloat16":
-            kw["dtype"] = jnp.bfloat16
-        model = models.create(arch, rngs=nnx.Rngs(0), **kw)
-        model.train()
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    kw = dict(overrides)
+    if dtype == "bfloat16":
+        kw["dtype"] = jnp.bfloat16
+    model = models.create(arch, impl=impl, rngs=nnx.Rngs(0), **kw)
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.sgd(LR, momentum=0.9, nesterov=True)
     loss_fn = losses.LOSSES["cce"]
     mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
@@ -130,20 +118,8 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), rest, opt_state), loss
 
-    # Trace with the chosen layer implementation (it is read at trace time).
-    # "fast+winograd@1024/winograd_bwd": winograd on maps up to 1024 pixels, then winograd_bwd.
-    # Plain "fast" keeps conv_same's shipped auto choice.
-    if large:
-        *rules, large = large.split("/")
-        rules = [(int(r.split("@")[1]), r.split("@")[0]) for r in rules]
-        auto = conv_ops.auto_large_maps(large, *rules)
-    else:
-        auto = contextlib.nullcontext()
-    # "fast%0": no XLA convolution for narrow layers (conv_ops.auto_narrow); "fast%N": C*O <= N.
-    narrow = conv_ops.auto_narrow(int(narrow)) if narrow else contextlib.nullcontext()
-    with layers.use_ops(use_ops), layers.fused_batch_norm(fused_bn), auto, narrow:
-        jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
-            state, x, y, mask).compile()
+    jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
+        state, x, y, mask).compile()
     box = [state]
 
     def step():

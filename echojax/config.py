@@ -32,6 +32,7 @@ from typing import Any
 from echojax import labels
 from echojax.augment import AugmentConfig
 from echojax.data.mixture import Removal, Source, check_sources
+from echojax.models import resolve_impl
 
 SCHEDULES = ("poly", "cosine", "constant")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -54,13 +55,20 @@ class ModelConfig:
 
     ``overrides`` are constructor keyword arguments applied on top of
     ``echojax.models.PRESETS[name][size]``; pass a dict, it is stored as sorted pairs.
+    ``impl`` is the layer implementation (``echojax.models.IMPLS``: same parameters,
+    different computation): ``"cpu"`` by default; ``"gpu"`` on a GPU; ``"auto"`` is
+    resolved here from JAX's default backend (``echojax.models.resolve_impl``, which
+    starts the backend: make such a config after ``jax.distributed.initialize``), so
+    ``config.json`` always records the implementation used.
     """
     name: str = "unet"
     size: str = "tiny"
     overrides: tuple[tuple[str, Any], ...] = ()
+    impl: str = "cpu"
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", _freeze(dict(self.overrides)))
+        object.__setattr__(self, "impl", resolve_impl(self.impl))  # raises on unknown names
 
     def kwargs(self) -> dict[str, Any]:
         """The preset's constructor arguments with ``overrides`` applied."""

@@ -73,7 +73,7 @@ def create_model(config: Config, *, seed: int | jax.Array) -> nnx.Module:
         kwargs["dtype"] = jnp.bfloat16  # activations; parameters stay float32
     return models_lib.create(
         config.model.name, num_classes=labels_lib.NUM_CLASSES, in_channels=1,
-        rngs=nnx.Rngs(seed), **kwargs)
+        impl=config.model.impl, rngs=nnx.Rngs(seed), **kwargs)
 
 
 def learning_rate_schedule(optim: OptimConfig, total_steps: int | jax.Array, *,

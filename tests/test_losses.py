@@ -3,14 +3,16 @@ label dropout."""
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from scipy import stats
 
 from echojax import losses
-from echojax.labels import LA, LV, LVM
+from echojax.labels import LA, LVM
 
 NAMES = ("cce", "acce", "marginal", "abce")
 MASKED = ("acce", "marginal", "abce")
@@ -58,17 +60,6 @@ HAND_CASES = [
     ("abce", LV_ONLY, [0, 1], [_ln(0.2), _ln(0.8)]),
     ("abce", BG_ONLY, [0, 0], [0.0, 0.0]),
 ]
-
-
-@pytest.mark.parametrize("name,mask,labels,expected", HAND_CASES)
-def test_hand_computed_values(name, mask, labels, expected):
-    n = len(labels)
-    logits = _abce_logits(n) if name == "abce" else _logits(P, n)
-    y = jnp.asarray([[labels]], jnp.int32)
-    m = jnp.asarray([mask])
-    loss = losses.LOSSES[name]
-    np.testing.assert_allclose(loss.per_pixel(logits, y, m)[0, 0], expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(loss(logits, y, m), np.mean(expected), rtol=1e-5, atol=1e-6)
 
 
 def test_masks_apply_per_example():
@@ -135,54 +126,6 @@ def test_finite_values_and_gradients_at_1e4(name):
     assert np.isfinite(value)
     assert np.all(np.isfinite(grad))
     assert np.any(grad != 0)
-
-
-@pytest.mark.parametrize("scale", [2.0, 1e4])
-def test_acce_gradient_exactly_zero_for_absent_classes(scale):
-    logits, labels, label_mask = _partial_batch(3, 1.0)
-    logits = scale * (logits + jax.random.normal(jax.random.key(3), logits.shape))
-    # An absent class with the largest logit would overflow a naive masked softmax.
-    logits = logits.at[3, ..., LVM].set(3 * scale)
-    grad = np.asarray(jax.grad(losses.LOSSES["acce"])(logits, labels, label_mask))
-    absent = ~np.asarray(label_mask)[:, None, None, :] & np.ones(grad.shape, bool)
-    assert np.all(np.isfinite(grad))
-    assert np.all(grad[absent] == 0.0)
-    if scale < 10:  # (at 1e4 the softmax saturates and true gradients underflow to 0)
-        # Examples 0-2 have >= 2 annotated classes: all of those get gradient.
-        assert np.all(grad[:3][~absent[:3]] != 0.0)
-
-
-@pytest.mark.parametrize("scale", [2.0, 1e4])
-def test_abce_gradient_exactly_zero_for_channel_0_and_absent_classes(scale):
-    logits, labels, label_mask = _partial_batch(4, 1.0)
-    logits = scale * (logits + jax.random.normal(jax.random.key(4), logits.shape))
-    grad = np.asarray(jax.grad(losses.LOSSES["abce"])(logits, labels, label_mask))
-    assert np.all(np.isfinite(grad))
-    assert np.all(grad[..., 0] == 0.0)
-    absent = ~np.asarray(label_mask)[:, None, None, :] & np.ones(grad.shape, bool)
-    assert np.all(grad[absent] == 0.0)
-    if scale < 10:
-        trained = ~absent
-        trained[..., 0] = False
-        assert np.all(grad[trained] != 0.0)
-
-
-@pytest.mark.parametrize("name", MASKED)
-def test_labels_of_unannotated_classes_give_nan(name):
-    logits, _ = _random_batch(5, b=1)
-    labels = jnp.full((1, 3, 5), LA, jnp.int32)
-    per_pixel = losses.LOSSES[name].per_pixel(logits, labels, jnp.asarray([NO_LVM]))
-    assert np.all(np.isfinite(per_pixel))
-    per_pixel = losses.LOSSES[name].per_pixel(logits, labels, jnp.asarray([LV_ONLY]))
-    assert np.all(np.isnan(per_pixel))
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_out_of_range_labels_give_nan(name):
-    logits, labels = _random_batch(6, b=1)
-    labels = labels.at[0, 0, 0].set(4).at[0, 0, 1].set(-1)
-    per_pixel = np.asarray(losses.LOSSES[name].per_pixel(logits, labels, jnp.ones((1, 4), bool)))
-    assert np.isnan(per_pixel[0, 0, :2]).all() and np.isfinite(per_pixel[0, 0, 2:]).all()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -379,3 +322,66 @@ def test_label_dropout_bad_shapes():
     with pytest.raises(ValueError, match="labels must be an integer"):
         losses.label_dropout(jax.random.key(0), labels.astype(float), mask,
                              rate=0.5, classes=("lv",))
+
+
+# --- The same properties with and without jit (chex.variants) ----------------------------
+
+
+class LossVariantsTest(chex.TestCase):
+    """Hand-computed values, exactly-zero gradients and the NaN contract hold for the
+    eager loss and for the jitted one alike (``self.variant`` wraps the function)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        (f"{name}_{i}", name, mask, labels, expected)
+        for i, (name, mask, labels, expected) in enumerate(HAND_CASES))
+    def test_hand_computed_values(self, name, mask, labels, expected):
+        n = len(labels)
+        logits = _abce_logits(n) if name == "abce" else _logits(P, n)
+        y = jnp.asarray([[labels]], jnp.int32)
+        m = jnp.asarray([mask])
+        loss = losses.LOSSES[name]
+        per_pixel = self.variant(loss.per_pixel)(logits, y, m)
+        chex.assert_shape(per_pixel, (1, 1, n))
+        np.testing.assert_allclose(per_pixel[0, 0], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(self.variant(loss)(logits, y, m), np.mean(expected),
+                                   rtol=1e-5, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(2.0, 1e4)
+    def test_acce_gradient_exactly_zero_for_absent_classes(self, scale):
+        logits, labels, label_mask = _partial_batch(3, 1.0)
+        logits = scale * (logits + jax.random.normal(jax.random.key(3), logits.shape))
+        # An absent class with the largest logit would overflow a naive masked softmax.
+        logits = logits.at[3, ..., LVM].set(3 * scale)
+        grad = np.asarray(self.variant(jax.grad(losses.LOSSES["acce"]))(logits, labels, label_mask))
+        absent = ~np.asarray(label_mask)[:, None, None, :] & np.ones(grad.shape, bool)
+        assert np.all(np.isfinite(grad))
+        assert np.all(grad[absent] == 0.0)
+        if scale < 10:  # (at 1e4 the softmax saturates and true gradients underflow to 0)
+            # Examples 0-2 have >= 2 annotated classes: all of those get gradient.
+            assert np.all(grad[:3][~absent[:3]] != 0.0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(2.0, 1e4)
+    def test_abce_gradient_exactly_zero_for_channel_0_and_absent_classes(self, scale):
+        logits, labels, label_mask = _partial_batch(4, 1.0)
+        logits = scale * (logits + jax.random.normal(jax.random.key(4), logits.shape))
+        grad = np.asarray(self.variant(jax.grad(losses.LOSSES["abce"]))(logits, labels, label_mask))
+        assert np.all(np.isfinite(grad))
+        assert np.all(grad[..., 0] == 0.0)
+        absent = ~np.asarray(label_mask)[:, None, None, :] & np.ones(grad.shape, bool)
+        assert np.all(grad[absent] == 0.0)
+        if scale < 10:
+            trained = ~absent
+            trained[..., 0] = False
+            assert np.all(grad[trained] != 0.0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*MASKED)
+    def test_labels_of_unannotated_classes_give_nan(self, name):
+        logits, _ = _random_batch(5, b=1)
+        labels = jnp.full((1, 3, 5), LA, jnp.int32)
+        per_pixel = self.variant(losses.LOSSES[name].per_pixel)
+        assert np.all(np.isfinite(per_pixel(logits, labels, jnp.asarray([NO_LVM]))))
+        assert np.all(np.isnan(per_pixel(logits, labels, jnp.asarray([LV_ONLY]))))

@@ -4,6 +4,7 @@ the shifted-window mask, attention gates, train/eval behaviour, and a short over
 import importlib.util
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +39,8 @@ def forward_with_attention(model, x):
 
 
 def tiny(name: str, **kw) -> nnx.Module:
-    return models.create(name, rngs=nnx.Rngs(0), **{**models.PRESETS[name]["tiny"], **kw})
+    # The "cpu" implementation (the configs' default) unless a test asks for another.
+    return models.create(name, rngs=nnx.Rngs(0), **{"impl": "cpu", **models.PRESETS[name]["tiny"], **kw})
 
 
 def test_architectures_and_presets():
@@ -47,6 +49,9 @@ def test_architectures_and_presets():
         assert set(models.PRESETS[name]) == {"tiny", "cpu", "paper"}
     with pytest.raises(ValueError, match="unknown architecture 'vit'"):
         models.create("vit", rngs=nnx.Rngs(0))
+    assert models.IMPLS == ("flax", "cpu", "gpu")
+    with pytest.raises(ValueError, match="unknown layer implementation 'fast'"):
+        models.create("unet", impl="fast", rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("name", models.ARCHITECTURES)
@@ -203,6 +208,124 @@ def test_swin_drop_path_only_in_training():
     model.train()
     a, b = forward(model, x), forward(model, x)
     assert not np.allclose(a, b)  # a fresh stochastic-depth draw per call
+
+
+# --- Layer implementations ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", models.ARCHITECTURES)
+def test_every_impl_has_the_same_parameter_tree(name):
+    # Names, shapes, dtypes and (same keys) initial values: a checkpoint written with one
+    # implementation loads into any other.
+    for size in ("tiny", "paper"):
+        trees = [nnx.state(nnx.eval_shape(lambda: models.create(
+            name, impl=impl, rngs=nnx.Rngs(0), **models.PRESETS[name][size])), nnx.Param)
+            for impl in models.IMPLS]
+        for tree in trees[1:]:
+            chex.assert_trees_all_equal_structs(tree, trees[0])
+            chex.assert_trees_all_equal_shapes_and_dtypes(tree, trees[0])
+    states = [nnx.state(tiny(name, impl=impl)) for impl in models.IMPLS]
+    for state in states[1:]:
+        chex.assert_trees_all_equal(state, states[0])
+
+
+def _random_state(model, key):
+    """The model's state with every parameter drawn at random (BatchNorm scales around 1)."""
+    params = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [0.3 * jax.random.normal(k, x.shape, x.dtype) + (1.0 if x.ndim == 1 else 0.0)
+              for k, x in zip(keys, leaves)]
+    nnx.update(model, jax.tree.unflatten(treedef, leaves))
+    return nnx.state(model)
+
+
+def _run(graphdef, state, x, *, train: bool):
+    """Logits, gradients of a weighted logit sum wrt the parameters and the input, and
+    the BatchNorm statistics after the call, of ``merge(graphdef, state)``."""
+    weights = jax.random.normal(jax.random.key(5), x.shape[:-1] + (4,), jnp.float32).astype(x.dtype)
+    params, rest = nnx.split_state(state, nnx.Param, ...)
+
+    def objective(params, x):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        model.train() if train else model.eval()
+        logits = model(x)
+        return jnp.sum(logits * weights), (logits, nnx.state(model, nnx.BatchStat))
+
+    (_, (logits, stats)), grads = jax.jit(jax.value_and_grad(
+        objective, argnums=(0, 1), has_aux=True))(params, x)
+    return jax.tree.map(np.asarray, (logits, stats, grads))
+
+
+def _assert_close(got, want, rtol):
+    # Per leaf, relative to its largest entry; leaves whose exact value is ~0 (a conv
+    # bias right before a training-mode BatchNorm) relative to the largest gradient.
+    floor = 1e-2 * max(np.max(np.abs(w)) for w in jax.tree.leaves(want))
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+        assert g.shape == w.shape, path
+        err = np.max(np.abs(g - w)) / max(np.max(np.abs(w)), floor)
+        assert err < rtol, f"{jax.tree_util.keystr(path)}: relative error {err:.2e}"
+
+
+# The tiny U-Nets at 32x32 run every 3x3 method of the "cpu" implementation: Winograd
+# F(4x4) at 32x32, F(2x2) at 16x16, im2col at 8x8 (echojax.ops.conv.auto_method).
+@pytest.mark.parametrize("name", ["unet", "attention_unet"])
+@pytest.mark.parametrize("train", [True, False])
+def test_every_impl_matches_the_flax_reference_in_float64(name, train):
+    reference = models.create(name, impl="flax", rngs=nnx.Rngs(0), **models.PRESETS[name]["tiny"])
+    state = _random_state(reference, jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 1), jnp.float32)
+    with jax.enable_x64(True):
+        to64 = lambda a: jnp.asarray(np.asarray(a), jnp.float64)  # noqa: E731
+        want = _run(nnx.graphdef(reference), jax.tree.map(to64, state), to64(x), train=train)
+    assert jax.tree.leaves(want)[0].dtype == np.float64
+    for impl in models.IMPLS:
+        # The float32 model of each implementation, loaded with the reference's state.
+        graphdef = nnx.graphdef(tiny(name, impl=impl))
+        got = _run(graphdef, state, x, train=train)
+        assert got[0].dtype == np.float32
+        chex.assert_trees_all_equal_structs(got, want)
+        # float32 rounding through training-mode BatchNorms with random parameters:
+        # the plain Flax layers themselves measured up to 3e-4 here (attention gates);
+        # a wrong computation is off by O(1).
+        _assert_close(got, want, rtol=1e-3)
+
+
+def test_swin_params_of_one_impl_load_into_another():
+    # (The float64 comparisons of the Swin-UNet are in test_swin_unet_perf.py.)
+    source = tiny("swin_unet", impl="cpu")
+    state = _random_state(source, jax.random.key(3))
+    x = jax.random.normal(jax.random.key(4), (2, 16, 32, 1), jnp.float32)
+    outputs = {impl: forward(nnx.merge(nnx.graphdef(tiny("swin_unet", impl=impl)), state), x)
+               for impl in models.IMPLS}
+    chex.assert_trees_all_close(outputs["cpu"], outputs["flax"], rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_close(outputs["gpu"], outputs["flax"], rtol=1e-4, atol=1e-4)
+
+
+def test_impl_is_part_of_the_compiled_program():
+    # The implementation is static model structure: a jitted function traces once per
+    # implementation, never reusing one implementation's program for another.
+    traces = []
+
+    @nnx.jit
+    def f(model, x):
+        traces.append(model.impl)
+        return model(x)
+
+    x = jnp.ones((1, 16, 16, 1))
+    for impl in ("cpu", "flax", "cpu", "flax"):
+        f(tiny("unet", impl=impl), x)
+    assert traces == ["cpu", "flax"]
+
+
+def test_model_config_records_the_impl():
+    from echojax.config import ModelConfig
+
+    assert ModelConfig().impl == "cpu"
+    assert ModelConfig(impl="flax").impl == "flax"
+    assert ModelConfig(impl="auto").impl == ("cpu" if jax.default_backend() == "cpu" else "gpu")
+    with pytest.raises(ValueError, match="unknown layer implementation 'fast'"):
+        ModelConfig(impl="fast")
 
 
 # --- Swin internals -------------------------------------------------------------------

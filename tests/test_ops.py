@@ -1,6 +1,7 @@
 """echojax.ops against the lax / Flax layers they replace: forward values, gradients
 (against a float64 reference) and parameter compatibility."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,19 +90,13 @@ def test_conv_transpose_bad_shapes():
 
 CONVS = {
     "im2col": ops.conv_same_im2col,
-    "dw_im2col": lambda x, k: ops.conv_same(x, k, method="dw_im2col"),
-    "dw_rows": lambda x, k: ops.conv_same(x, k, method="dw_rows"),
-    "dw_conv": lambda x, k: ops.conv_same(x, k, method="dw_conv"),
     "winograd": lambda x, k: ops.conv_same(x, k, method="winograd"),
-    "dw_winograd": lambda x, k: ops.conv_same(x, k, method="dw_winograd"),
-    "winograd_bwd": lambda x, k: ops.conv_same(x, k, method="winograd_bwd"),
     "winograd4": lambda x, k: ops.conv_same(x, k, method="winograd4"),
-    "dw_winograd4": lambda x, k: ops.conv_same(x, k, method="dw_winograd4"),
     "xla": lambda x, k: ops.conv_same(x, k, method="xla"),
 }
 
 
-# The kernel-gradient variants are written for 3x3 kernels (the U-Net's).
+# Winograd is written for 3x3 kernels (the U-Net's).
 CASES = [(m, 3, 4, 5) for m in sorted(CONVS)] + [
     (m, k, ci, co) for m in ("im2col", "xla") for k, ci, co in [(1, 3, 2), (5, 2, 3)]]
 
@@ -133,12 +128,6 @@ def test_winograd_hand_computed():
     np.testing.assert_allclose(ops.conv_same_winograd(x, k)[0, :, :, 0], want, atol=1e-6)
 
 
-def test_winograd_kernel_gradient_alone_matches_xla():
-    x, dy = jnp.asarray(_rand(13, 2, 4, 6, 3)), jnp.asarray(_rand(14, 2, 4, 6, 5))
-    want = jax.vjp(lambda k: _ref_conv(x, k), jnp.zeros((3, 3, 3, 5)))[1](dy)[0]
-    np.testing.assert_allclose(winograd.kernel_grad_winograd(x, dy), want, rtol=1e-5, atol=1e-5)
-
-
 def test_winograd_bad_input():
     with pytest.raises(ValueError, match="even"):
         ops.conv_same_winograd(jnp.ones((1, 5, 4, 2)), jnp.ones((3, 3, 2, 3)))
@@ -146,11 +135,8 @@ def test_winograd_bad_input():
         ops.conv_same_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((5, 5, 2, 3)))
     with pytest.raises(ValueError, match="channels"):
         ops.conv_same_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 4, 3)))
-    for method in ("winograd", "winograd_bwd", "dw_winograd"):
-        with pytest.raises(ValueError, match="even height and width"):
-            ops.conv_same(jnp.ones((1, 4, 5, 2)), jnp.ones((3, 3, 2, 3)), method=method)
-    with pytest.raises(ValueError, match="differ"):
-        winograd.kernel_grad_winograd(jnp.ones((1, 4, 4, 2)), jnp.ones((1, 4, 6, 3)))
+    with pytest.raises(ValueError, match="even height and width"):
+        ops.conv_same(jnp.ones((1, 4, 5, 2)), jnp.ones((3, 3, 2, 3)), method="winograd")
 
 
 @pytest.mark.parametrize("points", [winograd.WINOGRAD4_POINTS, (0.0, 1.0, -1.0, 0.5, -0.5)])
@@ -181,75 +167,39 @@ def test_cook_toom_matrices():
         winograd.cook_toom((0, 1, -1, 2))
 
 
-def test_winograd4_bad_input_and_auto_fallback():
+def test_winograd4_bad_input():
     with pytest.raises(ValueError, match="multiples of 4"):
         winograd.conv_same_winograd4(jnp.ones((1, 6, 8, 2)), jnp.ones((3, 3, 2, 3)))
     with pytest.raises(ValueError, match=r"\[3, 3, C, O\]"):
         winograd.conv_same_winograd4(jnp.ones((1, 8, 8, 2)), jnp.ones((5, 5, 2, 3)))
     with pytest.raises(ValueError, match="multiples of 4"):
         ops.conv_same(jnp.ones((1, 8, 6, 2)), jnp.ones((3, 3, 2, 3)), method="winograd4")
-    with pytest.raises(ValueError, match="multiples of 4"):
-        ops.conv_same(jnp.ones((1, 8, 6, 2)), jnp.ones((3, 3, 2, 3)), method="dw_winograd4")
-    with pytest.raises(ValueError, match="differ"):
-        winograd.kernel_grad_winograd4(jnp.ones((1, 8, 8, 2)), jnp.ones((1, 8, 4, 3)))
-    # In auto mode: sides multiples of 4 -> F(4x4); other even sides -> F(2x2); odd ->
-    # XLA. Same computation, same bits; F(2x2) and F(4x4) round differently.
-    k = jnp.asarray(_rand(21, 3, 3, 2, 3), jnp.float32)
-    with conv_ops.auto_large_maps("winograd4"):
-        for shape, method in [((1, 12, 16, 2), "winograd4"), ((1, 10, 12, 2), "winograd"),
-                              ((1, 11, 12, 2), "xla")]:
-            x = jnp.asarray(_rand(22, *shape), jnp.float32)
-            got = ops.conv_same(x, k)
-            np.testing.assert_array_equal(got, ops.conv_same(x, k, method=method))
-            want = _ref_conv(x, k)
-            np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
-    x = jnp.asarray(_rand(22, 1, 12, 16, 2), jnp.float32)
-    assert np.any(ops.conv_same(x, k, method="winograd4") != ops.conv_same(x, k, method="winograd"))
 
 
-def test_auto_large_maps_falls_back_where_winograd_does_not_apply():
-    # Odd sizes and 5x5 kernels take XLA's convolution instead of raising.
-    with conv_ops.auto_large_maps("dw_winograd"):
-        for shape, kshape in [((1, 9, 10, 2), (3, 3, 2, 3)), ((1, 10, 10, 2), (5, 5, 2, 3)),
-                              ((1, 10, 12, 2), (3, 3, 2, 3))]:
-            x, k = jnp.asarray(_rand(15, *shape), jnp.float32), jnp.asarray(_rand(16, *kshape), jnp.float32)
-            np.testing.assert_allclose(ops.conv_same(x, k), _ref_conv(x, k), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="method"):
-        with conv_ops.auto_large_maps("fastest"):
-            pass
-
-
-def test_auto_large_maps_rules_pick_by_map_size():
-    # Up to 16x16 pixels -> winograd (a custom_vjp), above -> XLA's convolution; 8x8 and
-    # below stay im2col (a custom_vjp too) whatever the rules.
-    k = jnp.ones((3, 3, 2, 3))
-    def first_primitive(h):
-        return jax.make_jaxpr(lambda x: ops.conv_same(x, k))(jnp.ones((1, h, h, 2))).eqns[0].primitive.name
-    with conv_ops.auto_large_maps("xla", (256, "winograd")):
-        assert [first_primitive(h) for h in (8, 16, 32)] == ["custom_vjp_call", "custom_vjp_call", "conv_general_dilated"]
-    # The default: Winograd on 16x16 (3x3 kernel, even sizes), XLA on odd sizes.
-    assert first_primitive(16) == "custom_vjp_call"
-    x = jnp.ones((1, 15, 15, 2))
-    assert jax.make_jaxpr(lambda x: ops.conv_same(x, k))(x).eqns[0].primitive.name == "conv_general_dilated"
-    # F(2x2) up to 16x16, F(4x4) above where the sides are multiples of 4, F(2x2) where
-    # they are only even (same computation, same bits; the two tile sizes round
-    # differently).
-    kr = jnp.asarray(_rand(23, 3, 3, 2, 3), jnp.float32)
-    for h, method in [(16, "winograd"), (20, "winograd4"), (32, "winograd4"), (18, "winograd")]:
-        x = jnp.asarray(_rand(24, 1, h, h, 2), jnp.float32)
-        np.testing.assert_array_equal(ops.conv_same(x, kr), ops.conv_same(x, kr, method=method),
-                                      err_msg=f"{h}x{h}")
-
-
-def test_auto_uses_xla_convolution_off_the_cpu(monkeypatch):
-    # The matmul formulations are for XLA:CPU; on a GPU backend "auto" leaves every map
-    # size to XLA's convolution (cuDNN), read at trace time.
-    k = jnp.ones((3, 3, 2, 3))
-    def first_primitive(h):
-        return jax.make_jaxpr(lambda x: ops.conv_same(x, k))(jnp.ones((1, h, h, 2))).eqns[0].primitive.name
-    assert [first_primitive(h) for h in (4, 16, 32)] == ["custom_vjp_call"] * 3
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert [first_primitive(h) for h in (4, 16, 32)] == ["conv_general_dilated"] * 3
+@pytest.mark.parametrize("x_shape, k_shape, method", [
+    # Up to 8x8 pixels: patches + matmul, whatever the kernel.
+    ((1, 8, 8, 2), (3, 3, 2, 3), "im2col"),
+    ((1, 4, 2, 2), (5, 5, 2, 3), "im2col"),
+    # Up to 16x16: F(2x2); above, F(4x4) where the sides are multiples of 4, F(2x2)
+    # where they are only even, XLA on odd sides or other kernels.
+    ((1, 16, 16, 2), (3, 3, 2, 3), "winograd"),
+    ((1, 12, 16, 2), (3, 3, 2, 3), "winograd"),
+    ((1, 20, 20, 2), (3, 3, 2, 3), "winograd4"),
+    ((1, 32, 32, 16), (3, 3, 16, 16), "winograd4"),     # 32x32 is not above the narrow bound
+    ((1, 18, 18, 2), (3, 3, 2, 3), "winograd"),
+    ((1, 15, 15, 2), (3, 3, 2, 3), "xla"),
+    ((1, 10, 12, 2), (5, 5, 2, 3), "xla"),
+    # Above 32x32, narrow layers (C * O <= 512) take XLA's convolution.
+    ((1, 64, 64, 1), (3, 3, 1, 16), "xla"),
+    ((1, 64, 64, 16), (3, 3, 16, 32), "xla"),
+    ((1, 64, 64, 32), (3, 3, 32, 32), "winograd4"),
+])
+def test_auto_method_by_map_size_and_width(x_shape, k_shape, method):
+    assert conv_ops.auto_method(x_shape, k_shape) == method
+    # conv_same(method="auto") computes exactly what the chosen method computes.
+    x = jnp.asarray(_rand(24, *x_shape[:3], k_shape[2]), jnp.float32)
+    k = jnp.asarray(_rand(23, *k_shape), jnp.float32)
+    np.testing.assert_array_equal(ops.conv_same(x, k), ops.conv_same(x, k, method=method))
 
 
 def test_conv_same_uses_flax_parameters_unchanged():
@@ -304,25 +254,6 @@ def test_max_pool_bad_input():
 
 
 # --- narrow layers ---------------------------------------------------------------------
-
-def test_auto_takes_xla_convolution_for_narrow_layers_on_large_maps():
-    def first_primitive(h, c, o):
-        k = jnp.ones((3, 3, c, o))
-        return jax.make_jaxpr(lambda x: ops.conv_same(x, k))(jnp.ones((1, h, h, c))).eqns[0].primitive.name
-    # Above 32x32 (1024 pixels), C * O <= 512 -> XLA; wider layers -> Winograd.
-    assert first_primitive(64, 1, 16) == "conv_general_dilated"
-    assert first_primitive(64, 16, 32) == "conv_general_dilated"
-    assert first_primitive(64, 32, 32) == "custom_vjp_call"
-    assert first_primitive(32, 16, 16) == "custom_vjp_call"      # 32x32: not above the bound
-    with conv_ops.auto_narrow(0):
-        assert first_primitive(64, 1, 16) == "custom_vjp_call"
-    with conv_ops.auto_narrow(2048):
-        assert first_primitive(64, 32, 32) == "conv_general_dilated"
-    assert first_primitive(64, 1, 16) == "conv_general_dilated"  # restored on exit
-    with pytest.raises(ValueError, match="max_features"):
-        with conv_ops.auto_narrow(-1):
-            pass
-
 
 # --- BatchNorm in training mode --------------------------------------------------------
 
@@ -385,7 +316,7 @@ def test_apply_batch_norm_matches_nnx_batch_norm_and_its_running_stats():
     x = jnp.asarray(_rand(40, 2, 4, 4, 3) + 1.0, jnp.float32)
     ct = jnp.asarray(_rand(41, 2, 4, 4, 3), jnp.float32)
     results = {}
-    for fused in (True, False):
+    for impl in ("cpu", "flax"):
         norm = layers.batch_norm(3, dtype=None, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
         norm.scale[...] = jnp.asarray(_rand(42, 3) + 1.5, jnp.float32)
         norm.bias[...] = jnp.asarray(_rand(43, 3), jnp.float32)
@@ -393,38 +324,33 @@ def test_apply_batch_norm_matches_nnx_batch_norm_and_its_running_stats():
 
         def f(p, x):
             m = nnx.merge(graphdef, p, rest, copy=True)
-            with layers.fused_batch_norm(fused):
-                y = layers.apply_batch_norm(m, x, relu=True)
+            y = layers.apply_batch_norm(m, x, relu=True, impl=impl)
             return y, nnx.state(m, nnx.BatchStat)
 
         y, stats = f(params, x)
         grads = jax.grad(lambda p, x: jnp.sum(f(p, x)[0] * ct), argnums=(0, 1))(params, x)
-        results[fused] = (y, stats, grads)
-    for a, b in zip(jax.tree.leaves(results[True]), jax.tree.leaves(results[False])):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        results[impl] = (y, stats, grads)
+    chex.assert_trees_all_close(results["cpu"], results["flax"], rtol=1e-5, atol=1e-5)
     # The running averages moved (momentum 0.9 from mean 0, var 1).
-    mean = results[True][1]["mean"][...]
+    mean = results["cpu"][1]["mean"][...]
     np.testing.assert_allclose(mean, 0.1 * np.asarray(x).mean((0, 1, 2)), rtol=1e-5)
 
 
-def test_fused_batch_norm_only_on_the_cpu_backend(monkeypatch):
-    # The fused form is an XLA:CPU measure: with another default backend (read at trace
-    # time) training-mode BatchNorm is nnx.BatchNorm's own computation, no custom VJP.
+@pytest.mark.parametrize("impl, fused", [("cpu", True), ("gpu", False), ("flax", False)])
+def test_fused_batch_norm_only_in_the_cpu_implementation(impl, fused):
+    # The fused form is an XLA:CPU measure: the other implementations trace
+    # nnx.BatchNorm's own computation, no custom VJP.
     from echojax.models import layers
 
     norm = layers.batch_norm(3, dtype=None, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
     x = jnp.ones((2, 4, 4, 3), jnp.float32)
+    graphdef, state = nnx.split(norm)
 
-    def primitives():
-        graphdef, state = nnx.split(norm)
+    def f(state, x):
+        return layers.apply_batch_norm(nnx.merge(graphdef, state), x, relu=True, impl=impl)
 
-        def f(state, x):
-            return layers.apply_batch_norm(nnx.merge(graphdef, state), x, relu=True)
-        return {e.primitive.name for e in jax.make_jaxpr(f)(state, x).eqns}
-
-    assert "custom_vjp_call" in primitives()
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert "custom_vjp_call" not in primitives()
+    primitives = {e.primitive.name for e in jax.make_jaxpr(f)(state, x).eqns}
+    assert ("custom_vjp_call" in primitives) == fused
 
 
 # --- 1x1 convolution -------------------------------------------------------------------
@@ -438,13 +364,137 @@ def test_conv_1x1_matches_lax_values_and_gradients():
 def test_conv_1x1_uses_flax_parameters_unchanged_and_bad_input():
     from echojax.models import layers
 
-    layer = layers.Conv1x1(4, 3, rngs=nnx.Rngs(2))
+    layer = layers.Conv1x1(4, 3, impl="flax", rngs=nnx.Rngs(2))
     layer.conv.bias[...] = jnp.asarray(_rand(53, 3), jnp.float32)
     x = jnp.asarray(_rand(54, 2, 4, 4, 4), jnp.float32)
-    with layers.use_ops(False):
-        want = layer(x)
-    np.testing.assert_allclose(layer(x), want, rtol=1e-5, atol=1e-5)
+    fast = nnx.merge(nnx.graphdef(layers.Conv1x1(4, 3, impl="cpu", rngs=nnx.Rngs(0))),
+                     nnx.state(layer))
+    np.testing.assert_allclose(fast(x), layer(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"\[1, 1, C, O\]"):
         ops.conv_1x1(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 3)))
     with pytest.raises(ValueError, match="channels"):
         ops.conv_1x1(jnp.ones((1, 4, 4, 2)), jnp.ones((1, 1, 5, 3)))
+
+
+def test_3x3_layer_uses_xla_convolution_except_in_the_cpu_implementation():
+    # The matmul / Winograd formulations are for XLA:CPU: "gpu" and "flax" leave every
+    # map size to XLA's convolution (cuDNN on a GPU).
+    from echojax.models import layers
+
+    def primitives(impl, h):
+        block = layers.ConvBNReLU(2, 3, impl=impl, rngs=nnx.Rngs(0))
+        graphdef, state = nnx.split(block)
+        jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.ones((1, h, h, 2)))
+        return {e.primitive.name for e in jaxpr.eqns}
+
+    for h in (4, 16, 32):
+        assert "conv_general_dilated" not in primitives("cpu", h)
+        for impl in ("gpu", "flax"):
+            assert "conv_general_dilated" in primitives(impl, h)
+    with pytest.raises(ValueError, match="unknown layer implementation 'fast'"):
+        layers.ConvBNReLU(2, 3, impl="fast", rngs=nnx.Rngs(0))
+
+
+# --- the Swin-UNet's dense layers and LayerNorm ------------------------------------------
+
+@pytest.mark.parametrize("k, n", [(4, 6), (6, 4)])
+def test_dense_matches_float64_values_and_gradients(k, n):
+    # Both weight-gradient orders (N > K and N <= K) of the hand-written VJP.
+    x, kernel, bias = _rand(60, 2, 3, 5, k), _rand(61, k, n), _rand(62, n)
+    _check_against_float64(ops.dense, lambda x, k_, b: x @ k_ + b, [x, kernel, bias],
+                           (2, 3, 5, n), rtol=1e-5)
+
+
+def test_dense_bad_input():
+    with pytest.raises(ValueError, match=r"kernel \[K, N\]"):
+        ops.dense(jnp.ones((2, 3)), jnp.ones((4, 5)))
+
+
+def _ref_layer_norm(x, scale, bias):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / jnp.sqrt(var + 1e-5) * scale + bias
+
+
+def test_layer_norm_matches_float64_values_and_gradients():
+    # Mean far from zero: the two-pass variance keeps float32 accurate.
+    x, scale, bias = _rand(63, 2, 7, 6) + 5.0, _rand(64, 6) + 1.0, _rand(65, 6)
+    _check_against_float64(
+        lambda x, s, b: ops.layer_norm(x, s, b, epsilon=1e-5, dtype=x.dtype), _ref_layer_norm,
+        [x, scale, bias], (2, 7, 6), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"\[6\]"):
+        ops.layer_norm(jnp.ones((2, 6)), jnp.ones(5), jnp.ones(6), epsilon=1e-5, dtype=jnp.float32)
+
+
+def test_fold_affine_hand_computed():
+    # (xhat * s + t) @ K + b = xhat @ (s[:, None] K) + (t @ K + b).
+    kernel = jnp.asarray([[1.0, 2.0], [3.0, 4.0]])
+    folded, bias = ops.fold_affine(kernel, jnp.asarray([1.0, -1.0]), jnp.asarray([2.0, 10.0]),
+                                   jnp.asarray([1.0, 1.0]))
+    np.testing.assert_array_equal(folded, [[2.0, 4.0], [30.0, 40.0]])
+    np.testing.assert_array_equal(bias, [5.0, 5.0])
+
+
+@pytest.mark.parametrize("chunk_tokens", [None, 1, 7, 12, 1000])
+def test_mlp_in_token_chunks_equals_the_whole(chunk_tokens):
+    # 60 tokens: chunks of 1 (many), 6 (largest divisor of 60 below 7), 12, or one chunk.
+    x = jnp.asarray(_rand(66, 3, 4, 5, 4), jnp.float32)
+    k1, b1, k2, b2 = (jnp.asarray(_rand(67 + i, *s), jnp.float32)
+                      for i, s in enumerate([(4, 8), (8,), (8, 3), (3,)]))
+
+    def plain(x, k1, k2):
+        return jax.nn.gelu(x @ k1 + b1, approximate=False) @ k2 + b2
+
+    def f(x, k1, k2):
+        return ops.mlp(x, k1, b1, k2, b2, chunk_tokens=chunk_tokens)
+
+    ct = jnp.asarray(_rand(71, 3, 4, 5, 3), jnp.float32)
+    got, want = _value_and_grads(f, [x, k1, k2], ct), _value_and_grads(plain, [x, k1, k2], ct)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        ops.token_chunks(lambda t: t, x, chunk_tokens=0)
+
+
+def test_gelu_is_torch_exact_form():
+    x = jnp.linspace(-6.0, 6.0, 101)
+    np.testing.assert_allclose(ops.gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+    np.testing.assert_allclose(ops.gelu(jnp.asarray([0.0, 1.0])), [0.0, 0.8413447], rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_tokens", [None, 5])
+def test_expand_norm_project_matches_the_plain_form(chunk_tokens):
+    # LayerNorm(depth_to_space(x @ E)) @ K, written out, in float64.
+    b, h, w, d, s, c, k = 2, 3, 2, 4, 2, 6, 3
+    x, expand = _rand(72, b, h, w, d) + 0.5, _rand(73, d, s * s * c)
+    scale, bias, kernel = _rand(74, c) + 1.0, _rand(75, c), _rand(76, c, k)
+
+    def plain(x, expand, scale, bias, kernel):
+        z = (x @ expand).reshape(b, h, w, s, s, c).transpose(0, 1, 3, 2, 4, 5)
+        return _ref_layer_norm(z.reshape(b, h * s, w * s, c), scale, bias) @ kernel
+
+    def op(x, expand, scale, bias, kernel):
+        return ops.expand_norm_project(x, expand, scale, bias, kernel, factor=s, epsilon=1e-5,
+                                       chunk_tokens=chunk_tokens)
+
+    ct = _rand(77, b, h * s, w * s, k)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a, jnp.float64) for a in (x, expand, scale, bias, kernel)]
+        want = jax.tree.map(np.asarray, _value_and_grads(plain, args, ct))
+    got = _value_and_grads(op, [jnp.asarray(a, jnp.float32) for a in (x, expand, scale, bias, kernel)], ct)
+    for g, w_ in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w_, rtol=0, atol=2e-5 * np.abs(w_).max())
+    with pytest.raises(ValueError, match=r"kernel must be \[6, K\]"):
+        ops.expand_norm_project(*[jnp.asarray(a, jnp.float32) for a in (x, expand, scale, bias)],
+                                jnp.ones((5, 3)), factor=s, epsilon=1e-5, chunk_tokens=None)
+
+
+def test_gather_rows_by_matmul_and_additive_mask():
+    table = jnp.arange(12.0).reshape(6, 2)
+    index = np.array([[5, 0], [2, 2]])
+    np.testing.assert_array_equal(ops.gather_rows_by_matmul(table, index), np.asarray(table)[index])
+    with pytest.raises(ValueError, match="outside"):
+        ops.gather_rows_by_matmul(table, np.array([[6]]))
+    logits = jnp.asarray([[1.0, 2.0, 3.0]])
+    weights = jax.nn.softmax(logits + ops.additive_mask(np.array([[True, False, True]])))
+    np.testing.assert_array_equal(weights[0, 1], 0.0)
+    np.testing.assert_allclose(weights[0, [0, 2]], jax.nn.softmax(jnp.asarray([1.0, 3.0])), rtol=1e-6)

@@ -5,7 +5,14 @@ All map ``x f32[B, H, W, in_channels]`` to logits ``f32[B, H, W, num_classes]``;
 ``model.train()`` / ``model.eval()`` switch BatchNorm statistics and dropout/drop path.
 
 >>> from flax import nnx
->>> model = create("unet", rngs=nnx.Rngs(0), **PRESETS["unet"]["tiny"])
+>>> model = create("unet", impl="cpu", rngs=nnx.Rngs(0), **PRESETS["unet"]["tiny"])
+
+``impl`` chooses how the layers are computed (:data:`IMPLS`): ``"flax"``, the plain Flax
+layers (the reference); ``"cpu"``, the formulations of :mod:`echojax.ops` that XLA:CPU
+runs fastest; ``"gpu"``, those of them measured faster on a GPU too. The parameters
+(names, shapes, initial values) are the same for all three, so a checkpoint written
+with one loads into the others; :func:`resolve_impl` turns ``"auto"`` into the one for
+the default backend.
 
 Presets (constructor overrides):
 
@@ -21,9 +28,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+import jax
 from flax import nnx
 
 from echojax.models.attention_unet import AttentionGate, AttentionUNet
+from echojax.models.layers import IMPLS
 from echojax.models.swin_unet import SwinUNet
 from echojax.models.unet import UNet
 
@@ -64,25 +73,42 @@ PRESETS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType({
 })
 
 
+def resolve_impl(impl: str) -> str:
+    """``impl`` itself if it is one of :data:`IMPLS`; ``"auto"``: ``"cpu"`` when JAX's
+    default backend is the CPU, ``"gpu"`` otherwise (what runs fastest there,
+    bench/README.md). Call it once, when a run is configured, and record the result."""
+    if impl == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "gpu"
+    if impl not in IMPLS:
+        raise ValueError(f"unknown layer implementation {impl!r}; expected 'auto' or one of {IMPLS}")
+    return impl
+
+
 def create(
-    name: str, *, num_classes: int = 4, in_channels: int = 1, rngs: nnx.Rngs, **overrides
+    name: str, *, num_classes: int = 4, in_channels: int = 1, impl: str = "flax",
+    rngs: nnx.Rngs, **overrides
 ) -> nnx.Module:
-    """Builds architecture ``name`` (one of :data:`ARCHITECTURES`).
+    """Builds architecture ``name`` (one of :data:`ARCHITECTURES`) with layer
+    implementation ``impl`` (one of :data:`IMPLS`; ``"flax"`` by default).
 
     ``overrides`` are constructor keywords (e.g. ``**PRESETS[name]["cpu"]``, ``dtype``);
     without them the model has the reference ("paper") size.
     """
     if name not in _CLASSES:
         raise ValueError(f"unknown architecture {name!r}; expected one of {ARCHITECTURES}")
-    return _CLASSES[name](in_channels, num_classes, rngs=rngs, **overrides)
+    if impl not in IMPLS:
+        raise ValueError(f"unknown layer implementation {impl!r}; expected one of {IMPLS}")
+    return _CLASSES[name](in_channels, num_classes, impl=impl, rngs=rngs, **overrides)
 
 
 __all__ = [
     "ARCHITECTURES",
+    "IMPLS",
     "PRESETS",
     "AttentionGate",
     "AttentionUNet",
     "SwinUNet",
     "UNet",
     "create",
+    "resolve_impl",
 ]

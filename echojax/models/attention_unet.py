@@ -26,6 +26,9 @@ class AttentionGate(nnx.Module):
     ``W_g``, ``W_x`` and ``psi`` are 1x1 convolutions with bias, each followed by
     BatchNorm (``psi`` maps to one channel). Returns ``(alpha * x, alpha)``.
 
+    The gates' BatchNorms are ``nnx.BatchNorm`` in every implementation (the fused
+    form measured 1.10x slower there, bench/README.md).
+
     Args shapes: ``g: [B, H, W, gate_features]`` (gating signal, same grid as ``x``),
     ``x: [B, H, W, skip_features]``; ``alpha: [B, H, W, 1]`` in [0, 1].
     """
@@ -38,14 +41,15 @@ class AttentionGate(nnx.Module):
         *,
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.w_g = layers.Conv1x1(gate_features, inner_features, **kw)
+        self.w_g = layers.Conv1x1(gate_features, inner_features, impl=impl, **kw)
         self.w_g_norm = layers.batch_norm(inner_features, **kw)
-        self.w_x = layers.Conv1x1(skip_features, inner_features, **kw)
+        self.w_x = layers.Conv1x1(skip_features, inner_features, impl=impl, **kw)
         self.w_x_norm = layers.batch_norm(inner_features, **kw)
-        self.psi = layers.Conv1x1(inner_features, 1, **kw)
+        self.psi = layers.Conv1x1(inner_features, 1, impl=impl, **kw)
         self.psi_norm = layers.batch_norm(1, **kw)
 
     def __call__(self, g: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -68,6 +72,7 @@ class AttentionUNet(nnx.Module):
         multiples of ``2 ** (len(widths) - 1)``.
       dtype: computation dtype; parameters stay ``param_dtype``, logits are float32.
       param_dtype: parameter dtype.
+      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all).
       rngs: initialisation keys.
 
     ``model(x, return_attention=True)`` returns ``(logits, alphas)`` where ``alphas`` is
@@ -83,15 +88,17 @@ class AttentionUNet(nnx.Module):
         widths: Sequence[int] = (64, 128, 256, 512, 1024),
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) <= 0:
             raise ValueError(f"AttentionUNet: widths must be >= 2 positive ints, got {widths}")
+        self.impl = layers.check_impl(impl)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.widths = widths
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, impl=impl, rngs=rngs)
         self.down = nnx.List(
             [layers.DoubleConv(in_channels, widths[0], use_bias=True, **kw)]
             + [
@@ -128,7 +135,7 @@ class AttentionUNet(nnx.Module):
         skips = []
         for i, block in enumerate(self.down):
             if i > 0:
-                x = layers.max_pool_2x2(x)
+                x = layers.max_pool_2x2(x, impl=self.impl)
             x = block(x)
             skips.append(x)
         skips.pop()
@@ -136,9 +143,10 @@ class AttentionUNet(nnx.Module):
         for up, gate, conv in zip(self.up, self.gates, self.up_conv):
             x = up(x)
             skip, alpha = gate(x, skips.pop())
-            alphas.append(alpha.astype(jnp.float32))
+            alphas.append(alpha.astype(layers.logits_dtype(alpha)))
             x = conv(jnp.concatenate([skip, x], axis=-1))
-        logits = self.head(x).astype(jnp.float32)
+        logits = self.head(x)
+        logits = logits.astype(layers.logits_dtype(logits))
         if return_attention:
             return logits, tuple(alphas)
         return logits

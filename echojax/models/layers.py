@@ -1,10 +1,12 @@
 """Convolutional building blocks shared by the U-Net family (NHWC layout).
 
 Every convolution of :mod:`echojax.models.unet` and :mod:`echojax.models.attention_unet`
-goes through the small classes here, so that a faster implementation (e.g. the 2x2
-stride-2 transposed convolution as one matmul followed by depth-to-space) can replace
-the body of a class without touching the architectures. Parameter names and shapes are
-part of that contract: checkpoints must keep loading.
+goes through the small classes here. Each takes the layer implementation ``impl``
+(one of :data:`IMPLS`: ``"flax"``, the plain Flax layers; ``"cpu"`` / ``"gpu"``, the
+formulations of :mod:`echojax.ops`) as a constructor argument: it is static, part of
+the module's graph definition, so every compiled program sees which one it traced.
+Parameter names and shapes do not depend on it: checkpoints load into any
+implementation.
 
 Initialisation follows PyTorch's defaults for ``nn.Conv2d`` weights (uniform with
 variance ``1 / (3 fan_in)``), so that the models start where the reference
@@ -13,8 +15,6 @@ BatchNorm follows almost every biased convolution and cancels them anyway.
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -30,41 +30,26 @@ TORCH_CONV_INIT = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unifor
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
-# Whether the layers below trace with ``echojax.ops`` (matmul formulations that XLA:CPU
-# runs much faster, same parameters and maps) or with the plain Flax layers. Read at
-# trace time; switch it with :func:`use_ops` (benchmarks compare the two).
-_USE_OPS = True
+# The layer implementations (a model's ``impl``). Parameters are the same for all;
+# only the computation differs (equal to float tolerance):
+#   "flax": the plain Flax layers (nnx.Conv, nnx.ConvTranspose, nnx.BatchNorm,
+#           nnx.max_pool, nnx.Linear, nnx.LayerNorm): the reference;
+#   "cpu":  the formulations of echojax.ops that XLA:CPU runs fastest (Winograd / im2col
+#           3x3 convolutions, fused training-mode BatchNorm, matmul transposed and 1x1
+#           convolutions, strided max-pool; the Swin-UNet's dense layers, LayerNorm and
+#           token chunks);
+#   "gpu":  the echojax.ops formulations measured faster on a GPU too (transposed and
+#           1x1 convolutions as matmuls, strided max-pool, the Swin-UNet's rearranged
+#           dense layers and LayerNorm), XLA's own 3x3 convolution and BatchNorm, no
+#           token chunks (bench/README.md, GPU section).
+IMPLS: tuple[str, ...] = ("flax", "cpu", "gpu")
 
 
-# Whether training-mode BatchNorm goes through ``echojax.ops.batch_norm_train`` (when
-# ``_USE_OPS`` too); :func:`fused_batch_norm` switches it (benchmarks A/B it).
-_FUSED_BN = True
-
-
-@contextlib.contextmanager
-def fused_batch_norm(enabled: bool = True):
-    """Within the context, :func:`apply_batch_norm` uses the fused training-mode
-    BatchNorm (``True``, the default) or ``nnx.BatchNorm`` itself. Read at trace time."""
-    global _FUSED_BN
-    previous, _FUSED_BN = _FUSED_BN, bool(enabled)
-    try:
-        yield
-    finally:
-        _FUSED_BN = previous
-
-
-@contextlib.contextmanager
-def use_ops(enabled: bool = True):
-    """Within the context, models trace their convolutions and pooling with
-    ``echojax.ops`` (``True``, the default outside any context) or with ``nnx.Conv`` /
-    ``nnx.ConvTranspose`` / ``nnx.max_pool`` (``False``). Parameters are the same
-    either way; only the computation differs (equal to float tolerance)."""
-    global _USE_OPS
-    previous, _USE_OPS = _USE_OPS, bool(enabled)
-    try:
-        yield
-    finally:
-        _USE_OPS = previous
+def check_impl(impl: str) -> str:
+    """``impl`` if it is one of :data:`IMPLS`, else ``ValueError``."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown layer implementation {impl!r}; expected one of {IMPLS}")
+    return impl
 
 
 def _operands(conv: nnx.Conv | nnx.ConvTranspose, x: jax.Array):
@@ -73,23 +58,24 @@ def _operands(conv: nnx.Conv | nnx.ConvTranspose, x: jax.Array):
     return conv.promote_dtype((x, conv.kernel[...], bias), dtype=conv.dtype)
 
 
-def _conv_same(conv: nnx.Conv, x: jax.Array) -> jax.Array:
-    """``conv(x)`` for a stride-1 'SAME' ``nnx.Conv``, through ``echojax.ops.conv_same``."""
-    if not _USE_OPS:
+def _conv_same(conv: nnx.Conv, x: jax.Array, impl: str) -> jax.Array:
+    """``conv(x)`` for a stride-1 'SAME' ``nnx.Conv``; ``"cpu"``: through
+    ``echojax.ops.conv_same`` (the method chosen by the shapes)."""
+    if impl != "cpu":
         return conv(x)
     x, kernel, bias = _operands(conv, x)
     y = ops.conv_same(x, kernel)
     return y if bias is None else y + bias
 
 
-def apply_batch_norm(norm: nnx.BatchNorm, x: jax.Array, *, relu: bool = False) -> jax.Array:
+def apply_batch_norm(norm: nnx.BatchNorm, x: jax.Array, *, relu: bool = False,
+                     impl: str) -> jax.Array:
     """``norm(x)`` (then ReLU if ``relu``), with the same parameters, statistics and
-    running-average updates as ``nnx.BatchNorm``. In training mode on the CPU in float32
-    it goes through ``echojax.ops.batch_norm_train`` (one fused pass per direction and a
-    hand-written VJP; the plain form costs XLA:CPU several passes over the map); in
-    every other case (evaluation, other dtypes or backends, ``use_ops(False)``) it is
-    ``norm(x)`` itself."""
-    if (not (_USE_OPS and _FUSED_BN) or norm.use_running_average or jax.default_backend() != "cpu"
+    running-average updates as ``nnx.BatchNorm``. With ``impl="cpu"``, in training mode
+    in float32 it goes through ``echojax.ops.batch_norm_train`` (one fused pass per
+    direction and a hand-written VJP; the plain form costs XLA:CPU several passes over
+    the map); in every other case it is ``norm(x)`` itself."""
+    if (impl != "cpu" or norm.use_running_average
             or norm.scale is None or norm.bias is None or norm.axis_name is not None
             or not norm.use_fast_variance or norm.axis not in (-1, x.ndim - 1)):
         y = norm(x)
@@ -136,8 +122,10 @@ class ConvBNReLU(nnx.Module):
         use_bias: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
+        self.impl = check_impl(impl)
         self.conv = nnx.Conv(
             in_features,
             out_features,
@@ -152,7 +140,8 @@ class ConvBNReLU(nnx.Module):
         self.norm = batch_norm(out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return apply_batch_norm(self.norm, _conv_same(self.conv, x), relu=True)
+        return apply_batch_norm(self.norm, _conv_same(self.conv, x, self.impl), relu=True,
+                                impl=self.impl)
 
 
 class DoubleConv(nnx.Module):
@@ -171,9 +160,11 @@ class DoubleConv(nnx.Module):
         use_bias: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
-        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.impl = check_impl(impl)
+        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, impl=impl, rngs=rngs)
         self.block1 = ConvBNReLU(in_features, out_features, **kw)
         self.block2 = ConvBNReLU(out_features, out_features, **kw)
 
@@ -197,8 +188,10 @@ class TransposedConv2x2(nnx.Module):
         *,
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
+        self.impl = check_impl(impl)
         self.conv = nnx.ConvTranspose(
             in_features,
             out_features,
@@ -213,7 +206,7 @@ class TransposedConv2x2(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if not _USE_OPS:
+        if self.impl == "flax":
             return self.conv(x)
         return ops.conv_transpose_2x2(*_operands(self.conv, x))
 
@@ -232,10 +225,13 @@ class UpsampleConv(nnx.Module):
         *,
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
+        self.impl = check_impl(impl)
         self.block = ConvBNReLU(
-            in_features, out_features, use_bias=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            in_features, out_features, use_bias=True, dtype=dtype, param_dtype=param_dtype,
+            impl=impl, rngs=rngs
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -256,8 +252,10 @@ class Conv1x1(nnx.Module):
         use_bias: bool = True,
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
+        self.impl = check_impl(impl)
         self.conv = nnx.Conv(
             in_features,
             out_features,
@@ -270,14 +268,14 @@ class Conv1x1(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        if not _USE_OPS:
+        if self.impl == "flax":
             return self.conv(x)
         return ops.conv_1x1(*_operands(self.conv, x))
 
 
-def max_pool_2x2(x: jax.Array) -> jax.Array:
+def max_pool_2x2(x: jax.Array, *, impl: str) -> jax.Array:
     """2x2 max pooling with stride 2: ``[B, H, W, C] -> [B, H/2, W/2, C]`` (H, W even)."""
-    if _USE_OPS:
+    if impl != "flax":
         return ops.max_pool_2x2(x)
     return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
 
@@ -300,3 +298,9 @@ def check_spatial(shape: tuple[int, ...], *, in_channels: int, multiple: int, mo
             f"{model}: input height and width must be positive multiples of {multiple}, "
             f"got {h}x{w}"
         )
+
+
+def logits_dtype(x: jax.Array):
+    """The dtype models return logits in: float32, or float64 for a float64 computation
+    (the float64 reference runs of the tests)."""
+    return jnp.promote_types(x.dtype, jnp.float32)

@@ -31,21 +31,16 @@ Deliberate differences from the reference:
 * The final expansion scales by ``patch_size`` (the reference hard-codes 4, which only
   matches its default patch size).
 
-Same parameters and the same function, computed in forms that are faster on XLA:CPU
-(``tests/test_swin_unet_perf.py`` checks logits and every gradient against a plain
-float64 implementation; ``bench/README.md`` has the measured effect of each):
-* the final expansion, its LayerNorm and the 1x1 head are computed together on the
-  sub-pixel layout (:meth:`PatchExpand.project`), never forming the full-resolution
-  ``embed_dim``-channel map;
-* LayerNorm statistics in float32 with the two-pass variance (PyTorch's; flax uses
-  ``E[x**2] - E[x]**2``) and a hand-written backward pass; where a dense layer follows,
-  the LayerNorm's scale and bias are folded into its weights;
-* the MLP (without dropout) runs in token chunks under ``jax.checkpoint`` (on the CPU
-  only: other backends run it whole);
-* dense layers use a custom VJP whose weight gradient lets XLA transpose the narrower
-  operand; the relative-position bias is read by a one-hot matmul and the shift mask
-  added with it; exact GELU in PyTorch's erf form (``jax.nn.gelu`` uses erfc; they
-  differ by ~1e-6); drop path multiplies by a per-example factor.
+Implementations (``impl``, same parameters for all; ``echojax.models.layers.IMPLS``):
+``"flax"`` computes each layer the plain way, as written above (``nnx.LayerNorm``,
+``nnx.Linear``, the bias gathered from its table, a masked softmax, depth-to-space then
+LayerNorm then the head); ``"cpu"`` and ``"gpu"`` compute the same function in the forms
+of :mod:`echojax.ops` that XLA runs faster (LayerNorm's scale and bias folded into the
+next dense layer, dense layers and LayerNorm with hand-written backward passes, the
+final expansion, LayerNorm and head on the sub-pixel layout; ``"cpu"`` also runs the
+MLP and the final variance in checkpointed chunks of ``chunk_tokens`` tokens).
+``tests/test_swin_unet_perf.py`` checks every implementation's logits and gradients
+against ``"flax"`` in float64; ``bench/README.md`` has the measured effect of each form.
 """
 
 from __future__ import annotations
@@ -58,76 +53,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from echojax import ops
 from echojax.models import layers
 
 _LINEAR_INIT = nnx.initializers.truncated_normal(stddev=0.02)
 _LN_EPSILON = 1e-5  # PyTorch's LayerNorm default
-_CHUNK_TOKENS = 8192  # tokens per chunk (_token_chunks, _grouped_mean_square)
 
 
 def _linear(in_features, out_features, *, use_bias=True, dtype, param_dtype, rngs):
-    return nnx.Linear(
-        in_features,
-        out_features,
-        use_bias=use_bias,
-        kernel_init=_LINEAR_INIT,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        rngs=rngs,
-    )
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _normalize(x: jax.Array, epsilon: float) -> jax.Array:
-    """``(x - mean) / sqrt(var + epsilon)`` over the last axis, in float32 (the
-    two-pass variance, as PyTorch's LayerNorm)."""
-    return _normalize_fwd(x, epsilon)[0]
-
-
-def _normalize_fwd(x, epsilon):
-    x32 = x.astype(jnp.float32)
-    centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
-    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + epsilon)
-    xhat = centred * rstd
-    return xhat, (xhat, rstd, jnp.zeros((0,), x.dtype))
-
-
-def _normalize_bwd(epsilon, res, g):
-    xhat, rstd, dtype_carrier = res
-    g = g.astype(jnp.float32)
-    dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
-                 - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
-    return (dx.astype(dtype_carrier.dtype),)
-
-
-_normalize.defvjp(_normalize_fwd, _normalize_bwd)
-
-
-class LayerNorm(nnx.LayerNorm):
-    """``nnx.LayerNorm`` (same parameters) with a hand-written backward pass, statistics
-    in float32 and the two-pass variance (as PyTorch's).
-
-    Where a dense layer follows, :meth:`normalize` gives the input without the affine
-    part, which :func:`_dense` folds into the layer's weights (``norm=``): flax's form
-    multiplies by ``rsqrt(var) * scale`` at full size, and XLA:CPU materialises
-    full-size broadcasts of the scale and bias in both passes.
-    """
-
-    def normalize(self, x: jax.Array) -> jax.Array:
-        """``(x - mean) / sqrt(var + epsilon)``, without scale and bias."""
-        return _normalize(x, self.epsilon)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        dtype = self.dtype or jnp.result_type(x, self.scale[...])
-        y = self.normalize(x) * self.scale[...].astype(jnp.float32) + self.bias[...].astype(
-            jnp.float32)
-        return y.astype(dtype)
+    return nnx.Linear(in_features, out_features, use_bias=use_bias, kernel_init=_LINEAR_INIT,
+                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def _layer_norm(num_features, *, dtype, param_dtype, rngs):
-    return LayerNorm(
-        num_features, epsilon=_LN_EPSILON, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-    )
+    # Two-pass variance, as PyTorch's LayerNorm (flax's default is E[x^2] - E[x]^2).
+    return nnx.LayerNorm(num_features, epsilon=_LN_EPSILON, use_fast_variance=False,
+                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def _dropout(rate: float, *, broadcast_dims=(), rngs: nnx.Rngs) -> nnx.Dropout:
@@ -136,105 +77,40 @@ def _dropout(rate: float, *, broadcast_dims=(), rngs: nnx.Rngs) -> nnx.Dropout:
 
 
 # ---------------------------------------------------------------------------------------
-# Dense layers with a weight gradient laid out for XLA:CPU.
+# The three computations whose form depends on the implementation.
 
 
-@jax.custom_vjp
-def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """``x [..., K] @ kernel [K, N]``, differentiated with the weight gradient taken as
-    ``(dy^T x)^T`` when ``N > K`` (see :func:`_matmul_bwd`)."""
-    return x @ kernel
+def layer_norm(norm: nnx.LayerNorm, x: jax.Array, impl: str) -> jax.Array:
+    """``norm(x)``."""
+    if impl == "flax":
+        return norm(x)
+    dtype = norm.dtype or jnp.result_type(x, norm.scale[...])
+    return ops.layer_norm(x, norm.scale[...], norm.bias[...], epsilon=norm.epsilon, dtype=dtype)
 
 
-def _matmul_fwd(x, kernel):
-    return x @ kernel, (x, kernel)
-
-
-def _matmul_bwd(res, dy):
-    x, kernel = res
-    k, n = kernel.shape
-    x2, dy2 = x.reshape(-1, k), dy.reshape(-1, n)
-    dx = (dy @ kernel.T.astype(dy.dtype)).astype(x.dtype)
-    # The weight gradient contracts over the tokens, the major axis of both operands.
-    # XLA:CPU then transposes one of them in memory (a strided copy of the whole
-    # activation, several ms per million elements on this CPU); by default it picks
-    # the output gradient. Contracting in the other order makes it transpose ``x``
-    # instead, the smaller of the two when the layer widens (qkv, MLP fc1, expansions).
-    if n > k:
-        dk = jax.lax.dot_general(dy2, x2, (((0,), (0,)), ((), ()))).T
-    else:
-        dk = jax.lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))
-    return dx, dk.astype(kernel.dtype)
-
-
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-def _grouped_mean_square(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    """``mean((x @ kernel)**2)`` over each of ``groups`` equal column groups, in float32:
-    ``x [..., D], kernel [D, groups * C] -> [..., groups, 1]``.
-
-    The product can be the largest tensor of the network (the final expansion's); it is
-    formed in token chunks under ``jax.checkpoint`` (see :func:`_token_chunks`), so the
-    backward pass recomputes each chunk instead of storing it.
-    """
-
-    def one_chunk(xc):
-        z = _matmul(xc, kernel).reshape(xc.shape[0], groups, -1).astype(jnp.float32)
-        return jnp.mean(jnp.square(z), axis=-1)
-
-    return _token_chunks(one_chunk, x)[..., None]
-
-
-def _gelu(x: jax.Array) -> jax.Array:
-    # Exact GELU in PyTorch's form, x/2 (1 + erf(x/sqrt 2)); jax.nn.gelu's exact form
-    # goes through erfc, which is about a third slower on the CPU. The two differ by
-    # at most ~1e-6 (absolute).
-    return 0.5 * x * (1.0 + jax.lax.erf(x * np.float32(1 / np.sqrt(2)).astype(x.dtype)))
-
-
-def _token_chunks(fn, x: jax.Array) -> jax.Array:
-    """``fn`` applied to ``x [..., C]`` flattened to tokens, ``_CHUNK_TOKENS`` (or the
-    largest divisor of the token count below it) at a time, each chunk under
-    ``jax.checkpoint``; ``fn: [n, C] -> [n, D]``.
-
-    A memory-traffic measure for XLA:CPU: off the CPU (read at trace time) ``fn`` runs
-    on all tokens at once and its activations are stored, since a GPU wants large
-    kernels and has the memory.
-    """
-    *lead, d = x.shape
-    tokens = int(np.prod(lead))
-    if jax.default_backend() != "cpu":
-        out = fn(x.reshape(tokens, d))
-        return out.reshape(*lead, out.shape[-1])
-    fn = jax.checkpoint(fn)
-    chunk = max(c for c in range(1, min(tokens, _CHUNK_TOKENS) + 1) if tokens % c == 0)
-    if 8 * chunk < min(tokens, _CHUNK_TOKENS):
-        chunk = tokens  # an awkward token count: one chunk rather than many tiny ones
-    out = jax.lax.map(fn, x.reshape(tokens // chunk, chunk, d))
-    return out.reshape(*lead, out.shape[-1])
-
-
-def _dense(layer: nnx.Linear, x: jax.Array, *, norm: LayerNorm | None = None) -> jax.Array:
-    """``layer(x)`` (same parameters, dtype promotion and result) through :func:`_matmul`.
-
-    With ``norm``, ``x`` is ``norm.normalize(x0)`` and the result is ``layer(norm(x0))``:
-    ``(xhat * scale + bias) @ K + b = xhat @ (scale[:, None] * K) + (bias @ K + b)``.
-    """
-    x, kernel, bias = _dense_params(layer, x, norm=norm)
-    y = _matmul(x, kernel)
-    return y if bias is None else y + bias
-
-
-def _dense_params(layer, x, *, norm=None):
-    """``(x, kernel, bias)`` of :func:`_dense`, promoted to the layer's dtype."""
+def _dense_operands(layer: nnx.Linear, x: jax.Array, norm: nnx.LayerNorm | None):
+    """``(x', kernel, bias)`` with ``x' @ kernel + bias = layer(norm(x))`` (or
+    ``layer(x)``), promoted to the layer's dtype; the norm's scale and bias are folded
+    into the layer's weights."""
     kernel = layer.kernel[...]
     bias = layer.bias[...] if layer.bias is not None else None
     if norm is not None:
-        shift = norm.bias[...] @ kernel
-        bias = shift if bias is None else bias + shift
-        kernel = norm.scale[...][:, None] * kernel
+        x = ops.normalize(x, norm.epsilon)
+        kernel, bias = ops.fold_affine(kernel, bias, norm.scale[...], norm.bias[...])
     return layer.promote_dtype((x, kernel, bias), dtype=layer.dtype)
+
+
+def dense(layer: nnx.Linear, x: jax.Array, impl: str, *,
+          norm: nnx.LayerNorm | None = None) -> jax.Array:
+    """``layer(norm(x))``, or ``layer(x)`` without ``norm``."""
+    if impl == "flax":
+        return layer(x if norm is None else norm(x))
+    return ops.dense(*_dense_operands(layer, x, norm))
+
+
+def gelu(x: jax.Array, impl: str) -> jax.Array:
+    """Exact (erf) GELU, as ``torch.nn.GELU()``."""
+    return jax.nn.gelu(x, approximate=False) if impl == "flax" else ops.gelu(x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,14 +142,6 @@ def relative_position_index(window: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def relative_position_one_hot(window: int) -> np.ndarray:
-    """``float32[window**4, (2 window - 1)**2]``: row ``i * window**2 + j`` is the one-hot
-    of :func:`relative_position_index` ``[i, j]``."""
-    index = relative_position_index(window).reshape(-1)
-    return np.eye((2 * window - 1) ** 2, dtype=np.float32)[index]
-
-
-@functools.lru_cache(maxsize=None)
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     """``bool[H/window, W/window, window**2, window**2]``: True where two tokens of a
     window of the grid rolled by ``-shift`` may attend to each other.
@@ -302,24 +170,16 @@ class WindowAttention(nnx.Module):
     """Multi-head self-attention within windows, with a relative position bias.
 
     ``x: [B, nH, nW, window**2, dim]``, optional ``mask: bool[nH, nW, window**2,
-    window**2]`` (True = may attend) ``-> [B, nH, nW, window**2, dim]``.
+    window**2]`` (True = may attend) ``-> [B, nH, nW, window**2, dim]``; attends over
+    ``norm(x)`` (the block's pre-norm, per token) when ``norm`` is given.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        window_size: int,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        dtype=None,
-        param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, dim: int, num_heads: int, *, window_size: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, dtype=None,
+                 param_dtype=jnp.float32, impl: str = "flax", rngs: nnx.Rngs):
         if dim % num_heads:
             raise ValueError(f"WindowAttention: dim {dim} not divisible by num_heads {num_heads}")
+        self.impl = layers.check_impl(impl)
         self.num_heads = num_heads
         self.window_size = window_size
         self.scale = (dim // num_heads) ** -0.5
@@ -332,56 +192,54 @@ class WindowAttention(nnx.Module):
         self.attn_drop = _dropout(attn_drop, rngs=rngs)
         self.proj_drop = _dropout(proj_drop, rngs=rngs)
 
-    def __call__(self, x: jax.Array, mask: jax.Array | np.ndarray | None = None, *,
-                 norm: LayerNorm | None = None) -> jax.Array:
-        # norm: x is norm.normalize(x0), for norm(x0) (see _dense).
+    def __call__(self, x: jax.Array, mask: np.ndarray | None = None, *,
+                 norm: nnx.LayerNorm | None = None) -> jax.Array:
         *lead, n, dim = x.shape
-        qkv = _dense(self.qkv, x, norm=norm).reshape(*lead, n, 3, self.num_heads, dim // self.num_heads)
+        heads = self.num_heads
+        qkv = dense(self.qkv, x, self.impl, norm=norm).reshape(*lead, n, 3, heads, dim // heads)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-        # Logits and softmax in float32 whatever the compute dtype.
-        logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
-        # The bias table read as a matmul with a constant one-hot matrix: its gradient
-        # is then a matmul too, not a scatter-add.
-        table = self.relative_position_bias_table[...].astype(jnp.float32)
-        bias = (relative_position_one_hot(self.window_size) @ table).reshape(n, n, self.num_heads)
-        logits = logits * self.scale + bias.transpose(2, 0, 1)
-        if mask is not None:
-            # Adding the most negative float32 to a logit of ordinary size gives that
-            # value again (its spacing there is ~2e31): exactly zero weight after softmax,
-            # as a select would, but fused into the same pass as the bias.
-            logits = logits + np.where(mask, 0.0, np.finfo(np.float32).min).astype(
-                np.float32)[..., None, :, :]
+        # Logits and softmax in at least float32 whatever the compute dtype.
+        logits_dtype = jnp.promote_types(q.dtype, jnp.float32)
+        logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=logits_dtype)
+        logits = logits * self.scale
+        index = relative_position_index(self.window_size)
+        table = self.relative_position_bias_table[...]
+        if self.impl == "flax":
+            logits = logits + table[index].astype(logits_dtype).transpose(2, 0, 1)
+            if mask is not None:
+                logits = jnp.where(mask[..., None, :, :], logits, jnp.finfo(logits_dtype).min)
+        else:
+            logits = logits + ops.gather_rows_by_matmul(table, index).transpose(2, 0, 1)
+            if mask is not None:
+                logits = logits + ops.additive_mask(mask)[..., None, :, :]
         attn = self.attn_drop(jax.nn.softmax(logits, axis=-1)).astype(v.dtype)
         out = jnp.einsum("...hqk,...khd->...qhd", attn, v).reshape(*lead, n, dim)
-        return self.proj_drop(_dense(self.proj, out))
+        return self.proj_drop(dense(self.proj, out, self.impl))
 
 
 class Mlp(nnx.Module):
-    """``dim -> hidden -> dim`` with exact GELU and dropout after each linear."""
+    """``dim -> hidden -> dim`` with exact GELU and dropout after each linear, over
+    ``norm(x)`` when ``norm`` is given."""
 
     def __init__(self, dim: int, hidden: int, *, drop: float = 0.0, dtype=None,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 param_dtype=jnp.float32, impl: str = "flax",
+                 chunk_tokens: int | None = None, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.impl = layers.check_impl(impl)
+        self.chunk_tokens = chunk_tokens
         self.fc1 = _linear(dim, hidden, **kw)
         self.fc2 = _linear(hidden, dim, **kw)
         self.drop = _dropout(drop, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, norm: LayerNorm | None = None) -> jax.Array:
-        # norm: x is norm.normalize(x0), for norm(x0) (see _dense).
-        if self.drop.rate > 0:
-            x = self.drop(_gelu(_dense(self.fc1, x, norm=norm)))
-            return self.drop(_dense(self.fc2, x))
-        # Without dropout the MLP is a function of each token alone: run it a few
-        # thousand tokens at a time under jax.checkpoint, so the hidden layer (4x wider
-        # than the tokens) never exists at full size; the backward pass recomputes it
-        # chunk by chunk.
-        x, k1, b1 = _dense_params(self.fc1, x, norm=norm)
-        _, k2, b2 = _dense_params(self.fc2, x)
-
-        def one_chunk(xc):
-            return _matmul(_gelu(_matmul(xc, k1) + b1), k2) + b2
-
-        return _token_chunks(one_chunk, x)
+    def __call__(self, x: jax.Array, *, norm: nnx.LayerNorm | None = None) -> jax.Array:
+        if self.impl != "flax" and self.drop.rate == 0:
+            # Without dropout the MLP is a function of each token alone (ops.mlp runs
+            # it in token chunks when chunk_tokens is set).
+            x, k1, b1 = _dense_operands(self.fc1, x, norm)
+            _, k2, b2 = _dense_operands(self.fc2, x, None)
+            return ops.mlp(x, k1, b1, k2, b2, chunk_tokens=self.chunk_tokens)
+        x = self.drop(gelu(dense(self.fc1, x, self.impl, norm=norm), self.impl))
+        return self.drop(dense(self.fc2, x, self.impl))
 
 
 class SwinBlock(nnx.Module):
@@ -394,30 +252,21 @@ class SwinBlock(nnx.Module):
     residual branch per example with probability ``drop_path`` in training.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        *,
-        window_size: int,
-        shifted: bool,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        dtype=None,
-        param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, dim: int, num_heads: int, *, window_size: int, shifted: bool,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
+                 attn_drop: float = 0.0, drop_path: float = 0.0, dtype=None,
+                 param_dtype=jnp.float32, impl: str = "flax",
+                 chunk_tokens: int | None = None, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.impl = layers.check_impl(impl)
         self.window_size = window_size
         self.shift_size = window_size // 2 if shifted else 0
         self.norm1 = _layer_norm(dim, **kw)
         self.attn = WindowAttention(dim, num_heads, window_size=window_size, qkv_bias=qkv_bias,
-                                    attn_drop=attn_drop, proj_drop=drop, **kw)
+                                    attn_drop=attn_drop, proj_drop=drop, impl=impl, **kw)
         self.norm2 = _layer_norm(dim, **kw)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, **kw)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, impl=impl,
+                       chunk_tokens=chunk_tokens, **kw)
         # Per-example mask broadcast over H, W, C: stochastic depth.
         self.drop_path = _dropout(drop_path, broadcast_dims=(1, 2, 3), rngs=rngs)
 
@@ -427,23 +276,25 @@ class SwinBlock(nnx.Module):
         if h % ws or w % ws:
             raise ValueError(f"SwinBlock: grid {h}x{w} is not a multiple of window {ws}")
         shift = self.shift_size if min(h, w) > ws else 0
-        y = self.norm1.normalize(x)  # scale and bias folded into qkv
-        mask = None
+        y, mask = x, None
         if shift:
             y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
             mask = shifted_window_mask(h, w, ws, shift)
+        # norm1 is per token: inside the attention, after the roll and the window
+        # partition, it is the reference's norm1 before them.
         y = window_merge(self.attn(window_partition(y, ws), mask, norm=self.norm1), ws)
         if shift:
             y = jnp.roll(y, (shift, shift), axis=(1, 2))
         x = x + self._drop_path(y)
-        return x + self._drop_path(self.mlp(self.norm2.normalize(x), norm=self.norm2))
+        return x + self._drop_path(self.mlp(x, norm=self.norm2))
 
     def _drop_path(self, y: jax.Array) -> jax.Array:
-        # The Dropout draws one keep/drop per example (broadcast over H, W, C); applied
-        # to ones it gives the per-example factor 0 or 1/keep, and a multiply by it
-        # fuses into the residual add, where a full-size select would not.
         if self.drop_path.rate == 0:
             return y
+        if self.impl == "flax":
+            return self.drop_path(y)
+        # The same draw (one keep/drop per example) as a per-example factor 0 or 1/keep:
+        # a multiply fuses into the residual add, where a full-size select does not.
         return y * self.drop_path(jnp.ones((y.shape[0], 1, 1, 1), y.dtype))
 
 
@@ -451,8 +302,10 @@ class PatchMerging(nnx.Module):
     """2x down-sampling: concat each 2x2 neighbourhood (4 dim), LayerNorm, linear to
     2 dim without bias; ``[B, H, W, dim] -> [B, H/2, W/2, 2 dim]``."""
 
-    def __init__(self, dim: int, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, dim: int, *, dtype=None, param_dtype=jnp.float32, impl: str = "flax",
+                 rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.impl = layers.check_impl(impl)
         self.norm = _layer_norm(4 * dim, **kw)
         self.reduction = _linear(4 * dim, 2 * dim, use_bias=False, **kw)
 
@@ -462,7 +315,7 @@ class PatchMerging(nnx.Module):
         x = jnp.concatenate(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], axis=-1
         )
-        return _dense(self.reduction, self.norm.normalize(x), norm=self.norm)
+        return dense(self.reduction, x, self.impl, norm=self.norm)
 
 
 class PatchExpand(nnx.Module):
@@ -473,8 +326,11 @@ class PatchExpand(nnx.Module):
     ``scale=patch_size, out_dim=dim``."""
 
     def __init__(self, dim: int, out_dim: int, *, scale: int, dtype=None,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 param_dtype=jnp.float32, impl: str = "flax",
+                 chunk_tokens: int | None = None, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.impl = layers.check_impl(impl)
+        self.chunk_tokens = chunk_tokens
         self.scale = scale
         self.out_dim = out_dim
         self.expand = _linear(dim, scale * scale * out_dim, use_bias=False, **kw)
@@ -483,57 +339,29 @@ class PatchExpand(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, _ = x.shape
         s, c = self.scale, self.out_dim
-        x = _dense(self.expand, x).reshape(b, h, w, s, s, c).transpose(0, 1, 3, 2, 4, 5)
-        return self.norm(x.reshape(b, h * s, w * s, c))
+        x = dense(self.expand, x, self.impl).reshape(b, h, w, s, s, c).transpose(0, 1, 3, 2, 4, 5)
+        return layer_norm(self.norm, x.reshape(b, h * s, w * s, c), self.impl)
 
     def project(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
-        """``self(x) @ kernel`` for ``kernel: [out_dim, K]``, without forming ``self(x)``:
-        ``[B, H, W, dim] -> [B, scale H, scale W, K]``.
-
-        Used for the final expansion followed by the 1x1 head, where ``self(x)`` is the
-        largest tensor of the network (``embed_dim`` channels at full resolution) and
-        ``K`` is the number of classes. Every step is per pixel, so the LayerNorm and
-        the projection run on the sub-pixel layout and only the ``K``-channel result is
-        moved to its pixels. The LayerNorm's centring is folded into the weights: with
-        ``E_s`` the expansion's ``out_dim`` columns for sub-pixel ``s`` and ``Ê_s`` the
-        same with each row's mean subtracted, ``z_s - mean(z_s) = x Ê_s`` exactly, so
-
-            LN(z_s) @ kernel = (x Ê_s)(gamma * kernel) / sqrt(var_s + eps) + beta @ kernel,
-            var_s = mean((x Ê_s)**2),
-
-        where only ``var_s`` needs the ``out_dim``-wide product. The variance is the
-        two-pass one (no cancellation), against ``LayerNorm``'s ``E[z**2] - E[z]**2``.
-        """
-        b, h, w, dim = x.shape
-        s, c = self.scale, self.out_dim
-        k = kernel.shape[-1]
-        cdt = self.expand.dtype or x.dtype
-        expand = self.expand.kernel[...].reshape(dim, s * s, c)
-        centred = expand - expand.mean(-1, keepdims=True)
-        scaled = self.norm.scale[...][:, None] * kernel  # [c, K]
-        fused = jnp.einsum("dsc,ck->dsk", centred, scaled).reshape(dim, s * s * k)
-        shift = self.norm.bias[...] @ kernel  # [K]
-        x = x.astype(cdt)
-        var = _grouped_mean_square(x, centred.reshape(dim, s * s * c).astype(cdt), s * s)
-        y = _matmul(x, fused.astype(cdt)).reshape(b, h, w, s * s, k)
-        y = y.astype(jnp.float32) * jax.lax.rsqrt(var + self.norm.epsilon) + shift
-        y = y.astype(cdt).reshape(b, h, w, s, s, k).transpose(0, 1, 3, 2, 4, 5)
-        return y.reshape(b, h * s, w * s, k)
+        """``self(x) @ kernel`` for ``kernel: [out_dim, K]`` without forming ``self(x)``
+        (:func:`echojax.ops.expand_norm_project`): ``[B, H, W, dim] -> [B, scale H,
+        scale W, K]``. The final expansion followed by the head in the ``"cpu"`` and
+        ``"gpu"`` implementations, where ``self(x)`` is the largest tensor of the network."""
+        x = x.astype(self.expand.dtype or x.dtype)
+        return ops.expand_norm_project(
+            x, self.expand.kernel[...], self.norm.scale[...], self.norm.bias[...], kernel,
+            factor=self.scale, epsilon=self.norm.epsilon, chunk_tokens=self.chunk_tokens)
 
 
 class SwinStage(nnx.Module):
     """``depth`` Swin blocks alternating regular and shifted windows; ``[B, H, W, dim]``
     in and out (resampling is done by the caller)."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, *, window_size: int,
-                 mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float,
-                 drop_path: Sequence[float], dtype=None, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(self, dim: int, depth: int, num_heads: int, *, drop_path: Sequence[float],
+                 **block_kw):
         self.blocks = nnx.List([
-            SwinBlock(dim, num_heads, window_size=window_size, shifted=bool(i % 2),
-                      mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop, attn_drop=attn_drop,
-                      drop_path=float(drop_path[i]), dtype=dtype, param_dtype=param_dtype,
-                      rngs=rngs)
+            SwinBlock(dim, num_heads, shifted=bool(i % 2), drop_path=float(drop_path[i]),
+                      **block_kw)
             for i in range(depth)
         ])
 
@@ -562,6 +390,9 @@ class SwinUNet(nnx.Module):
         to this value; each decoder stage reuses the rates of its encoder stage.
       dtype: computation dtype; parameters stay ``param_dtype``, logits are float32.
       param_dtype: parameter dtype.
+      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all).
+      chunk_tokens: tokens per checkpointed chunk of the MLPs and the final variance
+        with ``impl="cpu"`` (``None``: no chunks); unused by the other implementations.
       rngs: initialisation keys; the ``dropout`` stream (or ``default``) drives dropout
         and drop path.
 
@@ -585,6 +416,8 @@ class SwinUNet(nnx.Module):
         drop_path_rate: float = 0.1,
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
+        chunk_tokens: int | None = ops.CHUNK_TOKENS,
         rngs: nnx.Rngs,
     ):
         depths, num_heads = tuple(depths), tuple(num_heads)
@@ -595,14 +428,21 @@ class SwinUNet(nnx.Module):
             )
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"SwinUNet: drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if chunk_tokens is not None and chunk_tokens < 1:
+            raise ValueError(f"SwinUNet: chunk_tokens must be >= 1 or None, got {chunk_tokens}")
+        self.impl = layers.check_impl(impl)
+        # Token chunks are an XLA:CPU memory-traffic measure (bench/README.md).
+        chunk_tokens = chunk_tokens if impl == "cpu" else None
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.patch_size = patch_size
         self.window_size = window_size
         self.num_stages = len(depths)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        ikw = dict(impl=impl, **kw)
         stage_kw = dict(window_size=window_size, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                        drop=drop_rate, attn_drop=attn_drop_rate, **kw)
+                        drop=drop_rate, attn_drop=attn_drop_rate, chunk_tokens=chunk_tokens,
+                        **ikw)
         dims = [embed_dim * 2**i for i in range(self.num_stages)]
         rates = np.linspace(0.0, drop_path_rate, sum(depths))
         starts = np.cumsum((0,) + depths)
@@ -618,13 +458,13 @@ class SwinUNet(nnx.Module):
             SwinStage(dims[i], depths[i], num_heads[i], drop_path=stage_rates[i], **stage_kw)
             for i in range(self.num_stages)
         ])
-        self.merges = nnx.List([PatchMerging(dims[i], **kw) for i in range(self.num_stages - 1)])
+        self.merges = nnx.List([PatchMerging(dims[i], **ikw) for i in range(self.num_stages - 1)])
         self.norm = _layer_norm(dims[-1], **kw)
 
         # Decoder levels, from just below the bottleneck to the first stage.
         levels = range(self.num_stages - 2, -1, -1)
         self.expands = nnx.List(
-            [PatchExpand(dims[i + 1], dims[i], scale=2, **kw) for i in levels]
+            [PatchExpand(dims[i + 1], dims[i], scale=2, **ikw) for i in levels]
         )
         self.concat_linears = nnx.List([_linear(2 * dims[i], dims[i], **kw) for i in levels])
         self.decoder = nnx.List([
@@ -632,8 +472,9 @@ class SwinUNet(nnx.Module):
             for i in levels
         ])
         self.norm_up = _layer_norm(embed_dim, **kw)
-        self.final_expand = PatchExpand(embed_dim, embed_dim, scale=patch_size, **kw)
-        self.head = layers.Conv1x1(embed_dim, num_classes, use_bias=False, **kw)
+        self.final_expand = PatchExpand(embed_dim, embed_dim, scale=patch_size,
+                                        chunk_tokens=chunk_tokens, **ikw)
+        self.head = layers.Conv1x1(embed_dim, num_classes, use_bias=False, **ikw)
 
     @property
     def size_multiple(self) -> int:
@@ -644,19 +485,24 @@ class SwinUNet(nnx.Module):
         layers.check_spatial(
             x.shape, in_channels=self.in_channels, multiple=self.size_multiple, model="swin_unet"
         )
-        x = self.pos_drop(self.patch_norm(self.patch_embed(x)))
+        impl = self.impl
+        x = self.pos_drop(layer_norm(self.patch_norm, self.patch_embed(x), impl))
         skips = []
         for i, stage in enumerate(self.encoder):
             if i > 0:
                 x = self.merges[i - 1](x)
             skips.append(x)  # the skip is the stage's input, as in the reference
             x = stage(x)
-        x = self.norm(x)
+        x = layer_norm(self.norm, x, impl)
         skips.pop()
         for expand, concat_linear, stage in zip(self.expands, self.concat_linears, self.decoder):
             x = expand(x)
-            x = stage(_dense(concat_linear, jnp.concatenate([x, skips.pop()], axis=-1)))
-        # final_expand then head, computed as one (see PatchExpand.project).
+            x = stage(dense(concat_linear, jnp.concatenate([x, skips.pop()], axis=-1), impl))
+        x = layer_norm(self.norm_up, x, impl)
+        if impl == "flax":
+            logits = self.head(self.final_expand(x))
+            return logits.astype(layers.logits_dtype(logits))
+        # The final expansion, its LayerNorm and the 1x1 head (no bias) computed as one.
         head = self.head.conv.kernel[...]
-        return self.final_expand.project(self.norm_up(x), head.reshape(head.shape[-2:])).astype(
-            jnp.float32)
+        logits = self.final_expand.project(x, head.reshape(head.shape[-2:]))
+        return logits.astype(layers.logits_dtype(logits))

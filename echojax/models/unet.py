@@ -35,6 +35,7 @@ class UNet(nnx.Module):
       dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay ``param_dtype``
         and the logits are returned in float32.
       param_dtype: parameter dtype.
+      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all).
       rngs: initialisation keys.
     """
 
@@ -46,15 +47,17 @@ class UNet(nnx.Module):
         widths: Sequence[int] = (64, 128, 256, 512, 1024),
         dtype=None,
         param_dtype=jnp.float32,
+        impl: str = "flax",
         rngs: nnx.Rngs,
     ):
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) <= 0:
             raise ValueError(f"UNet: widths must be >= 2 positive ints, got {widths}")
+        self.impl = layers.check_impl(impl)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.widths = widths
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, impl=impl, rngs=rngs)
         self.down = nnx.List(
             [layers.DoubleConv(in_channels, widths[0], **kw)]
             + [layers.DoubleConv(widths[i - 1], widths[i], **kw) for i in range(1, len(widths))]
@@ -80,11 +83,12 @@ class UNet(nnx.Module):
         skips = []
         for i, block in enumerate(self.down):
             if i > 0:
-                x = layers.max_pool_2x2(x)
+                x = layers.max_pool_2x2(x, impl=self.impl)
             x = block(x)
             skips.append(x)
         skips.pop()  # the bottleneck output is not a skip
         for up, conv in zip(self.up, self.up_conv):
             x = up(x)
             x = conv(jnp.concatenate([skips.pop(), x], axis=-1))
-        return self.head(x).astype(jnp.float32)
+        logits = self.head(x)
+        return logits.astype(layers.logits_dtype(logits))

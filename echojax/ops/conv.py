@@ -10,9 +10,9 @@ one or a few matrix products, which XLA:CPU runs at its GEMM speed. Measurements
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -178,135 +178,52 @@ def conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
 
 
-# ---------------------------------------------------------------------------------------
-# XLA's forward and input-gradient convolutions, with the kernel gradient as matmuls.
-
-
-def _dk_im2col(x, dy, kshape):
-    """``dK = patches(x)^T @ dy``: one ``[k*k*C, N] @ [N, O]`` matmul, N = B*H*W."""
-    k, _, c, o = kshape
-    pm = _patches(x, k).reshape(-1, k * k * c)
-    return jnp.dot(pm.T, dy.reshape(-1, o)).reshape(kshape)
-
-
-def _dk_rows(x, dy, kshape):
-    """``dK`` one kernel row at a time: patches along W only (``k*C`` wide, a third of
-    the memory of the full patch matrix), ``k`` matmuls ``[k*C, N] @ [N, O]``."""
-    k, _, c, o = kshape
-    _, h, w, _ = x.shape
-    p = k // 2
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    xw = jnp.concatenate([xp[:, :, dw:dw + w] for dw in range(k)], axis=-1)
-    d2 = dy.reshape(-1, o)
-    rows = [jnp.dot(xw[:, dh:dh + h].reshape(-1, k * c).T, d2) for dh in range(k)]
-    return jnp.stack(rows).reshape(kshape)
-
-
-def _dk_conv(x, dy, kshape):
-    """``dK`` as a *forward* convolution with the batch as the contracted feature axis:
-    ``x`` as ``[C, H, W, B]`` images, ``dy`` as an ``[H, W, B, O]`` kernel, padding
-    ``k//2``: output ``[C, k, k, O]``. Different dimension numbers than XLA's own
-    kernel-gradient convolution, so XLA:CPU takes its forward-convolution path."""
-    k, _, c, o = kshape
-    p = k // 2
-    out = lax.conv_general_dilated(
-        jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), (1, 1),
-        ((p, p), (p, p)), dimension_numbers=_NHWC)
-    return jnp.transpose(out, (1, 2, 0, 3))
-
-
-def _dk_winograd(x, dy, kshape):
-    """``dK`` in the Winograd F(2x2, 3x3) domain (:mod:`echojax.ops.winograd`)."""
-    return winograd.kernel_grad_winograd(x, dy)
-
-
-def _dk_winograd4(x, dy, kshape):
-    """``dK`` in the Winograd F(4x4, 3x3) domain: 36 ``[C, P] @ [P, O]`` products."""
-    return winograd.kernel_grad_winograd4(x, dy)
-
-
-_DK = {"dw_im2col": _dk_im2col, "dw_rows": _dk_rows, "dw_conv": _dk_conv,
-       "dw_winograd": _dk_winograd, "dw_winograd4": _dk_winograd4}
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_matmul_dk(x, kernel, method):
-    return conv_same_xla(x, kernel)
-
-
-def _matmul_dk_fwd(x, kernel, method):
-    return conv_same_xla(x, kernel), (x, kernel)
-
-
-def _matmul_dk_bwd(method, res, dy):
-    x, kernel = res
-    dx = jax.vjp(lambda x_: conv_same_xla(x_, kernel), x)[1](dy)[0]
-    return dx, _DK[method](x, dy, kernel.shape).astype(kernel.dtype)
-
-
-_conv_matmul_dk.defvjp(_matmul_dk_fwd, _matmul_dk_bwd)
-
-METHODS = ("auto", "xla", "im2col", "winograd", "winograd4", "winograd_bwd", "dw_im2col", "dw_rows",
-           "dw_conv", "dw_winograd", "dw_winograd4")
-_WINOGRAD = ("winograd", "winograd4", "winograd_bwd", "dw_winograd", "dw_winograd4")
-_WINOGRAD4 = ("winograd4", "dw_winograd4")
+METHODS = ("auto", "xla", "im2col", "winograd", "winograd4")
 
 # Maps with at most this many pixels (8x8) use patches + matmul for all three products.
 IM2COL_MAX_PIXELS = 64
 
-# What "auto" uses on larger maps: ``(max_pixels, method)`` rules, first match wins
-# (maps above every bound take the last). Winograd F(2x2, 3x3) up to 16x16 and F(4x4,
-# 3x3) above measured fastest for the whole U-Net and Attention U-Net steps (F(4x4) alone
-# 1.3-1.7x faster than F(2x2) per layer at 32x32-64x64, 0.9-1.0x at 16x16;
-# bench/README.md); :func:`auto_large_maps` changes it (benchmarks A/B it).
-_AUTO_LARGE: tuple[tuple[float, str], ...] = ((256, "winograd"), (float("inf"), "winograd4"))
+# Larger maps: Winograd F(2x2, 3x3) up to WINOGRAD2_MAX_PIXELS (16x16), F(4x4, 3x3)
+# above; this mix measured fastest for the whole U-Net and Attention U-Net steps (F(4x4)
+# alone 1.3-1.7x faster than F(2x2) per layer at 32x32-64x64, 0.9-1.0x at 16x16;
+# bench/README.md).
+WINOGRAD2_MAX_PIXELS = 256
 
 # Narrow layers on large maps: on maps of more than NARROW_MIN_PIXELS pixels (above
 # 32x32), a layer with ``C * O <= NARROW_MAX_FEATURES`` (e.g. 1 -> 16, 16 -> 16, 32 -> 16,
 # 16 -> 32: the first levels of the CPU-width U-Nets, and every first layer, C = 1) uses
 # XLA's convolution: with 16-32 channels the Winograd transforms and their batched
 # ``[tiles, C] @ [C, O]`` products with tiny C and O cost about twice XLA's direct
-# convolution (bench/README.md); :func:`auto_narrow` changes the bound (0: off).
+# convolution (bench/README.md).
 NARROW_MIN_PIXELS = 1024
-_AUTO_NARROW_MAX_FEATURES = 512
-
-
-@contextlib.contextmanager
-def auto_narrow(max_features: int):
-    """Within the context, ``conv_same(method="auto")`` uses XLA's convolution on maps
-    of more than :data:`NARROW_MIN_PIXELS` pixels when ``C * O <= max_features``
-    (``0``: never; the default is 512). Read at trace time."""
-    global _AUTO_NARROW_MAX_FEATURES
-    if not isinstance(max_features, int) or max_features < 0:
-        raise ValueError(f"auto_narrow: max_features must be an int >= 0, got {max_features!r}")
-    previous, _AUTO_NARROW_MAX_FEATURES = _AUTO_NARROW_MAX_FEATURES, max_features
-    try:
-        yield
-    finally:
-        _AUTO_NARROW_MAX_FEATURES = previous
-
-
-@contextlib.contextmanager
-def auto_large_maps(method: str, *rules: tuple[int, str]):
-    """Within the context, ``conv_same(method="auto")`` uses ``method`` on maps larger
-    than :data:`IM2COL_MAX_PIXELS` pixels, or the first ``(max_pixels, method)`` of
-    ``rules`` whose bound the map's ``H * W`` does not exceed (``method`` above them
-    all). A Winograd method falls back to ``"xla"`` where it does not apply (kernel not
-    3x3, odd height or width); ``"winograd4"`` first falls back to ``"winograd"`` (even
-    sides that are not multiples of 4). Read at trace time."""
-    global _AUTO_LARGE
-    for m in (method, *(m for _, m in rules)):
-        if m not in METHODS or m == "auto":
-            raise ValueError(f"auto_large_maps: unknown method {m!r}; expected one of {METHODS[1:]}")
-    previous, _AUTO_LARGE = _AUTO_LARGE, (*rules, (float("inf"), method))
-    try:
-        yield
-    finally:
-        _AUTO_LARGE = previous
+NARROW_MAX_FEATURES = 512
 
 
 def _winograd_applies(x, kernel, tile: int = 2) -> bool:
     return kernel.shape[:2] == (3, 3) and x.shape[1] % tile == 0 and x.shape[2] % tile == 0
+
+
+def auto_method(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> str:
+    """The method ``conv_same(method="auto")`` uses for these (static) shapes:
+    ``"im2col"`` on maps of at most :data:`IM2COL_MAX_PIXELS` pixels; ``"xla"`` for
+    narrow layers (``C * O <= NARROW_MAX_FEATURES``) on maps of more than
+    :data:`NARROW_MIN_PIXELS` pixels; otherwise ``"winograd"`` up to
+    :data:`WINOGRAD2_MAX_PIXELS` pixels and ``"winograd4"`` above (``"winograd"`` where
+    the sides are not multiples of 4, ``"xla"`` where Winograd does not apply: kernel not
+    3x3, odd height or width). The measurements behind each bound are in
+    ``bench/README.md``; they are XLA:CPU's."""
+    _, h, w, _ = x_shape
+    kh, kw, c, o = kernel_shape
+    pixels = h * w
+    if pixels <= IM2COL_MAX_PIXELS:
+        return "im2col"
+    if pixels > NARROW_MIN_PIXELS and c * o <= NARROW_MAX_FEATURES:
+        return "xla"
+    if (kh, kw) != (3, 3) or h % 2 or w % 2:
+        return "xla"
+    if pixels > WINOGRAD2_MAX_PIXELS and h % 4 == 0 and w % 4 == 0:
+        return "winograd4"
+    return "winograd"
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.Array:
@@ -320,20 +237,8 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         ``"im2col"`` (:func:`conv_same_im2col`); ``"winograd"`` (forward and both
         gradients by Winograd F(2x2, 3x3), :mod:`echojax.ops.winograd`; 3x3 kernels,
         even H and W); ``"winograd4"`` (the same by Winograd F(4x4, 3x3): H and W
-        multiples of 4, float32 error about 5x XLA's); ``"winograd_bwd"`` (XLA forward, both gradients by Winograd);
-        ``"dw_im2col"`` / ``"dw_rows"`` / ``"dw_conv"`` /
-        ``"dw_winograd"`` / ``"dw_winograd4"`` (XLA forward and input gradient; kernel
-        gradient as matmuls over patches, as a forward convolution over the batch axis,
-        or by Winograd F(2x2) / F(4x4));
-        ``"auto"``: ``"im2col"`` on maps of at most :data:`IM2COL_MAX_PIXELS` pixels,
-        ``"xla"`` for narrow layers (``C * O <= 512``) on maps above 32x32 (see
-        :func:`auto_narrow`), otherwise ``"winograd"`` up to 16x16 (256 pixels),
-        ``"winograd4"`` on larger ones (``"winograd"`` where the sides are not
-        multiples of 4, ``"xla"`` where Winograd does not apply: kernel not 3x3, odd
-        height or width); the measurements
-        behind this choice are in ``bench/README.md``. These formulations exist for
-        XLA:CPU: when the default backend (``jax.default_backend()``, read at trace
-        time) is not the CPU, ``"auto"`` is ``"xla"``, i.e. cuDNN on a GPU.
+        multiples of 4, float32 error about 5x XLA's); ``"auto"``: chosen from the
+        shapes by :func:`auto_method`.
 
     Returns:
       ``[B, H, W, O]``.
@@ -342,37 +247,22 @@ def conv_same(x: jax.Array, kernel: jax.Array, *, method: str = "auto") -> jax.A
         raise ValueError(f"conv_same: unknown method {method!r}; expected one of {METHODS}")
     _check(x, kernel, name="conv_same")
     if method == "auto":
-        if jax.default_backend() != "cpu":
-            method = "xla"
-        elif x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS:
-            method = "im2col"
-        elif (x.shape[1] * x.shape[2] > NARROW_MIN_PIXELS
-              and kernel.shape[2] * kernel.shape[3] <= _AUTO_NARROW_MAX_FEATURES):
-            method = "xla"
-        else:
-            method = next(m for n, m in _AUTO_LARGE if x.shape[1] * x.shape[2] <= n)
-            if method == "dw_winograd4" and not _winograd_applies(x, kernel, 4):
-                method = "dw_winograd"
-            if method == "winograd4" and not _winograd_applies(x, kernel, 4):
-                method = "winograd"
-            if method in _WINOGRAD and not _winograd_applies(x, kernel):
-                method = "xla"
-    elif method in _WINOGRAD4 and not _winograd_applies(x, kernel, 4):
+        method = auto_method(x.shape, kernel.shape)
+    elif method == "winograd4" and not _winograd_applies(x, kernel, 4):
         raise ValueError(
             f"conv_same: method {method!r} needs a 3x3 kernel and height and width that "
             f"are multiples of 4, got kernel {tuple(kernel.shape)} and x {tuple(x.shape)}")
-    elif method in _WINOGRAD and not _winograd_applies(x, kernel):
+    elif method == "winograd" and not _winograd_applies(x, kernel):
         raise ValueError(
             f"conv_same: method {method!r} needs a 3x3 kernel and even height and width, "
             f"got kernel {tuple(kernel.shape)} and x {tuple(x.shape)}")
     if method == "xla":
-        return conv_same_xla(x, kernel)
-    if method == "im2col":
-        return conv_same_im2col(x, kernel)
-    if method == "winograd":
-        return winograd.conv_same_winograd(x, kernel)
-    if method == "winograd4":
-        return winograd.conv_same_winograd4(x, kernel)
-    if method == "winograd_bwd":
-        return winograd.conv_same_winograd_bwd(x, kernel)
-    return _conv_matmul_dk(x, kernel, method)
+        y = conv_same_xla(x, kernel)
+    elif method == "im2col":
+        y = conv_same_im2col(x, kernel)
+    elif method == "winograd":
+        y = winograd.conv_same_winograd(x, kernel)
+    else:
+        y = winograd.conv_same_winograd4(x, kernel)
+    chex.assert_shape(y, (*x.shape[:3], kernel.shape[3]))
+    return y

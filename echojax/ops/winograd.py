@@ -182,48 +182,6 @@ def _bwd(res, dy):
 conv_same_winograd.defvjp(_fwd, _bwd)
 
 
-def kernel_grad_winograd(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """The kernel gradient of :func:`conv_same_winograd` alone: ``x [B, H, W, C]``,
-    ``dy [B, H, W, O]`` -> ``dK [3, 3, C, O]`` (16 ``[C, P] @ [P, O]`` products), for
-    pairing with another forward / input-gradient implementation."""
-    if x.shape[:3] != dy.shape[:3]:
-        raise ValueError(f"kernel_grad_winograd: x {tuple(x.shape)} and dy {tuple(dy.shape)} differ in [B, H, W]")
-    _check(x, jnp.zeros((3, 3, x.shape[3], dy.shape[3]), x.dtype))
-    du = _bmm(_input_transform(x), _output_transform_adjoint(dy), 1, 1)
-    return _kernel_transform_adjoint(du)
-
-
-@jax.custom_vjp
-def conv_same_winograd_bwd(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Same map as :func:`conv_same_winograd`, forward by XLA's convolution (faster than
-    Winograd's on large maps with few channels, where the 4x larger transformed input
-    costs more memory traffic than the multiplications it saves), both gradients by
-    Winograd (the transformed input is rebuilt from ``x`` in the backward pass).
-
-    Args:
-      x: ``[B, H, W, C]``, H and W even.
-      kernel: ``[3, 3, C, O]``.
-
-    Returns:
-      ``[B, H, W, O]``.
-    """
-    return _fwd_xla(x, kernel)[0]
-
-
-def _fwd_xla(x, kernel):
-    _check(x, kernel)
-    y = lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y, (x, kernel)
-
-
-def _bwd_from_x(res, dy):
-    x, kernel = res
-    return _bwd((_input_transform(x), _kernel_transform(kernel)), dy)
-
-
-conv_same_winograd_bwd.defvjp(_fwd_xla, _bwd_from_x)
-
-
 # ---------------------------------------------------------------------------------------
 # Winograd F(4x4, 3x3): 6x6 input tiles, stride 4.
 #
@@ -428,14 +386,3 @@ Returns:
   ``[B, H, W, O]``.
 """
 
-
-def kernel_grad_winograd4(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """The kernel gradient of :func:`conv_same_winograd4` alone: ``x [B, H, W, C]``,
-    ``dy [B, H, W, O]`` (H, W multiples of 4) -> ``dK [3, 3, C, O]`` (36 ``[C, P] @
-    [P, O]`` products), for pairing with XLA's forward and input-gradient convolutions."""
-    if x.shape[:3] != dy.shape[:3]:
-        raise ValueError(f"kernel_grad_winograd4: x {tuple(x.shape)} and dy {tuple(dy.shape)} differ in [B, H, W]")
-    _check4(x, jnp.zeros((3, 3, x.shape[3], dy.shape[3]), x.dtype))
-    tr = conv_same_winograd4.transforms
-    du = _bmm(tr.input_transform(x), tr.output_transform_adjoint(dy), 1, 1)
-    return tr.kernel_transform_adjoint(du)
