@@ -47,7 +47,7 @@ from PIL import Image
 
 from echojax import labels
 from echojax.data import features as features_lib
-from tfds_builders import real_data
+from tfds_builders import base, real_data
 
 SOURCE = "unity_imaging"
 LABEL_TYPES = ("curve", "point", "off", "blurred")
@@ -211,7 +211,7 @@ def read_png(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot read PNG ({e})") from None
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(base.EchoBuilder):
     """Unity Imaging Collaborative echo frames with expert curves (LV, LVM, LA)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -228,10 +228,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       <manual_dir>/labels/*.json          every labels JSON file of labels.zip
       <manual_dir>/png-cache/01/ab/cd/01-abcd...-0000.png   the png-cache tree
     """
-
-    def __init__(self, *, file_format=None, **kwargs):
-        super().__init__(file_format=file_format, **kwargs)
-        real_data.default_to_array_record(self, file_format)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
