@@ -96,7 +96,7 @@ def test_prepare_and_read_without_tensorflow_from_another_folder(tmp_path):
     tmp.mkdir()
     result = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(tmp_path / "data"), str(HERE)],
-        cwd=work, capture_output=True, text=True, timeout=300,
+        cwd=work, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TMPDIR=str(tmp)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no-tf ok True" in result.stdout

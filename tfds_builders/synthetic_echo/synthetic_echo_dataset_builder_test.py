@@ -108,7 +108,7 @@ def test_array_record_without_tensorflow_from_outside_the_repo(tmp_path):
     (tmp_path / "tmp").mkdir()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), TMPDIR=str(tmp_path / "tmp"))
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
     out = json.loads(line[len("RESULT"):])
