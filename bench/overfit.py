@@ -13,6 +13,7 @@ The machine is shared: the times are indicative only.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
@@ -50,24 +51,30 @@ def foreground_dice(pred: np.ndarray, labels: np.ndarray, *, num_classes: int = 
     return float(np.mean(dices))
 
 
+# The optimizer is part of the program's static structure: one per learning rate.
+_adam = functools.lru_cache(optax.adam)
+
+
+@nnx.jit
+def _train_step(model, optimizer, x, y):
+    # One jitted function for every call: runs of one architecture (other seeds, say)
+    # share its compiled program.
+    def loss_fn(model):
+        logits = model(x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
 def _setup(name: str, size: int, lr: float, seed: int):
     """The 4 blob images, the tiny model, Adam and the jitted training step."""
     images, labels = blob_images(4, size, seed=seed)
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     model = models.create(name, rngs=nnx.Rngs(seed), **models.PRESETS[name]["tiny"])
-    optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
-
-    @nnx.jit
-    def train_step(model, optimizer, x, y):
-        def loss_fn(model):
-            logits = model(x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return loss
-
-    return images, labels, model, optimizer, train_step
+    optimizer = nnx.Optimizer(model, _adam(lr), wrt=nnx.Param)
+    return images, labels, model, optimizer, _train_step
 
 
 _forward = nnx.jit(lambda model, x: model(x))
