@@ -336,5 +336,5 @@ def test_tiny_models_overfit_four_blob_images(name, optimized_xla):
     spec.loader.exec_module(bench)
     # The steps to Dice 0.9 vary with the seed and the CPU (a plateau of varying length);
     # the budget is several times the worst measured (tests/MARGINS.md).
-    steps, dice = bench.fit_until(name, target=0.9, max_steps=1000, size=32)
+    steps, dice = bench.fit_until(name, target=0.9, max_steps=2000, size=32)
     assert dice >= 0.9, (steps, dice)
