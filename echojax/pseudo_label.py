@@ -157,8 +157,9 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
     import tensorflow_datasets as tfds
 
     from echojax.data import features as features_lib
+    from tfds_builders import base
 
-    class Derived(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    class Derived(base.EchoBuilder, skip_registration=True):
         name = DERIVED_DATASET
         VERSION = tfds.core.Version("1.0.0")
         RELEASE_NOTES = {"1.0.0": "Derived from other echojax datasets."}

@@ -42,7 +42,7 @@ def tiny_config(data_dir: str, **kw) -> Config:
 
 
 def run_worker(config: Config, workdir: str, *args: str, env: dict | None = None,
-               check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
+               check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs ``train_and_evaluate`` in a fresh Python process."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "..", os.path.basename(workdir) + ".config.json")

@@ -457,5 +457,7 @@ def test_tiny_models_overfit_four_blob_images(name, optimized_xla):
         "bench_overfit", Path(__file__).resolve().parents[1] / "bench" / "overfit.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    dice, _ = bench.overfit(name, size=32, steps=200)
-    assert dice >= 0.9, dice
+    # The steps to Dice 0.9 vary with the seed and the CPU (a plateau of varying length);
+    # the budget is several times the worst measured (tests/MARGINS.md).
+    steps, dice = bench.fit_until(name, target=0.9, max_steps=2000, size=32)
+    assert dice >= 0.9, (steps, dice)

@@ -102,7 +102,9 @@ def _assert_same_trajectory(got: dict, want: dict) -> None:
 def test_two_fake_devices_match_one(reference_run, tmp_path):
     config, reference, _ = reference_run
     workdir = str(tmp_path / "two_devices")
-    run_worker(config, workdir, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    # Keeps the caller's XLA_FLAGS (e.g. --xla_cpu_max_isa): same generated code as the reference.
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    run_worker(config, workdir, env={"XLA_FLAGS": flags.strip()})
     got, want = train_losses(workdir), train_losses(reference)
     assert sorted(got) == sorted(want) == list(range(1, 11))
     _assert_same_trajectory(got, want)
@@ -137,7 +139,7 @@ def test_two_processes_match_one(reference_run, tmp_path):
                                        workdir], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
     for p in procs:
-        _, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-4000:]
     got, want = train_losses(workdir), train_losses(reference)
     assert sorted(got) == sorted(want)

@@ -1,6 +1,7 @@
 """What the manual-download builders (camus, echonet_dynamic, unity_imaging) share:
-checking the manual folder, the patient-level 80/10/10 split, array_record as the
-default file format, and turning a raw frame + mask into a checked example.
+checking the manual folder, the patient-level 80/10/10 split, and turning a raw frame +
+mask into a checked example (array_record as the default file format comes with
+``tfds_builders.base.EchoBuilder``, the base class of every builder).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from echojax import labels
 from echojax.data import cone
@@ -46,13 +46,6 @@ def hash_split(patient_id: str) -> str:
     """
     bucket = int(hashlib.sha256(patient_id.encode("utf-8")).hexdigest(), 16) % 10
     return "train" if bucket < 8 else ("validation" if bucket == 8 else "test")
-
-
-def default_to_array_record(builder: tfds.core.DatasetBuilder, file_format) -> None:
-    """Makes array_record the default format when preparing (reading needs no
-    TensorFlow then); a dataset already prepared keeps the format it was written in."""
-    if file_format is None and not (builder.data_path / "dataset_info.json").exists():
-        builder.info.set_file_format("array_record", override=True)
 
 
 def make_example(*, image: np.ndarray, mask: np.ndarray, spacing_mm, resolution: int,

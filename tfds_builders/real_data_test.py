@@ -1,8 +1,10 @@
 """Shared helpers of the real-dataset builders, and the TensorFlow-free path: prepare
-all three from their dummy data and read them back with ``tfds.data_source`` in a
-process where ``import tensorflow`` fails, from a folder outside the repository."""
+all three from their dummy data with ``download_and_prepare()`` and no argument, and
+read them back with ``tfds.data_source`` in a process where ``import tensorflow``
+fails, from a folder outside the repository."""
 
 import collections
+import os
 import subprocess
 import sys
 import textwrap
@@ -58,15 +60,21 @@ _SCRIPT = textwrap.dedent("""
         raise SystemExit("tensorflow importable")
     except ImportError:
         pass
+    import os
+    import tempfile
     import numpy as np
     import tensorflow_datasets as tfds
     import tfds_builders  # registers the builders
-    data_dir, builders_dir = sys.argv[1], sys.argv[2]
+    data_root, builders_dir = sys.argv[1], sys.argv[2]
     expected = {"camus": 16, "echonet_dynamic": 8, "unity_imaging": 4}
     for name, total in expected.items():
+        # TFDS's default manual folder, <data_dir>/downloads/manual, holds the dummy data:
+        # download_and_prepare() is called as a user would, without any argument.
+        data_dir = f"{data_root}/{name}"
+        os.makedirs(f"{data_dir}/downloads")
+        os.symlink(f"{builders_dir}/{name}/dummy_data", f"{data_dir}/downloads/manual")
         builder = tfds.builder(f"{name}/64", data_dir=data_dir)
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=f"{builders_dir}/{name}/dummy_data"))
+        builder.download_and_prepare()
         assert builder.info.file_format.value == "array_record", builder.info.file_format
         n = 0
         for split in ("train", "validation", "test"):
@@ -76,16 +84,20 @@ _SCRIPT = textwrap.dedent("""
                 assert ex["segmentation"].max() <= 3 and ex["label_mask"][0]
                 n += 1
         assert n == total, (name, n)
+    assert not os.listdir(tempfile.gettempdir()), os.listdir(tempfile.gettempdir())
     print("no-tf ok", "tensorflow" not in sys.modules)
 """)
 
 
 def test_prepare_and_read_without_tensorflow_from_another_folder(tmp_path):
-    work = tmp_path / "elsewhere"
+    """Also: preparing leaves nothing in the temporary directory (TMPDIR, empty)."""
+    work, tmp = tmp_path / "elsewhere", tmp_path / "tmp"
     work.mkdir()
+    tmp.mkdir()
     result = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(tmp_path / "data"), str(HERE)],
-        cwd=work, capture_output=True, text=True, timeout=300)
+        cwd=work, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TMPDIR=str(tmp)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no-tf ok True" in result.stdout
 

@@ -42,7 +42,7 @@ import tensorflow_datasets as tfds
 
 from echojax import labels
 from echojax.data import features as features_lib
-from tfds_builders import real_data
+from tfds_builders import base, real_data
 
 SOURCE = "camus"
 VIEWS = ("2CH", "4CH")
@@ -111,7 +111,7 @@ def read_split_file(path: Path) -> list[str]:
     return patients
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(base.EchoBuilder):
     """CAMUS (Leclerc et al. 2019), 2CH/4CH ED/ES frames, LV/LVM/LA masks."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -136,10 +136,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Info_{2CH,4CH}.cfg. Without database_split/ the split is a deterministic
     80/10/10 by patient.
     """
-
-    def __init__(self, *, file_format=None, **kwargs):
-        super().__init__(file_format=file_format, **kwargs)
-        real_data.default_to_array_record(self, file_format)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

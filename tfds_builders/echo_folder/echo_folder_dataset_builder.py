@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from echojax.data import features as features_lib
-from tfds_builders import real_data
+from tfds_builders import base, real_data
 
 try:  # optional: the spacing of DICOM ultrasound lives in tags SimpleITK does not read
     import pydicom
@@ -152,7 +152,7 @@ def map_labels(raw: np.ndarray, lut: dict[int, int], *, where: str) -> np.ndarra
     return table[values - offset]
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(base.EchoBuilder):
     """A user's folder of echo images and masks, described by ``echo_folder.json``."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -173,7 +173,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if isinstance(config, str):
             config = make_config(config)
         super().__init__(config=config, file_format=file_format, **kwargs)
-        real_data.default_to_array_record(self, file_format)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -195,11 +194,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         counts = {s: len(v) for s, v in splits.items()}
         logging.info("echo_folder/%s: %d images %s from %s", spec.name, len(records), counts,
                      root)
-        for split, items in splits.items():
-            if not items:  # TFDS cannot finalise an empty split
-                logging.warning("echo_folder/%s: split %r has no images (%s) and is omitted",
-                                spec.name, split, counts)
-        return {s: self._generate_examples(spec, items) for s, items in splits.items() if items}
+        return real_data.drop_empty_splits(
+            {s: self._generate_examples(spec, items) for s, items in splits.items()},
+            dataset=f"echo_folder/{spec.name}", listed=counts, unit="images",
+            metadata=self.info.metadata)
 
     def _generate_examples(self, spec: spec_lib.Spec, items: list):
         cfg = self.builder_config

@@ -44,7 +44,7 @@ import tensorflow_datasets as tfds
 from echojax import labels
 from echojax.data import cone
 from echojax.data import features as features_lib
-from tfds_builders import real_data
+from tfds_builders import base, real_data
 
 SOURCE = "echonet_dynamic"
 TRACING_HEADER = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
@@ -192,7 +192,7 @@ def read_video(path: Path) -> np.ndarray:
     return np.stack(frames)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(base.EchoBuilder):
     """EchoNet-Dynamic (Ouyang et al. 2020), A4C ED/ES frames, LV masks."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -213,10 +213,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       <manual_dir>/VolumeTracings.csv
       <manual_dir>/Videos/<FileName>.avi   (one per FileList.csv row, 10,030 videos)
     """
-
-    def __init__(self, *, file_format=None, **kwargs):
-        super().__init__(file_format=file_format, **kwargs)
-        real_data.default_to_array_record(self, file_format)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

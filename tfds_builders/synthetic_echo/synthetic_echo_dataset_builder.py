@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from echojax import phantoms
 from echojax.data import features
+from tfds_builders import base
 
 SPLITS = ("train", "validation", "test")
 
@@ -62,7 +63,7 @@ def _configs():
     return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(base.EchoBuilder):
     """Apical 2CH/4CH echo phantoms with ED/ES pairs and analytic EF."""
 
     VERSION = tfds.core.Version("1.0.0")

@@ -25,6 +25,10 @@ class SyntheticEchoTest(tfds.testing.DatasetBuilderTestCase):
     SPLITS = {"train": 32, "validation": 4, "test": 4}
     SKIP_CHECKSUMS = True
 
+    def _make_builder(self, config=None):  # the harness reads with as_dataset: tfrecord
+        return self.dataset_class(data_dir=self.tmp_dir, config=config, version=self.VERSION,
+                                  file_format="tfrecord")
+
 
 def test_configs_cover_styles_and_resolutions():
     names = {c.name for c in seb.Builder.BUILDER_CONFIGS}
@@ -46,9 +50,12 @@ def test_split_by_subject_is_80_10_10():
 
 
 # Run in a fresh interpreter, from a directory outside the repository, where
-# `import tensorflow` fails (a fake package that raises shadows the real one): build array_record files, read them with data_source.
+# `import tensorflow` fails (a fake package that raises shadows the real one): prepare
+# with TFDS's defaults (no file_format anywhere), which must give array_record files,
+# read them with data_source; the temporary directory (TMPDIR, empty at the start) must
+# be left empty.
 _SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, os, sys, tempfile
 
     try:
         import tensorflow  # the fake package first on the path raises
@@ -68,9 +75,9 @@ _SCRIPT = textwrap.dedent("""
     for style in ("camus_like", "unity_like", "echonet_like"):
         cfg = seb.SyntheticEchoConfig(name=style + "_24_tiny", style=style,
                                       resolution=24, num_subjects=20)
-        b = tfds.builder("synthetic_echo", config=cfg, data_dir=data_dir,
-                         file_format="array_record")
+        b = tfds.builder("synthetic_echo", config=cfg, data_dir=data_dir)
         b.download_and_prepare()
+        assert b.info.file_format.value == "array_record", b.info.file_format
         res = {}
         for split, ds in b.as_data_source().items():
             exs = [ds[i] for i in range(len(ds))]
@@ -86,6 +93,7 @@ _SCRIPT = textwrap.dedent("""
             }
         out[style] = res
     out["tensorflow_imported"] = "tensorflow" in sys.modules
+    out["temp_dir"] = [tempfile.gettempdir(), os.listdir(tempfile.gettempdir())]
     print("RESULT" + json.dumps(out))
 """)
 
@@ -97,13 +105,15 @@ def test_array_record_without_tensorflow_from_outside_the_repo(tmp_path):
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text('raise ImportError("tensorflow is blocked in this test")\n')
     path = [str(tmp_path / "no_tf"), _REPO, os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), TMPDIR=str(tmp_path / "tmp"))
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
     out = json.loads(line[len("RESULT"):])
     assert out["registered"] and not out["tensorflow_imported"]
+    assert out["temp_dir"] == [str(tmp_path / "tmp"), []]  # nothing left in TMPDIR
     assert out["default_config"] == ["camus_like_64", 250]
     want_masks = {"camus_like": [[True] * 4], "unity_like": [[True] * 4],
                   "echonet_like": [[True, True, False, False]]}

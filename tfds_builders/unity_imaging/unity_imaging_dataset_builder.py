@@ -84,7 +84,7 @@ from PIL import Image
 
 from echojax import labels
 from echojax.data import features as features_lib
-from tfds_builders import real_data
+from tfds_builders import base, real_data
 
 SOURCE = "unity_imaging"
 LABEL_TYPES = ("curve", "point", "off", "blurred")
@@ -463,7 +463,7 @@ def select_frames(all_labels: dict, cfg: UnityConfig, curation_path: Path):
     return frames, curated
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(base.EchoBuilder):
     """Unity Imaging Collaborative echo frames with expert curves (LV, LVM, LA)."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -483,10 +483,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Optional: <manual_dir>/curation.json, {"keep": [frame codes]} and/or
     {"exclude": [frame codes]}, to build a curated subset.
     """
-
-    def __init__(self, *, file_format=None, **kwargs):
-        super().__init__(file_format=file_format, **kwargs)
-        real_data.default_to_array_record(self, file_format)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
