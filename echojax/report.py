@@ -24,17 +24,15 @@ means).
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from echojax import labels
+from echojax import files, labels
 
 STRUCTURES: tuple[str, ...] = tuple(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES)
 
@@ -56,68 +54,14 @@ PAPER_FIG2_CROSS_DOMAIN_DROP = (0.08, 0.21)  # LV Dice drop across domains, Figu
 # --------------------------------------------------------------------------- files
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
-    """Writes rows (dicts with at least ``columns``) as CSV, atomically."""
-    import io
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for i, row in enumerate(rows):
-        missing = [c for c in columns if c not in row]
-        if missing:
-            raise ValueError(f"{path}: row {i} lacks columns {missing}")
-        writer.writerow({c: _format_cell(row[c]) for c in columns})
-    atomic_write_text(path, buf.getvalue())
-
-
-def _format_cell(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else repr(value)
-    return str(value)
-
-
-def _parse_float(text: str, *, where: str) -> float:
-    if text.strip() == "" or text.strip().lower() == "nan":
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{where}: expected a number, got {text!r}") from None
-
-
 def read_results(path: str | os.PathLike) -> list[dict]:
     """Reads a ``results.csv`` written by :func:`write_csv` with ``RESULT_COLUMNS``."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in RESULT_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}; expected {RESULT_COLUMNS}")
-        rows = []
-        for i, raw in enumerate(reader, start=2):
-            row = dict(raw)
-            where = f"{path}:{i}"
-            for c in _INT_COLUMNS:
-                row[c] = int(row[c])
-            for c in _FLOAT_COLUMNS:
-                row[c] = _parse_float(row[c], where=f"{where} column {c}")
-            rows.append(row)
+    rows = files.read_csv(path, RESULT_COLUMNS)
+    for i, row in enumerate(rows, start=2):
+        for c in _INT_COLUMNS:
+            row[c] = int(row[c])
+        for c in _FLOAT_COLUMNS:
+            row[c] = files.parse_float(row[c], where=f"{path}:{i} column {c}")
     return rows
 
 
@@ -125,18 +69,11 @@ def read_per_image(path: str | os.PathLike) -> list[dict]:
     """Reads an evaluation ``per_image.csv``: ``dice_<structure>`` columns become floats
     (NaN where the structure is absent from the ground truth), other columns stay text.
     """
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        need = ("source", "patient_id", "view", "phase") + tuple(f"dice_{s}" for s in STRUCTURES)
-        missing = [c for c in need if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}")
-        rows = []
-        for i, raw in enumerate(reader, start=2):
-            row = dict(raw)
-            for s in STRUCTURES:
-                row[f"dice_{s}"] = _parse_float(row[f"dice_{s}"], where=f"{path}:{i}")
-            rows.append(row)
+    need = ("source", "patient_id", "view", "phase") + tuple(f"dice_{s}" for s in STRUCTURES)
+    rows = files.read_csv(path, need)
+    for i, row in enumerate(rows, start=2):
+        for s in STRUCTURES:
+            row[f"dice_{s}"] = files.parse_float(row[f"dice_{s}"], where=f"{path}:{i}")
     return rows
 
 
@@ -485,18 +422,9 @@ def _pyplot():
 def save_figure(fig, path: str | os.PathLike) -> None:
     """Saves a matplotlib figure as PNG atomically and closes it."""
     plt = _pyplot()
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        with files.atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
 

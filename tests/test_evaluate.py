@@ -11,7 +11,7 @@ import pytest
 from fixtures_engine import engine_data_dir, tiny_config  # noqa: F401
 
 from echojax import evaluate as evaluate_lib
-from echojax import train
+from echojax import files, train
 from fixtures import tiny_echo
 
 pytestmark = pytest.mark.xdist_group("engine")
@@ -67,7 +67,7 @@ def test_evaluate_is_deterministic_and_complete(run_dir):
     assert src["ef"]["monoplane"]["count"] == 2
     assert src["ef"]["biplane"]["count"] == 0
     assert json.loads(first["summary.json"]) == json.loads(json.dumps(
-        evaluate_lib._json_safe(summary)))
+        files.json_safe(summary)))
 
 
 def test_bad_checkpoint_and_workdir(run_dir, tmp_path):
@@ -95,7 +95,7 @@ def test_source_flag_evaluates_the_checkpoint_on_another_dataset(run_dir, capsys
     got = json.loads(_read(os.path.join(ext, "eval", "test", "summary.json")))
     assert list(got["sources"]) == ["again"]
     assert got["sources"]["again"]["dice"] == json.loads(json.dumps(
-        evaluate_lib._json_safe(own["sources"]["tiny"]["dice"])))
+        files.json_safe(own["sources"]["tiny"]["dice"])))
     ext_csv = _read(os.path.join(ext, "eval", "test", "per_image.csv")).decode()
     own_csv = _read(os.path.join(run_dir, "eval", "test", "per_image.csv")).decode()
     assert ext_csv == own_csv.replace("\ntiny,", "\nagain,")

@@ -8,6 +8,7 @@ import pytest
 from etils import epath
 
 from echojax import labels
+from echojax.config import from_jsonable, to_jsonable
 from echojax.data import pipeline
 from echojax.data.mixture import Mixture, Removal, Source, kept_classes, subset_indices
 from fixtures import tiny_echo  # tests/ is on sys.path (rootdir conftest); one module name, one TFDS registration
@@ -41,9 +42,9 @@ def test_removal_normalises_class_names_and_round_trips_json():
     assert r.classes == ("lvm", "la") and r.class_ids == (labels.LVM, labels.LA)
     assert Removal("lvm,la", 1) == Removal(("la", "lvm"), 1.0)
     s = Source(A, "cam", train_examples=10, removals=(r,))
-    back = Source.from_dict(json.loads(json.dumps(s.to_dict())))
+    back = from_jsonable(Source, json.loads(json.dumps(to_jsonable(s))), "source")
     assert back == s and hash(back) == hash(s)
-    assert Source.from_dict({"name": A, "alias": "x"}) == Source(A, "x")
+    assert from_jsonable(Source, {"name": A, "alias": "x"}, "source") == Source(A, "x")
 
 
 @pytest.mark.parametrize("kwargs, match", [

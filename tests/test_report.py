@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from echojax import report
+from echojax import files, report
 
 
 def _row(run, *, setting="s", method="cce", arch="unet", loss="cce", dropout=0.0, seed=0,
@@ -166,16 +166,16 @@ def test_wilcoxon_all_zero_differences_gives_nan():
 def test_results_csv_round_trip_and_bad_columns(tmp_path):
     rows = [_row("r", mean=0.75, median=0.8, ef_mae=3.5, ef_n=4, dropout=0.3, seed=2)]
     path = tmp_path / "results.csv"
-    report.write_csv(path, rows, report.RESULT_COLUMNS)
+    files.write_csv(path, rows, report.RESULT_COLUMNS)
     back = report.read_results(path)
     assert back[0]["dice_mean"] == 0.75 and back[0]["seed"] == 2 and back[0]["dropout"] == 0.3
     assert back[0]["dice_std"] == 0.1 and back[0]["ef_n"] == 4 and back[0]["ef_mae"] == 3.5
-    assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
+    assert os.listdir(tmp_path) == ["results.csv"]  # no temporary file left behind
     (tmp_path / "bad.csv").write_text("experiment,run\nx,y\n")
     with pytest.raises(ValueError, match="missing columns"):
         report.read_results(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="lacks columns"):
-        report.write_csv(tmp_path / "x.csv", [{"run": "r"}], report.RESULT_COLUMNS)
+        files.write_csv(tmp_path / "x.csv", [{"run": "r"}], report.RESULT_COLUMNS)
 
 
 def test_read_per_image_parses_nan(tmp_path):
