@@ -13,6 +13,7 @@ import os
 import sys
 
 from echojax import experiment as X
+from echojax import figures as F
 from echojax import report as R
 
 SOURCES = X.PAPER_SOURCES  # camus, unity, echonet
@@ -59,7 +60,7 @@ def report(inp):
                              f"{R.PAPER_FIG2_CROSS_DOMAIN_DROP[1]:.2f} on the real datasets."
                              if o.data == "real" else ""), ""]
             name = f"fig2_domain_{arch}_{loss}.png"
-            R.plot_domain_matrix(rows, os.path.join(inp.figures_dir, name), order=SOURCES + ("all",))
+            F.plot_domain_matrix(rows, os.path.join(inp.figures_dir, name), order=SOURCES + ("all",))
             lines += [f"![Figure 2, {arch} {loss}](figures/{name})", ""]
             if not compact:
                 compact = f"LV Dice ({arch}, {loss}), train x test:\n{table}"

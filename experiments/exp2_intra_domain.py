@@ -17,6 +17,7 @@ import os
 import sys
 
 from echojax import experiment as X
+from echojax import figures as F
 from echojax import report as R
 
 BASELINES = ("benchmark", "pseudo_label")
@@ -70,9 +71,9 @@ def report(inp):
         arch_rows = [r for r in res if r["arch"] == arch]
         if not arch_rows:
             continue
-        R.plot_boxes(arch_images, os.path.join(inp.figures_dir, f"fig3_boxes_{arch}.png"),
+        F.plot_boxes(arch_images, os.path.join(inp.figures_dir, f"fig3_boxes_{arch}.png"),
                      order=order, title=f"{arch}: per-image Dice on CAMUS (all seeds)")
-        R.plot_mean_std(arch_rows, os.path.join(inp.figures_dir, f"fig4a_mean_std_{arch}.png"),
+        F.plot_mean_std(arch_rows, os.path.join(inp.figures_dir, f"fig4a_mean_std_{arch}.png"),
                         order=order, title=f"{arch}: mean vs std of Dice")
         lines += [f"![Figure 3, {arch}](figures/fig3_boxes_{arch}.png)",
                   f"![Figure 4a, {arch}](figures/fig4a_mean_std_{arch}.png)", ""]

@@ -17,6 +17,7 @@ import os
 import sys
 
 from echojax import experiment as X
+from echojax import figures as F
 from echojax import report as R
 
 BASELINES = ("benchmark", "pseudo_label")
@@ -97,7 +98,7 @@ def report(inp):
                 [r for r in rows if r["method"] in ("benchmark", "pseudo_label")
                  and r["structure"] == "la" and r["test_source"] == "unity"],
                 lambda r: (r["method"],), lambda rs: rs[0]["dice_mean"])
-            R.plot_dropout_curve([r for r in rows if r["method"] in losses],
+            F.plot_dropout_curve([r for r in rows if r["method"] in losses],
                                  os.path.join(inp.figures_dir, f"fig6_dropout_{arch}.png"),
                                  test_source="unity", order=losses, title=f"{arch}: LA on Unity",
                                  references={k[0]: v[0] for k, v in sorted(refs.items())})

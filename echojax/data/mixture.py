@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from echojax import labels
 
@@ -336,7 +337,6 @@ class _FastDecoder:
     """Decodes one record of the shared feature format: zlib tensors and plain lists."""
 
     def __init__(self, raw_source, image_shape):
-        from tensorflow_datasets.proto import tf_example_pb2
         self._raw, self._shape, self._example = raw_source, image_shape, tf_example_pb2.Example
 
     def __call__(self, index: int) -> dict[str, Any]:

@@ -74,6 +74,13 @@ PRESETS: dict[str, Preset] = {
         name="quick", resolution=64, model_size="cpu", epochs=2, batch_size=8, lr=0.05,
         seeds=(0,), grid_seeds=(0,), archs=("unet",),
         dropout_rates=(0.0, 0.25, 0.5, 0.75, 1.0), size_scale=0.25, examples_per_run=1600),
+    # A minute-long check that a script runs end to end (the builders' dummy data, a
+    # new data_dir): 64 x 64, a U-Net of a few thousand parameters, one epoch of
+    # batches of 2. Its numbers mean nothing.
+    "smoke": Preset(
+        name="smoke", resolution=64, model_size="tiny", epochs=1, batch_size=2, lr=0.05,
+        seeds=(0,), grid_seeds=(0,), archs=("unet",), dropout_rates=(0.0, 1.0),
+        size_scale=0.01),
 }
 
 

@@ -14,8 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from echojax import files
-from echojax import report as report_lib
+from echojax import figures, files
 from echojax.config import Config
 from echojax.experiment.execute import Backend, run_dir
 from echojax.experiment.options import Options
@@ -62,7 +61,7 @@ class ReportInput:
                     "title": f"{ex['patient_id']}\n{ex['view']} {ex['phase']}"}
                    for k, ex in enumerate(examples)]
         path = os.path.join(self.figures_dir, filename)
-        report_lib.plot_overlays(samples, path, methods=list(runs_by_method), title=title)
+        figures.plot_overlays(samples, path, methods=list(runs_by_method), title=title)
         return path
 
 
