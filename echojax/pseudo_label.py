@@ -29,13 +29,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from echojax import inference, labels
+from echojax import inference, labels, rundir
 from echojax.config import Config, LossConfig, to_jsonable
 from echojax.data import features as features_lib
 from echojax.data.mixture import Mixture, Source
@@ -181,7 +180,7 @@ def student_config(base: Config, classes: Sequence[str], teacher_dir: str, *,
     (default: ``echojax.inference`` predictor of ``teacher_dir``'s best checkpoint,
     restored only if data is missing)."""
     ids = labels.class_ids(classes)
-    with open(os.path.join(teacher_dir, "config.json")) as f:
+    with open(rundir.RunDir(teacher_dir).config) as f:
         teacher_json = f.read()
     key = _digest("student", [to_jsonable(s) for s in base.sources], base.mixture_seed, ids, teacher_json)
     loaded: list[PredictFn] = [predict] if predict is not None else []

@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import warnings
+from typing import Any
 
 import jax
 
@@ -136,6 +137,44 @@ def prepare_external(run: RunDir, source: Source) -> RunDir:
     return ext
 
 
+# --------------------------------------------------------------------------- metrics
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, rows after the restored step are dropped
+    (they came from the killed run past its last checkpoint and will be redone)."""
+
+    def __init__(self, path: str, *, resume_step: int | None, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        rows = []
+        if resume_step is not None and os.path.exists(path):
+            with open(path) as f:
+                lines = f.readlines()
+            # A last line without its newline is a write the kill interrupted; it
+            # belongs to steps after the checkpoint, which are redone.
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    step = json.loads(line)["step"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(
+                        f"{path}, line {number}: not a metrics row ({e}); expected a JSON "
+                        "object with a 'step'") from e
+                if step <= resume_step:
+                    rows.append(line)
+        files.write_atomic(path, "".join(rows))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
 # --------------------------------------------------------------------------- environment
 
 
@@ -200,4 +239,4 @@ def warn_if_environment_differs(run: RunDir, *, doing: str) -> list[str]:
 
 __all__ = ["RunDir", "prepare_external", "current_environment", "record_environment",
            "environment_differences", "warn_if_environment_differs",
-           "EnvironmentChangedWarning", "PACKAGES"]
+           "EnvironmentChangedWarning", "PACKAGES", "MetricsLog"]

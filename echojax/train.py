@@ -37,7 +37,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -48,7 +48,7 @@ import tqdm
 from flax import nnx
 
 from echojax import augment as augment_lib
-from echojax import distributed, files
+from echojax import distributed
 from echojax import labels as labels_lib
 from echojax import losses as losses_lib
 from echojax import metrics as metrics_lib
@@ -409,43 +409,6 @@ def _check_resolution(config: Config, mix: mixture_lib.Mixture) -> None:
                          f"{mix.resolution}x{mix.resolution} images ({mix!r})")
 
 
-# --- metrics.jsonl ---------------------------------------------------------------------
-
-class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, rows after the restored step are dropped
-    (they came from the killed run past its last checkpoint and will be redone)."""
-
-    def __init__(self, path: str, *, resume_step: int | None, enabled: bool):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        rows = []
-        if resume_step is not None and os.path.exists(path):
-            with open(path) as f:
-                lines = f.readlines()
-            # A last line without its newline is a write the kill interrupted; it
-            # belongs to steps after the checkpoint, which are redone.
-            if lines and not lines[-1].endswith("\n"):
-                lines.pop()
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    step = json.loads(line)["step"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(
-                        f"{path}, line {number}: not a metrics row ({e}); expected a JSON "
-                        "object with a 'step'") from e
-                if step <= resume_step:
-                    rows.append(line)
-        files.write_atomic(path, "".join(rows))
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
 # --- the entry point -------------------------------------------------------------------
 
 def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, Any]:
@@ -486,7 +449,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike) -> dict[str, 
         state = checkpoints.restore(start, abstract(state), iterator)
         if int(state["step"]) != start:
             raise ValueError(f"checkpoint {start} holds step {int(state['step'])}")
-    log = MetricsLog(run.metrics, resume_step=start, enabled=main)
+    log = rundir_lib.MetricsLog(run.metrics, resume_step=start, enabled=main)
     step = start or 0
 
     pending: list[tuple[int, dict[str, jax.Array]]] = []

@@ -3,9 +3,7 @@ invariance, NaN stop, compile-once. Tiny U-Net on 16x16 ``tiny_echo`` (2 epochs 
 steps); runs that must be killed or need other devices/processes are subprocesses."""
 
 import dataclasses
-import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -322,7 +320,7 @@ def test_schedules_and_weight_decay():
 
 
 def test_metrics_log_drops_a_half_written_last_line_on_resume(tmp_path):
-    from echojax.train import MetricsLog
+    from echojax.rundir import MetricsLog
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "loss": 0.5}\n{"step": 15, "lo')
     MetricsLog(str(path), resume_step=10, enabled=True)
@@ -330,7 +328,7 @@ def test_metrics_log_drops_a_half_written_last_line_on_resume(tmp_path):
 
 
 def test_metrics_log_names_a_corrupt_line(tmp_path):
-    from echojax.train import MetricsLog
+    from echojax.rundir import MetricsLog
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 5}\nnot json\n{"step": 7}\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl, line 2"):

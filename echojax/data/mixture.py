@@ -257,13 +257,6 @@ class Mixture:
         s = bisect.bisect_right(self._offsets, i) - 1
         return s, int(self._indices[s][i - self._offsets[s]])
 
-    def annotated_counts(self) -> dict[str, dict[str, int]]:
-        """Per source alias: how many examples keep each foreground class's annotation
-        after removals (before looking at the data's own label masks)."""
-        return {s.alias: {labels.CLASS_NAMES[c]: int(k[:, c].sum())
-                          for c in labels.FOREGROUND_CLASSES}
-                for s, k in zip(self.sources, self._keep)}
-
     def _reader(self, s: int):
         if self._readers is None:
             if self._builders is None:

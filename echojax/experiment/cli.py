@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import jax
 
 from echojax.config import Config
-from echojax.experiment import options as options_lib
+import echojax.experiment.options as options_lib
 from echojax.experiment.datasets import DataNotPrepared, train_sizes
 from echojax.experiment.execute import Backend, execute
 from echojax.experiment.options import Options

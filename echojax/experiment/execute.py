@@ -25,7 +25,7 @@ from echojax import files, inference, rundir
 from echojax import train as train_lib
 from echojax.config import Config
 from echojax.data.mixture import Source
-from echojax.experiment import datasets
+import echojax.experiment.datasets as datasets
 from echojax.experiment.runs import Run, check_runs
 
 

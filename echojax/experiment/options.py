@@ -23,7 +23,7 @@ from typing import Any
 from echojax import losses, models
 from echojax.config import Config, LossConfig, ModelConfig, OptimConfig
 from echojax.data.mixture import Removal, Source
-from echojax.experiment import datasets
+import echojax.experiment.datasets as datasets
 from echojax.experiment.datasets import DATA_KINDS
 
 ARCHS: tuple[str, ...] = tuple(models.ARCHITECTURES)
