@@ -84,6 +84,7 @@ def test_train_and_evaluate_on_each_real_builder(data_dir, tmp_path, alias):
     assert env["device_kind"] and env["packages"]["jax"]
 
 
+@pytest.mark.slow
 def test_experiment_script_on_real_data(data_dir, tmp_path, capsys):
     # Experiment 1 trains on each dataset alone and on all three, and tests every model
     # on every dataset's test split (EchoNet's without spacing among them).
