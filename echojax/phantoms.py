@@ -41,6 +41,11 @@ imaged anatomy, not of the label.
 Entry points: ``STYLES``, ``generate_subject`` (feature-dict examples for the TFDS
 builder) and ``render_view`` (one view/phase at any ``(H, W)``, with the raw image
 before cone masking, the class map, the cone and the volumes: for fixture writers).
+
+Cine loops: ``render_cine`` renders a view through several beats (``cardiac_phase``
+gives each frame's phase fraction, so ED and ES frames are known exactly), and
+``write_video`` / ``write_dicom`` save a loop as AVI/MP4 (OpenCV) or as a multi-frame
+ultrasound DICOM whose ultrasound region calibration states the pixel spacing.
 """
 
 from __future__ import annotations
@@ -48,8 +53,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+from pathlib import Path
 
+import cv2
 import numpy as np
+import pydicom
+import pydicom.uid
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from echojax import labels
 
@@ -674,3 +685,195 @@ def _markings(subject, view, shape, xs, ys, r, spacing):
             marks[np.clip(rows + k, 0, h - 1), cols] = True
     marks &= far
     return marks, np.uint8(rng.integers(170, 256))
+
+
+# --------------------------------------------------------------------------- cine loops
+
+
+def cardiac_phase(num_frames: int, *, frames_per_beat: int, systole_fraction: float = 0.35,
+                  first_ed_frame: int = 0) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
+    """Phase fraction of each frame of a loop (0 at ED, 1 at ES) and the ED/ES frames.
+
+    Each beat lasts ``frames_per_beat`` frames from one ED to the next: systole (ED to
+    ES) takes ``round(systole_fraction * frames_per_beat)`` frames and the phase rises
+    as a half cosine; diastole brings it back the same way. Frames before
+    ``first_ed_frame`` belong to the previous beat. The LV volume falls monotonically
+    with the phase, so the ED frames are the volume maxima and the ES frames its minima.
+
+    Returns:
+      ``(phase f64[num_frames], ed_frames, es_frames)``, the frame indices within the loop.
+    """
+    if num_frames < 1 or frames_per_beat < 4 or first_ed_frame < 0:
+        raise ValueError(f"need num_frames >= 1, frames_per_beat >= 4, first_ed_frame >= 0; "
+                         f"got {num_frames}, {frames_per_beat}, {first_ed_frame}")
+    systole = int(round(systole_fraction * frames_per_beat))
+    if not 1 <= systole <= frames_per_beat - 1:
+        raise ValueError(f"systole_fraction {systole_fraction} leaves no systole or no "
+                         f"diastole in a {frames_per_beat}-frame beat")
+    k = (np.arange(num_frames) - first_ed_frame) % frames_per_beat
+    phase = np.where(k <= systole, (1 - np.cos(np.pi * k / systole)) / 2,
+                     (1 + np.cos(np.pi * (k - systole) / (frames_per_beat - systole))) / 2)
+    ed = tuple(int(f) for f in np.nonzero(k == 0)[0])
+    es = tuple(int(f) for f in np.nonzero(k == systole)[0])
+    return phase, ed, es
+
+
+@dataclasses.dataclass(frozen=True)
+class CineLoop:
+    """A rendered cine loop of one view of one subject.
+
+    frames: uint8[T, H, W], what a scanner exports (markings outside the sector kept).
+    segmentation: uint8[T, H, W], the style's labels per frame. classes: all classes.
+    phase: f64[T] (0 ED, 1 ES). volume_ml: f64[T], the analytic biplane LV volume.
+    ed_frames, es_frames: the frame indices of every ED and ES in the loop.
+    ef: percent (the subject's; identical for every beat). fps: frames per second.
+    pixel_spacing_mm: float32[2] (row, column). cone: bool[H, W].
+    """
+
+    frames: np.ndarray
+    segmentation: np.ndarray
+    classes: np.ndarray
+    phase: np.ndarray
+    volume_ml: np.ndarray
+    ed_frames: tuple[int, ...]
+    es_frames: tuple[int, ...]
+    ef: float
+    fps: float
+    pixel_spacing_mm: np.ndarray
+    cone: np.ndarray
+    style: str
+    view: str
+    subject_index: int
+    seed: int
+
+
+def render_cine(style: Style | str, subject_index: int, view: str, *, shape: tuple[int, int],
+                num_frames: int, frames_per_beat: int, fps: float = 50.0,
+                systole_fraction: float = 0.35, first_ed_frame: int = 0,
+                seed: int = 0) -> CineLoop:
+    """Renders ``num_frames`` frames of one view through successive beats.
+
+    The anatomy is ``render_view``'s (same style, subject, seed); each frame is that
+    view at the phase ``cardiac_phase`` gives it, so frames at ED and ES equal
+    ``render_view(..., "ED")`` and ``render_view(..., "ES")``. ``fps`` only labels the
+    loop (e.g. for written files); 50 fps and 40-60 frames per beat match
+    EchoNet-Dynamic's 50 fps at 50-75 beats per minute.
+    """
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be positive, got {fps}")
+    st = _style(style)
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    phase, ed, es = cardiac_phase(num_frames, frames_per_beat=frames_per_beat,
+                                  systole_fraction=systole_fraction,
+                                  first_ed_frame=first_ed_frame)
+    subject = sample_subject(st, subject_index, seed=seed)
+    scene = _scene(subject, view, shape)
+    renders = [_render(subject, view, float(s), None, scene) for s in phase]
+    first = renders[0]
+    return CineLoop(
+        frames=np.stack([r.image_raw for r in renders]),
+        segmentation=np.stack([r.segmentation for r in renders]),
+        classes=np.stack([r.classes for r in renders]),
+        phase=phase, volume_ml=np.array([r.volume_ml for r in renders]),
+        ed_frames=ed, es_frames=es, ef=first.ef, fps=float(fps),
+        pixel_spacing_mm=first.pixel_spacing_mm, cone=first.cone, style=st.name, view=view,
+        subject_index=int(subject_index), seed=int(seed))
+
+
+_FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
+
+
+def _temp_path(path: Path) -> Path:
+    """A sibling name for writing, keeping the suffix (OpenCV picks the container by it)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def write_video(loop: CineLoop, path) -> Path:
+    """Writes the loop's frames as an ``.avi`` (Motion JPEG, as EchoNet-Dynamic's
+    videos) or ``.mp4`` (MPEG-4 part 2) grey video at ``loop.fps``; returns the path.
+
+    The file appears complete or not at all (written under a temporary name, then
+    renamed). Lossy codecs: frames read back differ by a few grey levels.
+    """
+    path = Path(path)
+    fourcc = _FOURCC.get(path.suffix.lower())
+    if fourcc is None:
+        raise ValueError(f"{path}: video suffix must be one of {sorted(_FOURCC)}")
+    t, h, w = loop.frames.shape
+    tmp = _temp_path(path)
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), loop.fps, (w, h),
+                             isColor=True)
+    try:
+        if not writer.isOpened():
+            raise OSError(f"{path}: OpenCV cannot write {fourcc} video here")
+        for frame in loop.frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    except BaseException:
+        writer.release()
+        tmp.unlink(missing_ok=True)
+        raise
+    writer.release()
+    os.replace(tmp, path)
+    return path
+
+
+# DICOM Ultrasound Multi-frame Image Storage; FrameTime is the frame increment pointer.
+_US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+_FRAME_TIME_TAG = 0x00181063
+
+
+def write_dicom(loop: CineLoop, path) -> Path:
+    """Writes the loop as a multi-frame ultrasound DICOM (8-bit MONOCHROME2,
+    uncompressed); returns the path.
+
+    ``SequenceOfUltrasoundRegions`` holds one 2-D tissue region over the whole image
+    with ``PhysicalDeltaX``/``PhysicalDeltaY`` in cm (the phantom's pixel spacing), as
+    scanners calibrate it; ``FrameTime`` gives the frame rate. Written under a
+    temporary name, then renamed. Identifiers are synthetic (a phantom, no person).
+    """
+    path = Path(path)
+    t, h, w = loop.frames.shape
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _US_MULTIFRAME
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(
+        entropy_srcs=[loop.style, loop.view, str(loop.subject_index), str(loop.seed), str(t)])
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = _US_MULTIFRAME
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientName = "Phantom"
+    ds.PatientID = f"{loop.style}_{loop.seed}_{loop.subject_index:06d}"
+    ds.SeriesDescription = f"echojax phantom {loop.style} {loop.view}"
+    ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[ds.PatientID])
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[ds.PatientID, loop.view])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = h, w
+    ds.NumberOfFrames = t
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.FrameTime = f"{1000.0 / loop.fps:.6g}"
+    ds.FrameIncrementPointer = _FRAME_TIME_TAG
+    ds.RecommendedDisplayFrameRate = int(round(loop.fps))
+    dy, dx = (float(v) for v in loop.pixel_spacing_mm)
+    region = Dataset()
+    region.RegionSpatialFormat = 1      # 2-D
+    region.RegionDataType = 1           # tissue
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = w - 1, h - 1
+    region.PhysicalUnitsXDirection = 3  # cm
+    region.PhysicalUnitsYDirection = 3
+    region.PhysicalDeltaX = dx / 10.0
+    region.PhysicalDeltaY = dy / 10.0
+    ds.SequenceOfUltrasoundRegions = [region]
+    ds.PixelData = np.ascontiguousarray(loop.frames, dtype=np.uint8).tobytes()
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -199,3 +199,88 @@ def test_bad_input():
         phantoms.render_view("camus_like", 0, "2CH", "ED", shape=(8, 64))
     with pytest.raises(ValueError, match=">= 0"):
         phantoms.sample_subject("camus_like", -1)
+
+
+# --- cine loops ----------------------------------------------------------------------
+
+
+def test_cardiac_phase_known_frames():
+    phase, ed, es = phantoms.cardiac_phase(100, frames_per_beat=40, systole_fraction=0.35,
+                                           first_ed_frame=10)
+    assert ed == (10, 50, 90) and es == (24, 64)      # systole round(0.35 * 40) = 14 frames
+    np.testing.assert_allclose(phase[list(ed)], 0.0, atol=1e-12)
+    np.testing.assert_allclose(phase[list(es)], 1.0, atol=1e-12)
+    assert np.all(np.diff(phase[10:25]) > 0) and np.all(np.diff(phase[24:51]) < 0)
+    assert 0.0 <= phase.min() and phase.max() <= 1.0
+    # Frames before the first ED continue the previous beat's diastole.
+    np.testing.assert_allclose(phase[:10], phase[40:50])
+
+
+@pytest.mark.parametrize("kw", [dict(num_frames=0, frames_per_beat=40),
+                                dict(num_frames=10, frames_per_beat=3),
+                                dict(num_frames=10, frames_per_beat=10, systole_fraction=0.01)])
+def test_cardiac_phase_bad_input(kw):
+    with pytest.raises(ValueError):
+        phantoms.cardiac_phase(**kw)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_cine_frames_at_ed_and_es_equal_the_still_renderings(style):
+    loop = phantoms.render_cine(style, 1, "4CH", shape=(48, 56), num_frames=30,
+                                frames_per_beat=16, first_ed_frame=3)
+    assert loop.frames.shape == loop.segmentation.shape == (30, 48, 56)
+    assert loop.ed_frames == (3, 19) and loop.es_frames == (9, 25)
+    for phase, frames in (("ED", loop.ed_frames), ("ES", loop.es_frames)):
+        still = phantoms.render_view(style, 1, "4CH", phase, shape=(48, 56))
+        for f in frames:
+            np.testing.assert_array_equal(loop.frames[f], still.image_raw)
+            np.testing.assert_array_equal(loop.segmentation[f], still.segmentation)
+    still = phantoms.render_view(style, 1, "4CH", "ED", shape=(48, 56))
+    assert loop.ef == pytest.approx(still.ef)
+    # Volume is largest at ED and smallest at ES; EF from the curve is the subject's.
+    v = loop.volume_ml
+    assert v.argmax() in loop.ed_frames and v.argmin() in loop.es_frames
+    assert 100 * (1 - v.min() / v.max()) == pytest.approx(loop.ef, rel=1e-9)
+    # The LV label area follows the phase (ED largest, ES smallest).
+    lv_area = (loop.classes == labels.LV).sum(axis=(1, 2))
+    assert lv_area[3] > lv_area[6] > lv_area[9] < lv_area[14]
+
+
+def test_write_video_and_dicom_round_trip(tmp_path):
+    import pydicom
+
+    loop = phantoms.render_cine("echonet_like", 0, "4CH", shape=(64, 64), num_frames=12,
+                                frames_per_beat=8, fps=25.0)
+    dcm = phantoms.write_dicom(loop, tmp_path / "loop.dcm")
+    ds = pydicom.dcmread(dcm)
+    assert ds.Modality == "US" and int(ds.NumberOfFrames) == 12
+    np.testing.assert_array_equal(ds.pixel_array, loop.frames)       # lossless
+    region = ds.SequenceOfUltrasoundRegions[0]
+    assert region.PhysicalUnitsXDirection == 3 and region.PhysicalUnitsYDirection == 3
+    assert float(region.PhysicalDeltaY) * 10 == pytest.approx(float(loop.pixel_spacing_mm[0]))
+    assert float(region.PhysicalDeltaX) * 10 == pytest.approx(float(loop.pixel_spacing_mm[1]))
+    assert float(ds.FrameTime) == pytest.approx(40.0)
+    for suffix in (".avi", ".mp4"):
+        path = phantoms.write_video(loop, tmp_path / f"loop{suffix}")
+        import cv2
+        cap = cv2.VideoCapture(str(path))
+        frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f[..., 0])
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+        cap.release()
+        assert np.stack(frames).shape == loop.frames.shape
+        # Lossy codecs: a few grey levels on average.
+        assert np.abs(np.stack(frames).astype(int) - loop.frames).mean() < 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.avi", "loop.dcm", "loop.mp4"]
+
+
+def test_write_video_rejects_unknown_suffix(tmp_path):
+    loop = phantoms.render_cine("camus_like", 0, "2CH", shape=(32, 32), num_frames=4,
+                                frames_per_beat=4)
+    with pytest.raises(ValueError, match=r"suffix must be one of \['.avi', '.mp4'\]"):
+        phantoms.write_video(loop, tmp_path / "loop.gif")
+    assert list(tmp_path.iterdir()) == []
