@@ -68,6 +68,31 @@ def test_float_images_with_whole_values_are_accepted():
     assert out.dtype == np.uint8 and out.shape == (4, 4)
 
 
+def test_float32_images_are_rounded_and_counted():
+    whole = np.arange(0, 256, dtype=np.float32).reshape(1, 16, 16)  # as NIfTI loads it
+    out, n = preprocess.round_to_uint8_image(whole, where="p_2CH_ED.nii.gz")
+    assert out.dtype == np.uint8 and out.shape == (16, 16) and n == 0
+    np.testing.assert_array_equal(out.ravel(), np.arange(256))
+    frac = np.array([[0.0, 0.49, 0.5, 1.5], [254.5, 254.4, 255.0, 7.0]], np.float32)
+    out, n = preprocess.round_to_uint8_image(frac, where="x")
+    np.testing.assert_array_equal(out, [[0, 0, 1, 2], [255, 254, 255, 7]])
+    assert n == 5
+    ints = np.array([[3, 4], [5, 6]], np.int16)                      # not floats: exact
+    out, n = preprocess.round_to_uint8_image(ints, where="x")
+    assert out.dtype == np.uint8 and n == 0 and out.tolist() == [[3, 4], [5, 6]]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.array([[0.0, 255.5], [1.0, 2.0]], np.float32), r"0\.\.255, found range \[0\.0, 255\.5\]"),
+    (np.array([[-0.5, 3.0], [1.0, 2.0]], np.float32), r"0\.\.255, found range \[-0\.5, 3\.0\]"),
+    (np.array([[np.nan, 3.0], [1.0, 2.0]], np.float32), "1 non-finite"),
+])
+def test_float_images_outside_0_255_name_the_file(bad, match):
+    with pytest.raises(ValueError, match=match) as err:
+        preprocess.round_to_uint8_image(bad, where="patient0001_2CH_ED.nii.gz")
+    assert str(err.value).startswith("patient0001_2CH_ED.nii.gz: ")
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.full((4, 4), 300.0), "0..255"),
     (np.full((4, 4), 1.5), "whole numbers"),

@@ -73,8 +73,16 @@ def write_mhd(path: Path, array: np.ndarray, spacing_rc) -> None:
     sitk.WriteImage(image, str(path), useCompression=False)
 
 
-def write_camus(root: Path, *, release: int = 2023, patients=CAMUS_PATIENTS) -> None:
-    """CAMUS 2023 (``database_nifti/``, ``database_split/``) or 2019 (``training/``)."""
+def write_camus(root: Path, *, release: int = 2023, patients=CAMUS_PATIENTS,
+                image_dtype=np.uint8, image_edit=None) -> None:
+    """CAMUS 2023 (``database_nifti/``, ``database_split/``) or 2019 (``training/``).
+
+    ``image_dtype``: the stored dtype of the images (the 2023 NIfTI images load as
+    float32 with values 0-255 for users of the release: ``np.float32``).
+    ``image_edit(name, array) -> array``: changes an image before it is written
+    (``name`` like ``patient0001_2CH_ED``), for fixtures with non-integer or
+    out-of-range grey levels.
+    """
     root = Path(root)
     folder = root / ("database_nifti" if release == 2023 else "training")
     for index, (patient, _) in enumerate(patients):
@@ -82,7 +90,10 @@ def write_camus(root: Path, *, release: int = 2023, patients=CAMUS_PATIENTS) -> 
         pdir.mkdir(parents=True, exist_ok=True)
         for view, phase, r in _camus_arrays(index):
             # CAMUS has no markings outside the sector: the exported image is masked.
-            for suffix, array in (("", r.image), ("_gt", r.segmentation)):
+            image = r.image.astype(image_dtype)
+            if image_edit is not None:
+                image = image_edit(f"{patient}_{view}_{phase}", image)
+            for suffix, array in (("", image), ("_gt", r.segmentation)):
                 name = f"{patient}_{view}_{phase}{suffix}"
                 if release == 2023:
                     write_nifti(pdir / f"{name}.nii.gz", array, r.pixel_spacing_mm)

@@ -1,23 +1,40 @@
 """What the manual-download builders (camus, echonet_dynamic, unity_imaging) share:
 checking the manual folder, the patient-level 80/10/10 split, array_record as the
-default file format, and turning a raw frame + mask into a checked example.
+default file format, turning a raw frame + mask into a checked example, safe sector
+handling with its counts in the dataset's metadata, and leaving out splits a subset of
+a release leaves empty.
+
+What a preparation did is kept in ``builder.info.metadata`` (a
+``tfds.core.MetadataDict``; the builder's ``_info`` passes ``metadata=
+tfds.core.MetadataDict()``), saved as ``metadata.json`` beside ``dataset_info.json``:
+
+- ``"sector_handling"``: ``{"estimated_sector": n, "outside_fan_only": n,
+  "unmasked": n, "estimate_rejected": n}``, recordings by what
+  ``echojax.data.cone.clear_outside_sector`` did (``estimate_rejected``: how many of
+  them had their geometric estimate rejected), and ``"sector_fallbacks"``: the first
+  100 rejected recordings with the reason.
+- ``"skipped"``: ``{reason: count}`` of recordings a builder skipped.
+- ``"omitted_splits"``: ``{split: message}`` of splits left out because empty.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from echojax import labels
+from echojax.data import cone
 from echojax.data import features as features_lib
 from echojax.data import preprocess
 
 SPLITS = ("train", "validation", "test")
+MAX_LISTED_FALLBACKS = 100
 
 
 def require_paths(root: Path, relpaths: Iterable[str], *, dataset: str) -> None:
@@ -84,8 +101,101 @@ def make_example(*, image: np.ndarray, mask: np.ndarray, spacing_mm, resolution:
     return example
 
 
+def clear_sector(frames: np.ndarray, label_maps: np.ndarray | None = None, *, where: str,
+                 metadata: dict, estimate: bool = True):
+    """``echojax.data.cone.clear_outside_sector`` for one recording of a builder, with
+    the outcome logged and counted in ``metadata`` (the builder's ``info.metadata``).
+
+    Args:
+      frames: uint8[..., H, W], all frames of the recording (the sector is judged on
+        all of them).
+      label_maps: optional class ids [..., H, W] of its labelled frames.
+      where: the recording's file, for the log.
+      metadata: ``builder.info.metadata``; ``"sector_handling"`` and
+        ``"sector_fallbacks"`` are updated (see the module docstring).
+      estimate: False: no geometric estimate, only what is certainly outside the fan is
+        zeroed (for sources whose publishers already cleared the outside of the fan).
+
+    Returns:
+      (processed frames, ``cone.SectorReport``). Nothing is ever dropped.
+    """
+    out, report = cone.clear_outside_sector(frames, label_maps, estimate=estimate)
+    counts = metadata.setdefault(
+        "sector_handling", {**{a: 0 for a in cone.ACTIONS}, "estimate_rejected": 0})
+    counts[report.action] += 1
+    if report.fell_back:
+        counts["estimate_rejected"] += 1
+        listed = metadata.setdefault("sector_fallbacks", {})
+        if len(listed) < MAX_LISTED_FALLBACKS:
+            listed[str(where)] = report.describe()
+        logging.warning("%s: sector estimate rejected, %s", where, report.describe())
+    return out, report
+
+
+def log_sector_summary(metadata: Mapping, *, dataset: str) -> None:
+    """One log line with the sector counts of a preparation (if any)."""
+    counts = metadata.get("sector_handling")
+    if counts:
+        logging.info("%s: sector handling %s (see metadata.json: sector_handling, "
+                     "sector_fallbacks)", dataset, dict(counts))
+
+
+def count_skipped(metadata: dict, reason: str, n: int = 1) -> None:
+    """Adds ``n`` to ``metadata["skipped"][reason]``."""
+    skipped = metadata.setdefault("skipped", {})
+    skipped[reason] = skipped.get(reason, 0) + n
+
+
+_END = object()
+
+
+def drop_empty_splits(generators: Mapping[str, Iterable], *, dataset: str,
+                      listed: Mapping[str, int], unit: str = "recordings",
+                      metadata: dict | None = None) -> dict[str, Iterator]:
+    """The split generators of ``_split_generators`` without the empty ones.
+
+    TFDS cannot finalise a split that yields no example ("No examples were yielded"),
+    which a subset of a release causes (five EchoNet-Dynamic videos, all ``TEST``;
+    CAMUS patients whose hashed split has no test patient), as do recordings all
+    skipped. Each generator is advanced to its first example here; a split without one
+    is left out with a warning that names it and the counts, and recorded in
+    ``metadata["omitted_splits"]``. If every split is empty, this stops with a
+    ValueError saying so.
+
+    Args:
+      generators: ``{split: iterable of (key, example)}``.
+      listed: ``{split: number of recordings the release lists for it}``.
+      unit: what ``listed`` counts, for the messages.
+    """
+    out, omitted = {}, {}
+    for split, gen in generators.items():
+        it = iter(gen)
+        first = next(it, _END)
+        if first is _END:
+            n = int(listed.get(split, 0))
+            why = (f"no {unit} of the manual directory belong to it" if n == 0 else
+                   f"all {n} {unit} listed for it were skipped (see the warnings above)")
+            omitted[split] = f"split {split!r} has no examples: {why}"
+        else:
+            out[split] = itertools.chain([first], it)
+    counts = ", ".join(f"{s}: {int(listed.get(s, 0))}" for s in generators)
+    if not out:
+        raise ValueError(f"{dataset}: no split has any example ({unit} listed per split: "
+                         f"{counts}); nothing to prepare")
+    for split, msg in omitted.items():
+        logging.warning("%s: %s; it is left out of the prepared dataset (%s listed per "
+                        "split: %s; kept splits: %s)", dataset, msg, unit, counts,
+                        ", ".join(out))
+        if metadata is not None:
+            metadata.setdefault("omitted_splits", {})[split] = msg
+    return out
+
+
 def sector_mask(frames: np.ndarray, *, where: str) -> np.ndarray | None:
-    """The ultrasound sector of ``frames`` (``uint8[..., H, W]``) by
+    """Superseded by ``clear_sector`` (validated, with a fallback, never skips a
+    recording); kept until every builder uses that.
+
+    The ultrasound sector of ``frames`` (``uint8[..., H, W]``) by
     ``echojax.data.cone.cone_mask``, or None when it cannot be estimated.
 
     The estimator copes with codec ringing outside the sector itself (it thresholds
@@ -93,8 +203,6 @@ def sector_mask(frames: np.ndarray, *, where: str) -> np.ndarray | None:
     pixels would also erase dim sector edges. The caller skips the file (and counts it)
     on None: a frame whose markings cannot be removed is not kept.
     """
-    from echojax.data import cone  # pylint: disable=g-import-not-at-top
-
     try:
         return cone.cone_mask(frames)
     except ValueError as e:

@@ -126,3 +126,62 @@ def test_fill_polygon_equals_skimage_on_random_and_spline_polygons():
     want[rr, cc] = True
     np.testing.assert_array_equal(real_data.fill_polygon(rows, cols, (120, 160)), want)
 
+
+
+def test_drop_empty_splits_keeps_every_example_and_names_the_empty_ones(caplog):
+    pulled = []
+
+    def gen(split, n):
+        for i in range(n):
+            pulled.append((split, i))
+            yield f"{split}{i}", {"i": i}
+
+    metadata = {}
+    with caplog.at_level("WARNING"):
+        out = real_data.drop_empty_splits(
+            {"train": gen("train", 3), "validation": gen("validation", 0), "test": gen("test", 1)},
+            dataset="camus", listed={"train": 2, "validation": 4, "test": 1}, unit="patients",
+            metadata=metadata)
+    assert list(out) == ["train", "test"]
+    assert pulled == [("train", 0), ("test", 0)]          # only the first one, lazily
+    assert [k for k, _ in out["train"]] == ["train0", "train1", "train2"]
+    assert [k for k, _ in out["test"]] == ["test0"]
+    assert ("camus: split 'validation' has no examples: all 4 patients listed for it were "
+            "skipped" in caplog.text)
+    assert "patients listed per split: train: 2, validation: 4, test: 1" in caplog.text
+    assert list(metadata["omitted_splits"]) == ["validation"]
+    with pytest.raises(ValueError, match=r"echonet_dynamic: no split has any example \(videos "
+                                         r"listed per split: train: 0, test: 2\)"):
+        real_data.drop_empty_splits({"train": [], "test": iter([])}, dataset="echonet_dynamic",
+                                    listed={"test": 2}, unit="videos")
+
+
+def test_clear_sector_counts_and_lists_what_it_did(caplog, monkeypatch):
+    monkeypatch.setattr(real_data, "MAX_LISTED_FALLBACKS", 2)
+    rng = np.random.default_rng(0)
+    h = w = 64
+    rr, cc = np.mgrid[:h, :w]
+    fan = (rr >= 4) & (np.abs(cc - 32) <= (rr - 4) * 0.6) & (np.hypot(rr - 4, cc - 32) <= 56)
+    image = np.where(fan, rng.integers(60, 200, (h, w)), 0).astype(np.uint8)
+    image[0:3, 0:8] = 255                            # a marking in the corner
+    outside = np.zeros((h, w), np.uint8)
+    outside[60, 1] = 1                               # a "labelled" pixel far outside the fan
+    metadata = {}
+    with caplog.at_level("WARNING"):
+        out, report = real_data.clear_sector(image, None, where="a.png", metadata=metadata)
+        assert report.action == "estimated_sector" and (out[0:3, 0:8] == 0).all()
+        for name in ("b.png", "c.png", "d.png"):
+            out, report = real_data.clear_sector(image, outside, where=name, metadata=metadata)
+            assert report.fell_back and out[60, 1] == image[60, 1] and (out[fan] == image[fan]).all()
+        _, report = real_data.clear_sector(image, None, where="e.png", metadata=metadata,
+                                           estimate=False)
+        assert report.action == "outside_fan_only" and not report.fell_back
+        full = rng.integers(60, 200, (h, w)).astype(np.uint8)   # signal everywhere
+        out, report = real_data.clear_sector(full, None, where="f.png", metadata=metadata,
+                                             estimate=False)
+        assert report.action == "unmasked" and (out == full).all()
+    assert metadata["sector_handling"] == {"estimated_sector": 1, "outside_fan_only": 4,
+                                           "unmasked": 1, "estimate_rejected": 3}
+    assert list(metadata["sector_fallbacks"]) == ["b.png", "c.png"]   # capped listing
+    assert "labelled pixels lie outside" in metadata["sector_fallbacks"]["b.png"]
+    assert caplog.text.count("sector estimate rejected") == 3

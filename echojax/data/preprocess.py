@@ -60,6 +60,31 @@ def as_uint8_image(array: np.ndarray, *, where: str) -> np.ndarray:
     return values.astype(np.uint8)
 
 
+def round_to_uint8_image(array: np.ndarray, *, where: str) -> tuple[np.ndarray, int]:
+    """A grey-level frame stored as floats (CAMUS 2023 NIfTI images load as float32
+    with values 0-255) as ``uint8[H, W]``, and how many pixels had to be rounded.
+
+    Whole numbers in 0..255 become uint8 exactly; other values in [0, 255] are rounded
+    to the nearest integer (halves up) and counted, for the caller to log; a value
+    outside [0, 255], or not finite, is an error naming ``where``. Integer dtypes go
+    through ``as_uint8_image`` (0 rounded).
+    """
+    image = _squeeze_2d(array, what="image", where=where)
+    if not np.issubdtype(image.dtype, np.floating):
+        return as_uint8_image(image, where=where), 0
+    values = image.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{where}: image has {int((~np.isfinite(values)).sum())} "
+                         f"non-finite values (dtype {image.dtype})")
+    lo, hi = float(values.min()), float(values.max())
+    if lo < 0 or hi > 255:
+        raise ValueError(
+            f"{where}: image values must lie in 0..255, found range [{lo}, {hi}] "
+            f"(dtype {image.dtype})")
+    rounded = np.floor(values + 0.5)
+    return rounded.astype(np.uint8), int((rounded != values).sum())
+
+
 def as_class_mask(array: np.ndarray, *, where: str) -> np.ndarray:
     """A segmentation as ``uint8[H, W]`` with class ids 0..NUM_CLASSES-1."""
     mask = _squeeze_2d(array, what="mask", where=where)

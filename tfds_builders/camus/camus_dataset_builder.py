@@ -18,6 +18,15 @@ spacing ``(x, y)`` = (col, row) in the header: rows run along the depth of the s
 this builder reads it back untransposed.) Masks: 0 background, 1 LV, 2 LVM, 3 LA, as
 echojax uses them. No cone masking (the CAMUS frames have no markings outside the cone).
 EF from ``EF`` (2023) or ``LVef`` (2019) in ``Info_<view>.cfg``, NaN if absent.
+
+Grey levels: images stored as floats (the 2023 NIfTI images load as float32 with values
+0-255) become uint8: whole numbers exactly, other values in [0, 255] rounded (halves up)
+with the count logged per file and kept in the metadata (``rounded_image_pixels``);
+values outside [0, 255] are an error naming the file.
+
+A split with no patient (a subset of a release: e.g. 2019 patients whose hashed split
+has no test patient, or an empty ``subgroup_testing.txt``) is left out with a warning
+naming it and the counts, and listed in the metadata (``omitted_splits``).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import tensorflow_datasets as tfds
 
 from echojax import labels
 from echojax.data import features as features_lib
+from echojax.data import preprocess
 from tfds_builders import real_data
 
 SOURCE = "camus"
@@ -137,6 +147,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=features_lib.features(self.builder_config.resolution),
             supervised_keys=("image", "segmentation"),
             homepage="https://www.creatis.insa-lyon.fr/Challenge/camus/",
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -170,8 +181,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         real_data.require_paths(folder, needed, dataset=SOURCE)
         logging.info("camus: %s release, %s", "2023 NIfTI" if ext == ".nii.gz" else "2019 mhd",
                      {s: len(p) for s, p in splits.items()})
-        return {s: self._generate_examples(folder, patients, ext)
-                for s, patients in splits.items()}
+        return real_data.drop_empty_splits(
+            {s: self._generate_examples(folder, patients, ext) for s, patients in splits.items()},
+            dataset=SOURCE, listed={s: len(p) for s, p in splits.items()}, unit="patients",
+            metadata=self.info.metadata)
 
     def _generate_examples(self, folder: Path, patients: list[str], ext: str):
         resolution = self.builder_config.resolution
@@ -182,7 +195,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 for phase in PHASES:
                     image_path = folder / p / f"{p}_{view}_{phase}{ext}"
                     mask_path = folder / p / f"{p}_{view}_{phase}_gt{ext}"
-                    image, spacing = read_frame(image_path)
+                    raw, spacing = read_frame(image_path)
+                    image, rounded = preprocess.round_to_uint8_image(raw, where=str(image_path))
+                    if rounded:
+                        self._count_rounded(image_path, rounded, raw.dtype)
                     mask, mask_spacing = read_frame(mask_path)
                     if not np.allclose(spacing, mask_spacing, rtol=1e-4):
                         raise ValueError(f"{mask_path}: spacing {mask_spacing} differs from "
@@ -192,3 +208,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         label_mask=labels.FULL_LABEL_MASK, source=SOURCE, patient_id=p,
                         view=view, phase=phase, ef=ef, where=str(image_path),
                         mask_where=str(mask_path))
+
+    def _count_rounded(self, path: Path, n: int, dtype) -> None:
+        counts = self.info.metadata.setdefault("rounded_image_pixels", {"files": 0, "pixels": 0})
+        counts["files"] += 1
+        counts["pixels"] += int(n)
+        logging.warning("camus: %s: %d pixels with non-integer grey levels (%s) rounded to "
+                        "the nearest integer (%d files, %d pixels so far)", path, n, dtype,
+                        counts["files"], counts["pixels"])

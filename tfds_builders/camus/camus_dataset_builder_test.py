@@ -243,3 +243,84 @@ def test_malformed_split_line_names_file_and_line(tmp_path):
     (manual / "database_split/subgroup_validation.txt").write_text("patient0003\npatient 3\n")
     _assert_fails_cleanly(manual, tmp_path / "data", ValueError,
                           r"subgroup_validation\.txt:2: expected a patient name")
+
+
+# ------------------------------------------- float grey levels and partial releases
+
+
+def test_float32_images_with_whole_values_give_the_uint8_examples(tmp_path, nifti_examples):
+    manual = tmp_path / "manual"
+    make_dummy_data.write_camus(manual, image_dtype=np.float32)
+    raw = nib.load(str(manual / "database_nifti/patient0001/patient0001_2CH_ED.nii.gz"))
+    assert raw.get_data_dtype() == np.float32
+    builder = prepare(manual, tmp_path / "data")
+    got = examples_by_key(builder)
+    assert got.keys() == nifti_examples.keys()
+    for key, ex in got.items():
+        np.testing.assert_array_equal(ex["image"], nifti_examples[key]["image"])
+    assert "rounded_image_pixels" not in dict(builder.info.metadata)
+
+
+def test_non_integer_grey_levels_are_rounded_and_counted(tmp_path, caplog):
+    def edit(name, image):
+        if name == "patient0002_4CH_ES":
+            image = image.copy()
+            image[10, 5:12] += 0.25   # 7 pixels round down
+            image[20, 5:10] += 0.5    # 5 pixels round up (halves up)
+        return image
+
+    manual = tmp_path / "manual"
+    make_dummy_data.write_camus(manual, image_dtype=np.float32, image_edit=edit)
+    def bumped(name, image):  # what the rounding must give: +1 where +0.5 was added
+        if name == "patient0002_4CH_ES":
+            image = image.copy()
+            image[20, 5:10] += 1
+        return image
+
+    reference = tmp_path / "reference"
+    make_dummy_data.write_camus(reference, image_edit=bumped)
+    with caplog.at_level("WARNING"):
+        builder = prepare(manual, tmp_path / "data", config="256")
+    assert "patient0002_4CH_ES.nii.gz: 12 pixels with non-integer grey levels" in caplog.text
+    meta = dict(camus.Builder(config="256", data_dir=str(tmp_path / "data")).info.metadata)
+    assert meta["rounded_image_pixels"] == {"files": 1, "pixels": 12}
+    want = examples_by_key(prepare(reference, tmp_path / "data_ref", config="256"))
+    for key, ex in examples_by_key(builder).items():
+        np.testing.assert_array_equal(ex["image"], want[key]["image"], err_msg=str(key))
+
+
+@pytest.mark.parametrize("value", [255.5, -1.0, 300.0])
+def test_grey_levels_outside_0_255_name_the_file(tmp_path, value):
+    def edit(name, image):
+        if name == "patient0003_2CH_ED":
+            image = image.copy()
+            image[3, 3] = value
+        return image
+
+    manual = tmp_path / "manual"
+    make_dummy_data.write_camus(manual, image_dtype=np.float32, image_edit=edit)
+    _assert_fails_cleanly(manual, tmp_path / "data", ValueError,
+                          r"patient0003_2CH_ED\.nii\.gz: image values must lie in 0\.\.255")
+
+
+def test_a_2019_subset_without_test_patients_omits_the_split(tmp_path, caplog):
+    patients = tuple(p for p in PATIENTS_2019 if p[1] != "test")
+    manual = tmp_path / "manual"
+    make_dummy_data.write_camus(manual, release=2019, patients=patients)
+    with caplog.at_level("WARNING"):
+        builder = prepare(manual, tmp_path / "data")
+    assert set(builder.info.splits) == {"train", "validation"}
+    assert builder.info.splits["train"].num_examples == 8
+    assert ("split 'test' has no examples: no patients of the manual directory belong to it"
+            in caplog.text)
+    assert "patients listed per split: train: 2, validation: 1, test: 0" in caplog.text
+    assert set(dict(builder.info.metadata)["omitted_splits"]) == {"test"}
+
+
+def test_an_empty_official_split_file_omits_the_split(tmp_path, caplog):
+    manual = _broken_copy(tmp_path)
+    (manual / "database_split/subgroup_validation.txt").write_text("")
+    with caplog.at_level("WARNING"):
+        builder = prepare(manual, tmp_path / "data")
+    assert set(builder.info.splits) == {"train", "test"}
+    assert "split 'validation' has no examples" in caplog.text

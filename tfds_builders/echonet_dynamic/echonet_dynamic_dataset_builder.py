@@ -7,20 +7,25 @@ Reads ``FileList.csv``, ``VolumeTracings.csv`` and ``Videos/<FileName>.avi`` (11
   The LV polygon is ``x = X1[1:] ++ reversed(X2[1:])`` (same for y), rasterised with
   ``skimage.draw.polygon`` at the rounded vertices, as the public EchoNet loader does.
 - ED/ES rule: of a video's traced frames, the one whose polygon has the **largest area
-  is ED, the smallest is ES** (ED is, by definition, the largest LV). The public loader
-  instead takes the first traced frame in file order as ES and the last as ED, relying
-  on the rows being sorted by area; the two rules agree when that holds, and the number
-  of videos where they disagree is logged.
-- Videos with fewer than two traced frames, with a traced frame beyond the end of
-  the video, or whose ultrasound sector cannot be estimated, are skipped; the counts
-  are logged.
+  is ED, the smallest is ES** (ED is, by definition, the largest LV). In the published
+  files the frame listed first is the larger (ED) trace (so on every real video we
+  checked); the public loader's rule, first listed = small (ES) and last = large (ED),
+  is the wrong way round for them. The area rule needs no order; the number of videos
+  whose first-listed trace is not the larger one is logged.
+- Videos with fewer than two traced frames, or with a traced frame beyond the end of
+  the video, are skipped; the counts are logged and kept in the dataset's metadata
+  (``skipped``).
 - label_mask is [T, T, F, F] (LV only). EF (percent) from ``FileList.csv``.
 - Pixel spacing is not published for EchoNet-Dynamic (the DICOMs were resampled to
   112 x 112 without it): ``pixel_spacing_mm`` is NaN, so volumes in mL cannot be
   computed from these masks, only EF (which is scale-free).
-- Markings outside the ultrasound sector are removed with a cone estimated from the
-  whole clip (``echojax.data.cone``), as the paper did.
-- Splits: the official ``Split`` column (TRAIN / VAL / TEST).
+- Sector: the publishers already zeroed everything outside the fan; what is left
+  outside are a depth ruler and an orientation dot. No geometric sector estimate is
+  applied (on the real videos it cut the fan on 3 of 5); only signal outside the convex
+  hull of the fan's own signal is zeroed (``echojax.data.cone.clear_outside_sector``
+  with ``estimate=False``, counted in the metadata's ``sector_handling``).
+- Splits: the official ``Split`` column (TRAIN / VAL / TEST); a split left empty (a
+  subset of the release) is omitted with a warning (``real_data.drop_empty_splits``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import skimage.draw
 import tensorflow_datasets as tfds
 
 from echojax import labels
+from echojax.data import cone
 from echojax.data import features as features_lib
 from tfds_builders import real_data
 
@@ -145,6 +151,27 @@ def ed_es_frames(frames: dict[int, np.ndarray]) -> tuple[int, int]:
     return max(areas, key=areas.get), min(areas, key=areas.get)
 
 
+def first_listed_is_larger(frames: dict[int, np.ndarray]) -> bool:
+    """Whether the trace listed first in the file is the larger one (ED), as in the
+    published ``VolumeTracings.csv``."""
+    areas = [polygon_area(*trace_polygon(t)) for t in frames.values()]
+    return areas[0] >= max(areas)
+
+
+def clear_video(video: np.ndarray, traces, *, where: str, metadata: dict | None = None):
+    """The builder's sector handling of one video: ``(processed video, report)``.
+
+    ``traces``: the traces (``float[n, 4]``) of its labelled frames, whose pixels must
+    all be kept. Only what is certainly outside the fan is zeroed (``estimate=False``,
+    see the module docstring).
+    """
+    labelled = np.stack([trace_mask(t, video.shape[1:]) for t in traces])
+    if metadata is None:
+        return cone.clear_outside_sector(video, labelled, estimate=False)
+    return real_data.clear_sector(video, labelled, where=where, metadata=metadata,
+                                  estimate=False)
+
+
 def read_video(path: Path) -> np.ndarray:
     """All frames of an AVI as grey ``uint8[T, H, W]``."""
     capture = cv2.VideoCapture(str(path))
@@ -189,6 +216,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             features=features_lib.features(self.builder_config.resolution),
             supervised_keys=("image", "segmentation"),
             homepage="https://echonet.github.io/dynamic/",
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -202,51 +230,54 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         real_data.require_paths(root, [f"Videos/{name}.avi" for name in sorted(videos)],
                                 dataset=SOURCE)
         kept = {s: [] for s in real_data.SPLITS}
-        too_few = disagree = 0
+        listed = {s: 0 for s in real_data.SPLITS}
+        too_few = not_first = 0
         for name, meta in sorted(videos.items()):
+            listed[meta["split"]] += 1
             frames = tracings.get(name, {})
             if len(frames) < 2:
                 too_few += 1
                 continue
             ed, es = ed_es_frames(frames)
-            order = list(frames)
-            if (order[-1], order[0]) != (ed, es):
-                disagree += 1
+            if not first_listed_is_larger(frames):
+                not_first += 1
             kept[meta["split"]].append((name, meta["ef"], ed, es, frames[ed], frames[es]))
+        metadata = self.info.metadata
+        if too_few:
+            real_data.count_skipped(metadata, "fewer_than_two_traced_frames", too_few)
         logging.info(
             "echonet_dynamic: %d videos with >= 2 traced frames kept %s; %d skipped with "
-            "fewer; %d where file order (first=ES, last=ED) disagrees with the area rule",
-            sum(map(len, kept.values())), {s: len(v) for s, v in kept.items()}, too_few,
-            disagree)
-        return {s: self._generate_examples(root, items) for s, items in kept.items()}
+            "fewer; ED/ES by traced area; in %d of them the trace listed first is not the "
+            "larger (ED) one, as it is in the published files", sum(map(len, kept.values())),
+            {s: len(v) for s, v in kept.items()}, too_few, not_first)
+        return real_data.drop_empty_splits(
+            {s: self._generate_examples(root, items) for s, items in kept.items()},
+            dataset=SOURCE, listed=listed, unit="videos", metadata=metadata)
 
     def _generate_examples(self, root: Path, items: list):
-        from echojax.data import cone  # pylint: disable=g-import-not-at-top
-
         resolution = self.builder_config.resolution
-        out_of_range = no_sector = 0
+        metadata = self.info.metadata
+        out_of_range = 0
         for name, ef, ed, es, ed_trace, es_trace in items:
             path = root / "Videos" / f"{name}.avi"
             video = read_video(path)
             if max(ed, es) >= len(video):
                 out_of_range += 1
+                real_data.count_skipped(metadata, "traced_frame_beyond_video")
                 logging.warning("echonet_dynamic: %s has %d frames but traced frame %d; "
                                 "skipped (%d so far)", path.name, len(video), max(ed, es),
                                 out_of_range)
                 continue
-            sector = real_data.sector_mask(video, where=str(path))
-            if sector is None:
-                no_sector += 1
-                continue
+            video, _ = clear_video(video, (ed_trace, es_trace), where=str(path),
+                                   metadata=metadata)
             shape = video.shape[1:]
             for phase, frame, trace in (("ED", ed, ed_trace), ("ES", es, es_trace)):
-                image = cone.apply_cone_mask(video[frame], sector)
                 yield f"{name}_{phase}", real_data.make_example(
-                    image=image, mask=trace_mask(trace, shape), spacing_mm=(np.nan, np.nan),
-                    resolution=resolution, label_mask=labels.LV_ONLY_LABEL_MASK,
-                    source=SOURCE, patient_id=name, view="4CH", phase=phase, ef=ef,
-                    where=f"{path} frame {frame}")
-        if out_of_range or no_sector:
+                    image=video[frame], mask=trace_mask(trace, shape),
+                    spacing_mm=(np.nan, np.nan), resolution=resolution,
+                    label_mask=labels.LV_ONLY_LABEL_MASK, source=SOURCE, patient_id=name,
+                    view="4CH", phase=phase, ef=ef, where=f"{path} frame {frame}")
+        if out_of_range:
             logging.warning("echonet_dynamic: skipped %d videos with a traced frame beyond "
-                            "their end and %d without a detectable sector", out_of_range,
-                            no_sector)
+                            "their end", out_of_range)
+        real_data.log_sector_summary(metadata, dataset=SOURCE)

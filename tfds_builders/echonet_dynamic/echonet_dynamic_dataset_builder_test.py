@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from echojax import labels
+from echojax import labels, phantoms
 from echojax.data import cone, preprocess
 from tfds_builders.echonet_dynamic import echonet_dynamic_dataset_builder as echonet
+from tfds_builders.echonet_dynamic import sector_check
 
 DUMMY = Path(__file__).parent / "dummy_data"
 
@@ -59,8 +60,12 @@ def test_polygon_from_chords_by_hand():
 def test_ed_is_the_largest_traced_area_whatever_the_file_order():
     small = np.array([[0, 0, 0, 0], [0, 0, 2, 0], [0, 2, 2, 2]], float)
     large = np.array([[0, 0, 0, 0], [0, 0, 6, 0], [0, 6, 6, 6]], float)
-    assert echonet.ed_es_frames({10: small, 30: large}) == (30, 10)  # loader's order too
-    assert echonet.ed_es_frames({30: large, 10: small}) == (30, 10)  # loader would swap
+    # Larger listed first, as in the published files (the public loader's first = ES,
+    # last = ED rule would swap these), and the other order.
+    assert echonet.ed_es_frames({30: large, 10: small}) == (30, 10)
+    assert echonet.first_listed_is_larger({30: large, 10: small})
+    assert echonet.ed_es_frames({10: small, 30: large}) == (30, 10)
+    assert not echonet.first_listed_is_larger({10: small, 30: large})
     with pytest.raises(ValueError, match="two traced frames"):
         echonet.ed_es_frames({3: small})
 
@@ -87,16 +92,99 @@ def test_examples_ed_es_ef_spacing(examples):
             assert ex["split"] == file_list[name]["split"]
 
 
-def test_markings_outside_the_cone_are_removed(examples):
-    name = "0X1A0000000000001"
-    video = echonet.read_video(DUMMY / "Videos" / f"{name}.avi")
-    assert video.shape == (6, 32, 32)
-    sector = cone.cone_mask(video)
-    want = preprocess.resize_image(cone.apply_cone_mask(video[1], sector), 64)
-    got = examples[(name, "ED")]["image"][..., 0]
-    np.testing.assert_array_equal(got, want)
-    raw = preprocess.resize_image(video[1], 64)
-    assert ((raw > 40) & (got == 0)).sum() > 0  # the markings were there, and are gone
+def test_only_what_lies_outside_the_fan_is_zeroed(examples):
+    tracings = echonet.read_tracings(DUMMY / "VolumeTracings.csv")
+    removed = 0
+    for index, name in enumerate(sorted(tracings)):
+        if len(tracings[name]) < 2:
+            continue
+        video = echonet.read_video(DUMMY / "Videos" / f"{name}.avi")
+        assert video.shape == (6, 32, 32)
+        cleared, report = echonet.clear_video(video, list(tracings[name].values()), where=name)
+        assert report.action == cone.OUTSIDE_FAN_ONLY and report.reason == ""
+        # The phantom's true sector (as make_dummy_data renders it) is never touched.
+        truth = phantoms.render_view("echonet_like", index, "4CH", "ED", shape=(32, 32),
+                                     seed=3)
+        assert report.kept[truth.cone].all()
+        np.testing.assert_array_equal(cleared, np.where(report.kept, video, 0))
+        want = preprocess.resize_image(cleared[1], 64)
+        np.testing.assert_array_equal(examples[(name, "ED")]["image"][..., 0], want)
+        removed += int(((video[1] > 40) & ~report.kept).sum() > 0)
+    assert removed >= 3  # markings far enough from the fan are gone
+
+
+def test_metadata_counts_sector_handling_and_skips(tmp_path):
+    builder = prepare(DUMMY, tmp_path / "data")
+    # Read back from disk, as a user of the prepared dataset sees it.
+    info = echonet.Builder(config="64", data_dir=str(tmp_path / "data")).info
+    meta = dict(info.metadata)
+    assert meta["sector_handling"] == {"estimated_sector": 0, "outside_fan_only": 4,
+                                       "unmasked": 0, "estimate_rejected": 0}
+    assert meta["skipped"] == {"fewer_than_two_traced_frames": 1}
+    assert "omitted_splits" not in meta
+    assert dict(builder.info.metadata) == meta
+
+
+def _subset(tmp_path, keep_split):
+    """The dummy release with only the videos of one Split value."""
+    manual = tmp_path / "manual"
+    shutil.copytree(DUMMY, manual)
+    lines = (manual / "FileList.csv").read_text().splitlines()
+    rows = [lines[0]] + [l for l in lines[1:] if l.endswith("," + keep_split)]
+    (manual / "FileList.csv").write_text("\n".join(rows) + "\n")
+    return manual, len(rows) - 1
+
+
+def test_a_subset_with_empty_splits_omits_them_by_name(tmp_path, caplog):
+    manual, n = _subset(tmp_path, "TEST")
+    assert n == 1
+    with caplog.at_level("WARNING"):
+        builder = prepare(manual, tmp_path / "data")
+    assert set(builder.info.splits) == {"test"}
+    assert builder.info.splits["test"].num_examples == 2
+    text = caplog.text
+    for split in ("train", "validation"):
+        assert f"split '{split}' has no examples: no videos of the manual directory" in text
+    assert "videos listed per split: train: 0, validation: 0, test: 1" in text
+    omitted = dict(builder.info.metadata)["omitted_splits"]
+    assert set(omitted) == {"train", "validation"}
+
+
+def test_a_split_emptied_by_skipped_videos_is_omitted(tmp_path, caplog):
+    manual = _broken_copy(tmp_path)
+    # The only VAL video loses one of its two traces: skipped, so validation is empty.
+    path = manual / "VolumeTracings.csv"
+    rows = path.read_text().splitlines()
+    frames = [r.rsplit(",", 1)[1] for r in rows if r.startswith("0X1A0000000000003")]
+    drop = frames[-1]
+    path.write_text("\n".join(r for r in rows if not (r.startswith("0X1A0000000000003")
+                                                      and r.endswith("," + drop))) + "\n")
+    with caplog.at_level("WARNING"):
+        builder = prepare(manual, tmp_path / "data")
+    assert set(builder.info.splits) == {"train", "test"}
+    assert "split 'validation' has no examples: all 1 videos listed for it were skipped" in (
+        caplog.text)
+    assert dict(builder.info.metadata)["skipped"] == {"fewer_than_two_traced_frames": 2}
+
+
+def test_no_example_at_all_stops_with_the_counts(tmp_path):
+    manual, _ = _subset(tmp_path, "TEST")
+    path = manual / "VolumeTracings.csv"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    _assert_fails_cleanly(manual, tmp_path / "data", ValueError,
+                          r"no split has any example \(videos listed per split: train: 0, "
+                          r"validation: 0, test: 1\)")
+
+
+def test_lv_band_by_hand():
+    lv = np.zeros((30, 30), bool)
+    lv[10:20, 10:20] = True
+    band = sector_check.lv_band(lv, width=2)
+    assert band[10:12, 10:20].all() and not band[12:18, 12:18].any()  # inner 2 pixels
+    assert band[8, 15] and not band[7, 15] and band[15, 21] and not band[15, 22]
+    assert band[9, 9] and not band[8, 8] and not band[8, 9]  # sqrt(2) <= 2 < sqrt(5)
+    # Outside: the 14 x 14 square without 3 pixels per corner and the LV; inside: 2 rings.
+    assert band.sum() == (14 * 14 - 4 * 3 - 100) + (100 - 36)
 
 
 # ------------------------------------------------------------------- bad input
