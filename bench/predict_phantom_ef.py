@@ -1,0 +1,144 @@
+"""EF and ED/ES accuracy of ``python -m echojax.predict`` on held-out phantom cine loops.
+
+Three stages, each one command (the README's "Segment your own recordings" runs them):
+
+    python bench/predict_phantom_ef.py train --workdir runs/quick_phantoms
+    python -m echojax.export --workdir runs/quick_phantoms --out models/quick_phantoms
+    python bench/predict_phantom_ef.py loops --out phantom_loops
+    python -m echojax.predict --model models/quick_phantoms phantom_loops/recordings --out phantom_pred
+    python bench/predict_phantom_ef.py table --loops phantom_loops --pred phantom_pred
+
+``train``: the quick model: a CPU-size U-Net with adaptive CCE on the three 64 x 64
+phantom styles together (CAMUS-like and Unity-like fully labelled, EchoNet-like LV
+only), prepared on first use. ``loops``: cine loops of test-split subjects (never seen
+in training or validation: ``synthetic_echo.split_of``) in each style, written as AVI,
+MP4 and DICOM under ``recordings/``, with ``truth.json`` beside that folder (the analytic EF, the ED and ES frames).
+``table``: per style, the absolute error of the predicted mean EF against the analytic
+EF, and the distance from each true ED (ES) frame to the nearest predicted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from echojax import phantoms
+from echojax.config import Config, LossConfig, ModelConfig, OptimConfig
+from echojax.data.mixture import Source
+
+STYLES = ("camus_like", "unity_like", "echonet_like")
+ALIASES = {"camus_like": "camus", "unity_like": "unity", "echonet_like": "echonet"}
+# Test-split subjects (index % 10 == 9): never in the training or validation split.
+TEST_SUBJECTS = (9, 19, 29)
+FORMATS = (".avi", ".mp4", ".dcm")
+
+
+def quick_config(data_dir: str | None, *, epochs: int = 3) -> Config:
+    """The quick model: CPU-size U-Net, aCCE, 64 x 64, the three phantom styles."""
+    return Config(
+        sources=tuple(Source(f"synthetic_echo/{s}_64", alias=ALIASES[s]) for s in STYLES),
+        resolution=64, model=ModelConfig(name="unet", size="cpu"),
+        loss=LossConfig(name="acce"), optim=OptimConfig(lr=0.05), data_dir=data_dir,
+        batch_size=8, eval_batch_size=16, epochs=epochs, eval_every=1, log_every=50, seed=0)
+
+
+def cmd_train(args) -> None:
+    from echojax import train
+    from echojax.experiment import datasets
+    config = quick_config(args.data_dir, epochs=args.epochs)
+    datasets.prepare_datasets([s.name for s in config.sources], data="synthetic",
+                              data_dir=args.data_dir)
+    result = train.train_and_evaluate(config, args.workdir)
+    print(json.dumps({k: v for k, v in result.items() if "fg_dice" in k or k in (
+        "step", "best_step", "images_per_s")}, sort_keys=True))
+
+
+def cmd_loops(args) -> None:
+    out = Path(args.out)
+    (out / "recordings").mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for style in STYLES:
+        for k, subject in enumerate(TEST_SUBJECTS):
+            view = phantoms.VIEWS[k % 2] if style != "echonet_like" else "4CH"
+            fmt = FORMATS[k % len(FORMATS)]
+            # Beat length and start vary between loops (50 fps: 67-83 beats per minute).
+            loop = phantoms.render_cine(
+                style, subject, view, shape=tuple(args.shape), num_frames=args.frames,
+                frames_per_beat=(36, 40, 45)[k], first_ed_frame=(5, 12, 20)[k], fps=50.0)
+            name = f"{style}_{subject:03d}_{view}{fmt}"
+            (phantoms.write_dicom if fmt == ".dcm" else phantoms.write_video)(loop, out / "recordings" / name)
+            truth[Path(name).stem] = {"style": style, "view": view, "format": fmt,
+                                      "ef": float(loop.ef), "ed_frames": list(loop.ed_frames),
+                                      "es_frames": list(loop.es_frames)}
+            print(f"{name}: EF {loop.ef:.1f}%, ED {loop.ed_frames}, ES {loop.es_frames}")
+    (out / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
+
+
+def _frame_errors(true_frames, found_frames) -> list[int]:
+    """Per true frame (ED or ES) inside the loop, frames to the nearest found one."""
+    found = np.asarray(found_frames, int)
+    if found.size == 0:
+        return []
+    return [int(np.abs(found - t).min()) for t in true_frames]
+
+
+def cmd_table(args) -> None:
+    truth = json.loads((Path(args.loops) / "truth.json").read_text())
+    summary = {Path(r["input"]).stem: r
+               for r in json.loads((Path(args.pred) / "summary.json").read_text())["recordings"]}
+    rows = []
+    for style in STYLES:
+        ef_err, ed_err, es_err, missing = [], [], [], []
+        for stem, t in sorted(truth.items()):
+            if t["style"] != style:
+                continue
+            r = summary.get(stem)
+            if r is None or r.get("status") != "ok" or r.get("ef_mean") is None:
+                missing.append(f"{stem}: {r and (r.get('ef_reason') or r.get('error'))}")
+                continue
+            ef_err.append(abs(r["ef_mean"] - t["ef"]))
+            beats = r["beats"]
+            # True ED/ES frames that a found beat could have caught (inside the found
+            # span of the loop is not required: a missed beat shows as a large error).
+            ed_err += _frame_errors(t["ed_frames"][1:-1] or t["ed_frames"], [b["ed"] for b in beats])
+            es_err += _frame_errors(t["es_frames"][1:-1] or t["es_frames"], [b["es"] for b in beats])
+        rows.append((style, len(ef_err), ef_err, ed_err, es_err, missing))
+    print("| style | loops with EF | EF abs. error, mean (max) | ED frame error, mean (max) "
+          "| ES frame error, mean (max) |")
+    print("|---|---:|---:|---:|---:|")
+    for style, n, ef, ed, es, missing in rows:
+        def fmt(v, unit=""):
+            return f"{np.mean(v):.1f}{unit} ({np.max(v):.0f}{unit})" if v else "n/a"
+        print(f"| {style} | {n} of {n + len(missing)} | {fmt(ef, ' pts')} | {fmt(ed)} | {fmt(es)} |")
+    for style, *_, missing in rows:
+        for m in missing:
+            print(f"no EF: {m}", file=sys.stderr)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python bench/predict_phantom_ef.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    t = sub.add_parser("train", help="train the quick phantom model")
+    t.add_argument("--workdir", required=True)
+    t.add_argument("--data_dir", default=None, help="TFDS data_dir (default ~/tensorflow_datasets)")
+    t.add_argument("--epochs", type=int, default=3)
+    lo = sub.add_parser("loops", help="write held-out cine loops and truth.json")
+    lo.add_argument("--out", required=True)
+    lo.add_argument("--shape", type=int, nargs=2, default=(112, 112), metavar=("H", "W"))
+    lo.add_argument("--frames", type=int, default=100)
+    tb = sub.add_parser("table", help="EF and ED/ES errors of predict's summary.json")
+    tb.add_argument("--loops", required=True)
+    tb.add_argument("--pred", required=True)
+    args = p.parse_args(argv)
+    {"train": cmd_train, "loops": cmd_loops, "table": cmd_table}[args.stage](args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()
