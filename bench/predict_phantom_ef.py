@@ -7,14 +7,17 @@ Three stages, each one command (the README's "Segment your own recordings" runs 
     python bench/predict_phantom_ef.py loops --out phantom_loops
     python -m echojax.predict --model models/quick_phantoms phantom_loops/recordings --out phantom_pred
     python bench/predict_phantom_ef.py table --loops phantom_loops --pred phantom_pred
+    python bench/predict_phantom_ef.py pictures --pred phantom_pred --name NAME --out docs
 
 ``train``: the quick model: a CPU-size U-Net with adaptive CCE on the three 64 x 64
 phantom styles together (CAMUS-like and Unity-like fully labelled, EchoNet-like LV
 only), prepared on first use. ``loops``: cine loops of test-split subjects (never seen
 in training or validation: ``synthetic_echo.split_of``) in each style, written as AVI,
 MP4 and DICOM under ``recordings/``, with ``truth.json`` beside that folder (the analytic EF, the ED and ES frames).
-``table``: per style, the absolute error of the predicted mean EF against the analytic
-EF, and the distance from each true ED (ES) frame to the nearest predicted one.
+``table``: per style, the absolute error of the predicted mean EF (over the beats
+found) against the analytic EF, the distance in frames from each true ED (ES) to the
+nearest predicted one, and how many beats were found (spurious ones: an ED more than 3
+frames from every true ED).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from echojax.data.mixture import Source
 STYLES = ("camus_like", "unity_like", "echonet_like")
 ALIASES = {"camus_like": "camus", "unity_like": "unity", "echonet_like": "echonet"}
 # Test-split subjects (index % 10 == 9): never in the training or validation split.
-TEST_SUBJECTS = (9, 19, 29)
+TEST_SUBJECTS = (9, 19, 29, 39, 49, 59)
 FORMATS = (".avi", ".mp4", ".dcm")
 
 
@@ -66,10 +69,11 @@ def cmd_loops(args) -> None:
         for k, subject in enumerate(TEST_SUBJECTS):
             view = phantoms.VIEWS[k % 2] if style != "echonet_like" else "4CH"
             fmt = FORMATS[k % len(FORMATS)]
-            # Beat length and start vary between loops (50 fps: 67-83 beats per minute).
+            # Beat length and start vary between loops (50 fps: 60-83 beats per minute).
             loop = phantoms.render_cine(
                 style, subject, view, shape=tuple(args.shape), num_frames=args.frames,
-                frames_per_beat=(36, 40, 45)[k], first_ed_frame=(5, 12, 20)[k], fps=50.0)
+                frames_per_beat=(36, 40, 45, 50, 42, 38)[k], first_ed_frame=(5, 12, 20, 8, 15, 2)[k],
+                fps=50.0)
             name = f"{style}_{subject:03d}_{view}{fmt}"
             (phantoms.write_dicom if fmt == ".dcm" else phantoms.write_video)(loop, out / "recordings" / name)
             truth[Path(name).stem] = {"style": style, "view": view, "format": fmt,
@@ -79,12 +83,10 @@ def cmd_loops(args) -> None:
     (out / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
 
 
-def _frame_errors(true_frames, found_frames) -> list[int]:
-    """Per true frame (ED or ES) inside the loop, frames to the nearest found one."""
-    found = np.asarray(found_frames, int)
-    if found.size == 0:
-        return []
-    return [int(np.abs(found - t).min()) for t in true_frames]
+def _true_beats(t) -> list[tuple[int, int]]:
+    """The loop's whole beats that ``cardiac_cycle`` can find: an ED after frame 0
+    (a peak at the first frame is not a peak) followed by its ES inside the loop."""
+    return [(ed, es) for ed, es in zip(t["ed_frames"], t["es_frames"]) if 0 < ed < es]
 
 
 def cmd_table(args) -> None:
@@ -94,6 +96,7 @@ def cmd_table(args) -> None:
     rows = []
     for style in STYLES:
         ef_err, ed_err, es_err, missing = [], [], [], []
+        n_true = n_found = n_spurious = 0
         for stem, t in sorted(truth.items()):
             if t["style"] != style:
                 continue
@@ -102,22 +105,40 @@ def cmd_table(args) -> None:
                 missing.append(f"{stem}: {r and (r.get('ef_reason') or r.get('error'))}")
                 continue
             ef_err.append(abs(r["ef_mean"] - t["ef"]))
-            beats = r["beats"]
-            # True ED/ES frames that a found beat could have caught (inside the found
-            # span of the loop is not required: a missed beat shows as a large error).
-            ed_err += _frame_errors(t["ed_frames"][1:-1] or t["ed_frames"], [b["ed"] for b in beats])
-            es_err += _frame_errors(t["es_frames"][1:-1] or t["es_frames"], [b["es"] for b in beats])
-        rows.append((style, len(ef_err), ef_err, ed_err, es_err, missing))
+            found = [(b["ed"], b["es"]) for b in r["beats"]]
+            true = _true_beats(t)
+            n_true, n_found = n_true + len(true), n_found + len(found)
+            # Per true beat, frames to the nearest found ED and ES; a found beat whose
+            # ED is more than 3 frames from every true ED is spurious.
+            ed_err += [min(abs(f[0] - ed) for f in found) for ed, _ in true]
+            es_err += [min(abs(f[1] - es) for f in found) for _, es in true]
+            n_spurious += sum(min(abs(f[0] - ed) for ed in t["ed_frames"]) > 3 for f in found)
+        rows.append((style, len(ef_err), ef_err, ed_err, es_err, missing,
+                     f"{n_found} / {n_true} ({n_spurious})"))
     print("| style | loops with EF | EF abs. error, mean (max) | ED frame error, mean (max) "
-          "| ES frame error, mean (max) |")
-    print("|---|---:|---:|---:|---:|")
-    for style, n, ef, ed, es, missing in rows:
+          "| ES frame error, mean (max) | beats found / true (spurious) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for style, n, ef, ed, es, missing, beats in rows:
         def fmt(v, unit=""):
             return f"{np.mean(v):.1f}{unit} ({np.max(v):.0f}{unit})" if v else "n/a"
-        print(f"| {style} | {n} of {n + len(missing)} | {fmt(ef, ' pts')} | {fmt(ed)} | {fmt(es)} |")
-    for style, *_, missing in rows:
-        for m in missing:
+        print(f"| {style} | {n} of {n + len(missing)} | {fmt(ef, ' pts')} | {fmt(ed)} | "
+              f"{fmt(es)} | {beats} |")
+    for row in rows:
+        for m in row[5]:
             print(f"no EF: {m}", file=sys.stderr)
+
+
+def cmd_pictures(args) -> None:
+    """The README's pictures: one recording's overlay (ED and ES, enlarged 2x without
+    smoothing) and area curve."""
+    import shutil
+
+    import cv2
+    folder, out = Path(args.pred) / args.name, Path(args.out)
+    overlay = cv2.imread(str(folder / "overlay.png"))
+    cv2.imwrite(str(out / "predict_overlay.png"),
+                cv2.resize(overlay, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST))
+    shutil.copyfile(folder / "area_curve.png", out / "predict_area_curve.png")
 
 
 def main(argv=None) -> None:
@@ -135,8 +156,13 @@ def main(argv=None) -> None:
     tb = sub.add_parser("table", help="EF and ED/ES errors of predict's summary.json")
     tb.add_argument("--loops", required=True)
     tb.add_argument("--pred", required=True)
+    pi = sub.add_parser("pictures", help="copy one recording's overlay and curve for docs/")
+    pi.add_argument("--pred", required=True)
+    pi.add_argument("--name", required=True, help="the recording's output folder name")
+    pi.add_argument("--out", default="docs")
     args = p.parse_args(argv)
-    {"train": cmd_train, "loops": cmd_loops, "table": cmd_table}[args.stage](args)
+    {"train": cmd_train, "loops": cmd_loops, "table": cmd_table,
+     "pictures": cmd_pictures}[args.stage](args)
 
 
 if __name__ == "__main__":
