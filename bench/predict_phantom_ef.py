@@ -25,14 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from echojax import phantoms
+from echojax import phantoms, train
 from echojax.config import Config, LossConfig, ModelConfig, OptimConfig
 from echojax.data.mixture import Source
+from echojax.experiment import datasets
 
 STYLES = ("camus_like", "unity_like", "echonet_like")
 ALIASES = {"camus_like": "camus", "unity_like": "unity", "echonet_like": "echonet"}
@@ -52,8 +55,6 @@ def quick_config(data_dir: str | None, *, epochs: int = 3) -> Config:
 
 
 def cmd_train(args) -> None:
-    from echojax import train
-    from echojax.experiment import datasets
     config = quick_config(args.data_dir, epochs=args.epochs)
     datasets.prepare_datasets([s.name for s in config.sources], data="synthetic",
                               data_dir=args.data_dir)
@@ -139,9 +140,6 @@ def cmd_table(args) -> None:
 def cmd_pictures(args) -> None:
     """The README's pictures: one recording's overlay (ED and ES, enlarged 2x without
     smoothing) and area curve."""
-    import shutil
-
-    import cv2
     folder, out = Path(args.pred) / args.name, Path(args.out)
     overlay = cv2.imread(str(folder / "overlay.png"))
     cv2.imwrite(str(out / "predict_overlay.png"),

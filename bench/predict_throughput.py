@@ -88,13 +88,14 @@ def main() -> None:
             seg(grid[:1])
             compile_s = time.perf_counter() - t
             load0 = os.getloadavg()[0]
-            model_s = _median_time(lambda: seg(grid), args.repeats)
+            model_s = _median_time(lambda seg=seg, grid=grid: seg(grid), args.repeats)
             for shape, video in videos.items():
                 predict.segment_recording(video, seg)  # warm-up
-                seg_s = _median_time(lambda: predict.segment_recording(video, seg), args.repeats)
+                seg_s = _median_time(lambda v=video, s=seg: predict.segment_recording(v, s),
+                                     args.repeats)
                 out = Path(tmp) / f"out_{r}_{shape}"
-                e2e_s = _median_time(lambda: predict.run(seg, [str(video)], str(out),
-                                                         progress=False), args.repeats)
+                e2e_s = _median_time(lambda v=video, s=seg, o=out: predict.run(
+                    s, [str(v)], str(o), progress=False), args.repeats)
                 n = args.frames
                 print(f"| {r}x{r} | {shape} | {compile_s:.1f} | {n / model_s:.0f} | "
                       f"{n / seg_s:.0f} | {n / e2e_s:.0f} | {load0:.1f}-{os.getloadavg()[0]:.1f} |",

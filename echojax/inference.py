@@ -216,5 +216,5 @@ class Predictor:
         return self._fn._cache_size()
 
 
-__all__ = ["Model", "Predictor", "restore", "restore_state", "predict_fn", "is_model_dir",
-           "MODEL_FILE", "PARAMS_DIR"]
+__all__ = ["MODEL_FILE", "PARAMS_DIR", "Model", "Predictor", "is_model_dir", "predict_fn",
+           "restore", "restore_state"]

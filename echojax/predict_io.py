@@ -27,13 +27,13 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image
 
-from echojax.data import preprocess  # noqa: E402
-from echojax.recordings import RecordingError  # noqa: E402
+from echojax.data import preprocess
+from echojax.recordings import RecordingError
 
 # Overlay colours (RGB) per class: LV red, myocardium green, LA blue (as docs/phantoms.png).
 COLOURS = np.array([[0, 0, 0], [230, 40, 40], [40, 200, 60], [50, 110, 255]], np.float32)
@@ -132,7 +132,7 @@ def _shrunk(rgb: np.ndarray) -> np.ndarray:
 def write_gif(path: Path, rgb: np.ndarray, fps: float | None) -> None:
     """An animated GIF of ``uint8[T, H, W, 3]`` at ``fps`` (25 when unknown), looping."""
     frames = [Image.fromarray(f) for f in _shrunk(rgb)]
-    duration = int(round(1000.0 / (fps or 25.0)))
+    duration = round(1000.0 / (fps or 25.0))
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=max(duration, 20),
                    loop=0, optimize=False)
 

@@ -7,9 +7,9 @@ import os
 import jax
 import numpy as np
 import pytest
+from predict_fixtures import make_run
 
 from echojax import export, inference, labels
-from predict_fixtures import make_run
 
 
 @pytest.fixture(scope="module")

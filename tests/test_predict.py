@@ -10,14 +10,13 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from predict_fixtures import make_run, tiny_model_config
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from echojax import cardiac_cycle, export, files, phantoms
-from echojax import predict
+from echojax import cardiac_cycle, export, files, phantoms, predict
 from echojax import predict_io as io
 from echojax.data import cone, preprocess
 from echojax.recordings import RecordingError
-from predict_fixtures import make_run, tiny_model_config
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_VIDEOS = REPO.parent / "shared" / "real_samples" / "echonet_dynamic" / "Videos"
@@ -247,7 +246,7 @@ def test_biplane_pairs_beats_in_order(loop, tmp_path):
 
 @pytest.mark.skipif(not REAL_VIDEOS.is_dir(), reason="shared real EchoNet samples absent")
 def test_real_echonet_video_end_to_end(model_dir, tmp_path):
-    video = sorted(REAL_VIDEOS.glob("*.avi"))[0]
+    video = min(REAL_VIDEOS.glob("*.avi"))
     summary = predict.run(str(model_dir), [str(video)], str(tmp_path / "out"), progress=False)
     row = summary["recordings"][0]
     assert row["status"] == "ok", row
