@@ -25,10 +25,14 @@ SHAPE = (40, 56)  # not square: the aspect mapping is exercised
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict_model")
-    run = make_run(str(root / "run"), tiny_model_config(resolution=16), steps=(1,), dice=(0.5,))
-    return export.export(run.path, root / "model")
+    return make_run(str(root / "run"), tiny_model_config(resolution=16), steps=(1,), dice=(0.5,))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_run):
+    return export.export(tiny_run.path, os.path.join(os.path.dirname(tiny_run.path), "model"))
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +180,20 @@ def test_real_model_writes_every_output_at_the_recordings_size(model_dir, loop, 
     rows = files.read_csv(tmp_path / "out" / "summary.csv", required=predict.SUMMARY_COLUMNS)
     assert sorted(Path(r["input"]).name for r in rows) == ["clip.avi", "frame.png"]
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith(".")]
+
+
+def test_run_folder_and_exported_model_give_the_same_masks(tiny_run, model_dir, loop, tmp_path):
+    cv2.imwrite(str(tmp_path / "frame.png"), loop.frames[5])
+    for name, model in (("a", model_dir), ("b", tiny_run.path)):
+        predict.run(str(model), [str(tmp_path / "frame.png")], str(tmp_path / name),
+                    progress=False)
+    np.testing.assert_array_equal(io.read_masks(tmp_path / "a" / "frame" / "mask.png"),
+                                  io.read_masks(tmp_path / "b" / "frame" / "mask.png"))
+
+
+def test_output_folders_are_distinct():
+    paths = [Path("a/x.nii.gz"), Path("b/x.avi"), Path("b/y.dcm"), Path("c/frames")]
+    assert predict._output_names(paths) == ["a__x", "b__x", "y", "frames"]
 
 
 def test_one_bad_recording_is_reported_and_the_rest_go_on(model_dir, loop, tmp_path, capsys):
