@@ -177,10 +177,10 @@ def _write_outputs(folder: Path, result: dict[str, Any], arrays: dict[str, np.nd
          "edv_ml": np.nan if b["edv_ml"] is None else b["edv_ml"],
          "esv_ml": np.nan if b["esv_ml"] is None else b["esv_ml"]} for b in result["beats"]],
         BEAT_COLUMNS)
-    rgb = io.overlay(frames, masks)
-    io.write_gif(folder / "overlay.gif", rgb, result["fps"])
+    io.write_gif(folder / "overlay.gif", io.overlay(*io.shrunk(frames, masks)), result["fps"])
     shown = [result["beats"][0]["ed"], result["beats"][0]["es"]] if result["beats"] else [0]
-    io.write_png(folder / "overlay.png", np.concatenate(list(rgb[shown]), axis=1))
+    io.write_png(folder / "overlay.png",
+                 np.concatenate(list(io.overlay(frames[shown], masks[shown])), axis=1))
     ef = (f"EF {result['ef_mean']:.1f}% (mean of {len(result['beats'])} beats)"
           if result["ef_mean"] is not None else f"no EF: {result['ef_reason']}")
     io.plot_area_curve(folder / "area_curve.png", px, unit="pixels",

@@ -114,24 +114,29 @@ def read_masks(path: str | os.PathLike) -> np.ndarray:
 
 def overlay(frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """``uint8[T, H, W, 3]``: grey frames with the classes blended in colour."""
-    grey = np.repeat(frames[..., None].astype(np.float32), 3, axis=-1)
-    colour = COLOURS[np.clip(masks, 0, len(COLOURS) - 1)]
-    alpha = np.where(masks[..., None] > 0, OVERLAY_ALPHA, 0.0).astype(np.float32)
-    return np.clip(np.rint(grey * (1 - alpha) + colour * alpha), 0, 255).astype(np.uint8)
+    rgb = np.repeat(frames[..., None], 3, axis=-1)
+    fg = masks > 0
+    blend = rgb[fg] * (1 - OVERLAY_ALPHA) + COLOURS[np.minimum(masks[fg], len(COLOURS) - 1)] \
+        * OVERLAY_ALPHA
+    rgb[fg] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    return rgb
 
 
-def _shrunk(rgb: np.ndarray) -> np.ndarray:
-    h, w = rgb.shape[1:3]
+def shrunk(frames: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and masks shrunk so that the longer side is at most ``OVERLAY_MAX_SIDE``
+    (area averaging for frames, centre-aligned nearest neighbour for masks), for the GIF."""
+    h, w = frames.shape[1:]
     scale = OVERLAY_MAX_SIDE / max(h, w)
     if scale >= 1:
-        return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in rgb])
+        return frames, masks
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in frames])
+    return small, to_frame_grid(masks, size)
 
 
 def write_gif(path: Path, rgb: np.ndarray, fps: float | None) -> None:
     """An animated GIF of ``uint8[T, H, W, 3]`` at ``fps`` (25 when unknown), looping."""
-    frames = [Image.fromarray(f) for f in _shrunk(rgb)]
+    frames = [Image.fromarray(f) for f in rgb]
     duration = round(1000.0 / (fps or 25.0))
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=max(duration, 20),
                    loop=0, optimize=False)

@@ -90,6 +90,15 @@ def test_uint8_conversion_rounds_floats_and_refuses_other_ranges():
         io.to_uint8_frames(np.array([[[-1.0, 3.0]]]), where="neg.nii")
 
 
+def test_overlay_blends_class_colours_hand_case():
+    frames = np.array([[[100, 200], [50, 0]]], np.uint8)
+    masks = np.array([[[0, 1], [3, 2]]])
+    # Background pixels stay grey; others 0.6 grey + 0.4 colour (LV 230,40,40; LA
+    # 50,110,255; LVM 40,200,60): 200 -> (212, 136, 136), 50 -> (50, 74, 132), 0 -> (16, 80, 24).
+    np.testing.assert_array_equal(io.overlay(frames, masks), [[[[100, 100, 100], [212, 136, 136]],
+                                                               [[50, 74, 132], [16, 80, 24]]]])
+
+
 # --------------------------------------------------------------------------- end to end
 
 
