@@ -32,10 +32,13 @@ API:
 - ``predict_fn(config, graphdef) -> predict(params, rest, images)``: the pure function
   being compiled (from ``echojax.train``: the same input scaling as in training).
 
-A self-contained model folder (``echojax.export``) is meant to hold the same three
-things a run gives ``restore``: ``config.json``, the parameters and the other model
-state in the layout of ``Model.params`` / ``Model.rest``; ``restore`` is the place that
-will read it.
+A self-contained model folder (``python -m echojax.export``) holds the same three
+things a run gives ``restore``: ``config.json``, and under ``params/`` (Orbax) the
+parameters and the other model state in the layout of ``Model.params`` /
+``Model.rest``, beside ``model.json`` (``MODEL_FILE``: decision rule, pre-processing,
+class names, versions, validation scores). ``restore`` reads either kind of folder;
+``is_model_dir(path)`` tells them apart. A model folder holds one checkpoint, so
+``checkpoint`` must be left at ``"best"`` (the exported one) for it.
 """
 
 from __future__ import annotations
@@ -49,12 +52,16 @@ from typing import Any
 import chex
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from echojax import rundir
 from echojax import train as train_lib
 from echojax.checkpoint import Checkpoints
 from echojax.config import Config
+
+MODEL_FILE = "model.json"  # marks an exported model folder (echojax.export)
+PARAMS_DIR = "params"      # its Orbax checkpoint of {"params", "rest", "step"}
 
 Images = np.ndarray  # uint8[N, R, R, 1]
 Masks = np.ndarray  # int32[N, R, R]
@@ -83,18 +90,50 @@ class Model:
         return Predictor(self, batch_size=batch_size)
 
 
-def restore(path: str | os.PathLike, *, checkpoint: str | int = "best") -> Model:
-    """Restores ``checkpoint`` of the run folder ``path`` (see the module doc).
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """True for a folder written by ``echojax.export`` (it holds ``MODEL_FILE``)."""
+    return os.path.isfile(os.path.join(os.path.expanduser(os.fspath(path)), MODEL_FILE))
 
-    Raises ValueError naming the folder if it is not a run folder or has no such
-    checkpoint.
+
+def restore(path: str | os.PathLike, *, checkpoint: str | int = "best") -> Model:
+    """Restores ``checkpoint`` of the run folder ``path``, or the model of the exported
+    model folder ``path`` (see the module doc).
+
+    Raises ValueError naming the folder if it is neither, has no such checkpoint, or
+    is a model folder and ``checkpoint`` is not ``"best"``.
     """
+    if is_model_dir(path):
+        return _restore_model_dir(path, checkpoint)
     run = rundir.RunDir(path)
     state = restore_state(run.path, checkpoint=checkpoint)
     state = jax.device_get({"params": state["params"], "rest": state["rest"],
                             "step": state["step"]})
     return Model(config=run.load_config(), params=state["params"], rest=state["rest"],
                  step=int(state["step"]), path=run.path)
+
+
+def _restore_model_dir(path: str | os.PathLike, checkpoint: str | int) -> Model:
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if checkpoint != "best":
+        raise ValueError(f"{path} is an exported model folder holding one checkpoint; "
+                         f"checkpoint={checkpoint!r} applies to run folders only")
+    config = Config.load(os.path.join(path, "config.json"))
+    state = train_lib.abstract_state(config)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+                          {"params": state["params"], "rest": state["rest"],
+                           "step": state["step"]})
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+        restored = checkpointer.restore(os.path.join(path, PARAMS_DIR), target)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read the parameters in {PARAMS_DIR}/ ({e}); "
+                         f"export the run again") from None
+    finally:
+        checkpointer.close()
+    restored = jax.device_get(restored)
+    return Model(config=config, params=restored["params"], rest=restored["rest"],
+                 step=int(restored["step"]), path=path)
 
 
 def restore_state(path: str | os.PathLike, *, checkpoint: str | int = "best") -> dict[str, Any]:
@@ -177,4 +216,5 @@ class Predictor:
         return self._fn._cache_size()
 
 
-__all__ = ["Model", "Predictor", "restore", "restore_state", "predict_fn"]
+__all__ = ["MODEL_FILE", "PARAMS_DIR", "Model", "Predictor", "is_model_dir", "predict_fn",
+           "restore", "restore_state"]
