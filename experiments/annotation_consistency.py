@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfds_builders  # noqa: F401  registers the echojax builders
-from echojax import consistency
+from echojax import consistency, figures, files
 from echojax import labels as labels_lib
 from echojax import report as R
 
@@ -79,7 +79,7 @@ def score(pairs, src, tgt, *, iterations: int, label: str):
 
 
 def overlays(cross, src, tgt, path, *, count: int = 4):
-    plt = R._pyplot()
+    plt = figures.plt
     count = min(count, len(cross))
     fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.6 * count), squeeze=False)
     colours = {2: "tab:green", 3: "tab:blue", 1: "tab:red"}  # LV last: its border is the LVM's inner one
@@ -98,7 +98,7 @@ def overlays(cross, src, tgt, path, *, count: int = 4):
                            linewidths=0.8, linestyles="dashed")
         for ax in row:
             ax.set_axis_off()
-    R.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def main(argv=None) -> int:
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
                 row[f"dice_{name}_after"] = res.dice_after[c]
             rows.append(row)
     columns = list(rows[0])
-    R.write_csv(os.path.join(workdir, "results.csv"), rows, columns)
+    files.write_csv(os.path.join(workdir, "results.csv"), rows, columns)
     figure = os.path.join(workdir, "figures", "overlays.png")
     overlays(cross, camus, unity, figure)
 
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         "one annotation protocol; the gap to CAMUS -> Unity is the annotation difference.", "",
         "![overlays](figures/overlays.png)", ""])
     path = os.path.join(workdir, "report.md")
-    R.atomic_write_text(path, text)
+    files.write_atomic(path, text)
     print(table)
     print(f"report: {path}\nresults: {os.path.join(workdir, 'results.csv')}\nfigures: {figure}")
     return 0
