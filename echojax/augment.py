@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -91,19 +89,6 @@ class AugmentConfig:
     def blur_radius(self) -> int:
         """Half-width of the static blur kernel: 3 sigma of the largest sigma."""
         return max(1, math.ceil(3.0 * self.blur_sigma[1]))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AugmentConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(
-                f"AugmentConfig: unknown keys {sorted(unknown)}; expected {sorted(names)}")
-        return cls(**{k: tuple(v) if k in _RANGES else v for k, v in d.items()})
 
 
 def _uniform_where(key, coin_key, prob, bounds, identity, batch):

@@ -24,12 +24,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import types
 import typing
 from typing import Any
 
-from echojax import labels
+from echojax import files, labels, losses, models
 from echojax.augment import AugmentConfig
 from echojax.data.mixture import Removal, Source, check_sources
 from echojax.models import resolve_impl
@@ -72,7 +71,6 @@ class ModelConfig:
 
     def kwargs(self) -> dict[str, Any]:
         """The preset's constructor arguments with ``overrides`` applied."""
-        from echojax import models
         return {**models.PRESETS[self.name][self.size], **dict(self.overrides)}
 
 
@@ -185,7 +183,6 @@ class Config:
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
                 f"config.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
-        from echojax import losses, models
         if self.loss.name not in losses.LOSSES:
             raise ValueError(
                 f"unknown loss {self.loss.name!r}; expected one of {sorted(losses.LOSSES)}")
@@ -217,7 +214,7 @@ class Config:
     # --- JSON ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(self)
+        return to_jsonable(self)
 
     def to_json(self) -> str:
         """Deterministic JSON (sorted keys, floats as shortest repr: exact round trip)."""
@@ -225,7 +222,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        return _from_jsonable(cls, data, "config")
+        return from_jsonable(cls, data, "config")
 
     @classmethod
     def from_json(cls, text: str) -> Config:
@@ -242,42 +239,29 @@ class Config:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes ``to_json()`` atomically (temp file in the same folder, then rename)."""
-        write_text_atomic(path, self.to_json())
+        files.write_atomic(path, self.to_json())
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` so that readers never see a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """JSON-ready form of a config value: dataclasses become dicts of their fields,
+    tuples lists (``ModelConfig.overrides`` an object). The one serialisation of every
+    config part (``Source``, ``Removal``, ``AugmentConfig`` included)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        out = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
         if isinstance(value, ModelConfig):
             out["overrides"] = {k: v for k, v in value.overrides}
         return out
     if isinstance(value, (list, tuple)):
-        return [_to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, float) and value != value:
         raise ValueError("NaN cannot be stored in config.json")
     return value
 
 
-def _from_jsonable(tp: Any, data: Any, where: str) -> Any:
-    """Rebuilds a value of type ``tp`` from ``json.loads`` output, checking types."""
+def from_jsonable(tp: Any, data: Any, where: str) -> Any:
+    """Rebuilds a value of type ``tp`` (e.g. ``Source``) from ``json.loads`` output,
+    checking types and keys; errors name ``where`` (e.g. ``config.sources[0]``).
+    Fields missing from ``data`` take their defaults."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
@@ -295,7 +279,7 @@ def _from_jsonable(tp: Any, data: Any, where: str) -> Any:
                     raise ValueError(f"{where}.overrides: expected an object, got {data[name]!r}")
                 kwargs[name] = _freeze(data[name])
             else:
-                kwargs[name] = _from_jsonable(hints[name], data[name], f"{where}.{name}")
+                kwargs[name] = from_jsonable(hints[name], data[name], f"{where}.{name}")
         return tp(**kwargs)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -306,7 +290,7 @@ def _from_jsonable(tp: Any, data: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _from_jsonable(arg, data, where)
+                return from_jsonable(arg, data, where)
             except ValueError as e:
                 errors.append(str(e))
         raise ValueError(f"{where}: {data!r} matches none of {tp}: {errors}")
@@ -315,10 +299,10 @@ def _from_jsonable(tp: Any, data: Any, where: str) -> Any:
         if not isinstance(data, list):
             raise ValueError(f"{where}: expected a list, got {data!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_from_jsonable(args[0], v, f"{where}[{i}]") for i, v in enumerate(data))
+            return tuple(from_jsonable(args[0], v, f"{where}[{i}]") for i, v in enumerate(data))
         if len(args) != len(data):
             raise ValueError(f"{where}: expected {len(args)} items, got {data!r}")
-        return tuple(_from_jsonable(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data)))
+        return tuple(from_jsonable(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data)))
     if tp is Any:
         return _freeze(data)
     if tp is float:
@@ -333,4 +317,4 @@ def _from_jsonable(tp: Any, data: Any, where: str) -> Any:
 
 
 __all__ = ["Config", "ModelConfig", "LossConfig", "OptimConfig", "Source", "Removal",
-           "AugmentConfig", "SCHEDULES", "COMPUTE_DTYPES", "write_text_atomic"]
+           "AugmentConfig", "SCHEDULES", "COMPUTE_DTYPES", "to_jsonable", "from_jsonable"]

@@ -9,15 +9,21 @@ foreground Dice, the model the paper keeps) and writes, under ``RUN/eval/<split>
   lv_area_pred_px, lv_area_true_px, lv_area_pred_mm2, lv_area_true_mm2``.
   A Dice is empty where the class is not annotated in the image or absent from its
   ground truth (MONAI's NaN convention).
-- ``summary.json``: per source and over all sources, per class: mean, median,
-  population std and count of the per-image Dice; ``fg_dice`` (mean over LV, LVM, LA
-  of the class means); and, for sources with a known EF, ejection fraction by the
-  method of discs (``echojax.biomarkers``) on the predicted LV masks of every ED/ES
-  pair:
+  The ``_mm2`` areas are empty for images without a known pixel spacing (NaN
+  ``pixel_spacing_mm``, e.g. EchoNet-Dynamic and Unity Imaging).
+- ``summary.json``: per source and over all sources, per class: ``n``, ``mean``,
+  ``median`` and population ``std`` of the per-image Dice (``echojax.report.describe``);
+  ``fg_dice`` (mean over LV, LVM, LA of the class means); ``spacing_known`` (every
+  image of the source has a pixel spacing); and, for sources with a known EF, ejection
+  fraction by the method of discs (``echojax.biomarkers``) on the predicted LV masks of
+  every ED/ES pair:
 
-  - ``ef.monoplane``: one EF per (patient, view) with exactly one ED and one ES frame;
+  - ``ef.monoplane``: one EF per (patient, view) with exactly one ED and one ES frame.
+    EF is a ratio of volumes, so it does not depend on the scale: a pair without a
+    known spacing is measured with unit isotropic spacing (1 mm x 1 mm);
   - ``ef.biplane``: one EF per patient having such pairs in both 2CH and 4CH views
-    (Simpson's biplane, 4CH as the main view);
+    (Simpson's biplane, 4CH as the main view), only where both views have a known
+    spacing (the two views' scales cannot be related otherwise);
 
   each with ``count`` pairs, ``failed`` (no LV predicted in a frame: no EF, left out
   of the errors), ``mae`` against the dataset's reference EF (the ``ef`` feature) and
@@ -25,7 +31,10 @@ foreground Dice, the model the paper keeps) and writes, under ``RUN/eval/<split>
   (which isolates the segmentation error from the reference's own method).
 
 Both files are written atomically and are byte-identical when evaluation is repeated.
-Runs in one process (all local devices).
+Runs in one process (all local devices), through ``echojax.inference`` (restore from
+abstract shapes, one compiled predictor with the loss's decision rule). A warning
+names the package versions or device kind that differ from those the run was trained
+with (``echojax.rundir``).
 
 ``--source NAME[:ALIAS]`` (repeatable) evaluates the same checkpoint on another prepared
 dataset instead (cross-domain testing, external validation): ``RUN/external/<ALIAS>/``
@@ -40,72 +49,56 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import io
 import json
 import math
 import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from echojax import biomarkers
+from echojax import biomarkers, files, inference, rundir
 from echojax import labels as labels_lib
 from echojax import metrics as metrics_lib
-from echojax.checkpoint import Checkpoints, abstract
-from echojax.config import Config, write_text_atomic
 from echojax.data import pipeline
 from echojax.data.mixture import Source
-from echojax.train import Engine, eval_mixture, make_predict
+from echojax.report import describe
+from echojax.train import eval_mixture
 
 CSV_COLUMNS = ("source", "index", "patient_id", "view", "phase", "dice_lv", "dice_lvm",
                "dice_la", "lv_area_pred_px", "lv_area_true_px", "lv_area_pred_mm2",
                "lv_area_true_mm2")
 _FG = {labels_lib.CLASS_NAMES[c]: c for c in labels_lib.FOREGROUND_CLASSES}
+UNIT_SPACING_MM = (1.0, 1.0)  # for EF (scale-free) where the pixel spacing is unknown
 
 
 def evaluate(workdir: str | os.PathLike, *, split: str = "test", checkpoint: str | int = "best",
              data_dir: str | None = None) -> dict[str, Any]:
     """Evaluates ``checkpoint`` of the run in ``workdir`` on ``split``; writes
     ``eval/<split>/per_image.csv`` and ``summary.json`` and returns the summary."""
-    workdir = os.path.abspath(os.fspath(workdir))
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(config_path):
-        raise ValueError(f"{workdir} is not a run folder: {config_path} does not exist")
-    config = Config.load(config_path)
+    run = rundir.RunDir(workdir)
+    run.load_config()  # a clear error for a folder that is not a run
+    rundir.warn_if_environment_differs(run, doing="evaluating")
+    model = inference.restore(run.path, checkpoint=checkpoint)
+    config = model.config
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    step = checkpoints.resolve(checkpoint)
-    engine = Engine(config, total_steps=1)
-    state = checkpoints.restore(step, abstract(engine.initial_state))
-    checkpoints.close()
-
-    predict = make_predict(config, engine.graphdef_eval)
-
-    @jax.jit
-    def infer(params, rest, images, segmentation):
-        pred = predict(params, rest, images)
-        dice = metrics_lib.dice_per_class(pred, segmentation.astype(jnp.int32),
-                                          num_classes=labels_lib.NUM_CLASSES)
-        return pred, dice
+    predict = model.predictor()
 
     mix = eval_mixture(config, split, metadata=True)
     rows, masks = [], {}
     for local in pipeline.eval_batches(mix, batch_size=config.eval_batch_size):
         valid = np.asarray(local["valid"])
-        batch = engine.global_batch({k: np.asarray(local[k]) for k in ("image", "segmentation")})
-        pred, dice = jax.device_get(infer(state["params"], state["rest"], batch["image"],
-                                          batch["segmentation"]))
+        pred = predict(np.asarray(local["image"]))
+        true = np.asarray(local["segmentation"]).astype(np.int32)
+        dice = metrics_lib.dice_per_class(pred, true, num_classes=labels_lib.NUM_CLASSES)
         for b in np.flatnonzero(valid):
             alias = config.sources[int(local["source_index"][b])].alias
             lm = np.asarray(local["label_mask"][b])
             d = np.where(lm, dice[b], np.nan)  # unannotated classes are not evaluated
             spacing = np.asarray(local["pixel_spacing_mm"][b], np.float64)
-            true_lv = np.asarray(local["segmentation"][b]) == labels_lib.LV
-            pred_lv = pred[b] == labels_lib.LV
-            px_mm2 = float(spacing[0] * spacing[1])
+            known = bool(np.all(np.isfinite(spacing)) and np.all(spacing > 0))
+            true_lv, pred_lv = true[b] == labels_lib.LV, pred[b] == labels_lib.LV
+            px_mm2 = float(spacing[0] * spacing[1]) if known else math.nan
             row = {
                 "source": alias, "index": int(local["index"][b]),
                 "patient_id": str(local["patient_id"][b]), "view": str(local["view"][b]),
@@ -115,38 +108,32 @@ def evaluate(workdir: str | os.PathLike, *, split: str = "test", checkpoint: str
                 "lv_area_pred_mm2": float(pred_lv.sum()) * px_mm2,
                 "lv_area_true_mm2": float(true_lv.sum()) * px_mm2,
                 "_ef": float(local["ef"][b]), "_lv_annotated": bool(lm[labels_lib.LV]),
+                "_spacing_known": known,
             }
             rows.append(row)
-            masks[(alias, row["index"])] = (pred_lv, true_lv, spacing)
+            masks[(alias, row["index"])] = (pred_lv, true_lv,
+                                            tuple(spacing) if known else UNIT_SPACING_MM)
 
-    summary = {"split": split, "checkpoint": str(checkpoint), "checkpoint_step": step,
+    summary = {"split": split, "checkpoint": str(checkpoint), "checkpoint_step": model.step,
                "sources": {}, "ef_method": "method of discs (echojax.biomarkers)"}
     for source in config.sources:
         src_rows = [r for r in rows if r["source"] == source.alias]
         summary["sources"][source.alias] = {
             "num_images": len(src_rows), **_dice_summary(src_rows),
+            "spacing_known": all(r["_spacing_known"] for r in src_rows),
             "ef": _ef_summary(src_rows, masks)}
     summary["overall"] = {"num_images": len(rows), **_dice_summary(rows)}
 
-    out_dir = os.path.join(workdir, "eval", split)
-    write_text_atomic(os.path.join(out_dir, "per_image.csv"), _csv(rows))
-    write_text_atomic(os.path.join(out_dir, "summary.json"),
-                      json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+    files.write_csv(run.per_image(split), rows, CSV_COLUMNS)
+    files.write_json(run.summary(split), summary)
     return summary
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    v = np.asarray([x for x in values if math.isfinite(x)], np.float64)
-    if v.size == 0:
-        return {"count": 0, "mean": None, "median": None, "std": None}
-    return {"count": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)),
-            "std": float(v.std())}
-
-
 def _dice_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    dice = {name: _stats([r[f"dice_{name}"] for r in rows]) for name in _FG}
-    means = [d["mean"] for d in dice.values() if d["mean"] is not None]
-    return {"dice": dice, "fg_dice": float(np.mean(means)) if means else None}
+    dice = {name: describe(r[f"dice_{name}"] for r in rows) for name in _FG}
+    means = np.asarray([[d["mean"] for d in dice.values()]], np.float32)  # one row: the means
+    fg = float(metrics_lib.foreground_dice(means, classes=range(len(_FG))))
+    return {"dice": dice, "fg_dice": fg}
 
 
 def _ef_summary(rows: list[dict[str, Any]], masks) -> dict[str, Any] | None:
@@ -188,6 +175,8 @@ def _ef_summary(rows: list[dict[str, Any]], masks) -> dict[str, Any] | None:
     for patient in sorted({p for p, _ in pairs}):
         if (patient, "4CH") in pairs and (patient, "2CH") in pairs:
             main, other = pairs[(patient, "4CH")], pairs[(patient, "2CH")]
+            if not all(r["_spacing_known"] for r in main + other):
+                continue  # two views of unknown, possibly different scales
             bi["pred"].append(ef_of(0, main, other))
             bi["gt_masks"].append(ef_of(1, main, other))
             bi["reference"].append(main[0]["_ef"])
@@ -205,36 +194,6 @@ def _ef_errors(ef: dict[str, list[float]]) -> dict[str, Any]:
     return out
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else repr(value)
-    return str(value)
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    out.write(",".join(CSV_COLUMNS) + "\n")
-    for r in rows:
-        fields = []
-        for col in CSV_COLUMNS:
-            text = _format(r[col])
-            if any(ch in text for ch in ',"\n'):
-                text = '"' + text.replace('"', '""') + '"'
-            fields.append(text)
-        out.write(",".join(fields) + "\n")
-    return out.getvalue()
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m echojax.evaluate", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -246,20 +205,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="evaluate on this prepared TFDS dataset instead of the run's own "
                              "sources, into RUN/external/ALIAS/ (repeatable)")
     args = parser.parse_args(argv)
-    folders = [args.workdir]
+    run = rundir.RunDir(args.workdir)
+    folders = [run]
     if args.source:
-        from echojax import sweep  # the external-folder layout experiment sweeps use
-
-        if not os.path.exists(os.path.join(args.workdir, "config.json")):
+        if not run.is_run():
             parser.error(f"--workdir {args.workdir} is not a run folder (no config.json)")
-        folders = [sweep.prepare_external(args.workdir, _parse_source(item, parser))
+        folders = [rundir.prepare_external(run, _parse_source(item, parser))
                    for item in args.source]
     for folder in folders:
-        summary = evaluate(folder, split=args.split, checkpoint=args.checkpoint,
+        summary = evaluate(folder.path, split=args.split, checkpoint=args.checkpoint,
                            data_dir=args.data_dir)
-        print(json.dumps(_json_safe({a: s["fg_dice"] for a, s in summary["sources"].items()}),
+        print(json.dumps(files.json_safe({a: s["fg_dice"] for a, s in summary["sources"].items()}),
                          sort_keys=True))
-        print(f"wrote {os.path.join(os.path.abspath(folder), 'eval', args.split)}")
+        print(f"wrote {folder.eval_dir(args.split)}")
 
 
 def _parse_source(item: str, parser: argparse.ArgumentParser) -> Source:

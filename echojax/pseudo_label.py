@@ -29,57 +29,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+import tensorflow_datasets as tfds
 
-from echojax import labels
-from echojax.config import Config, LossConfig
+from echojax import inference, labels, rundir
+from echojax.config import Config, LossConfig, to_jsonable
+from echojax.data import features as features_lib
 from echojax.data.mixture import Mixture, Source
+from tfds_builders import base
 
 DERIVED_DATASET = "echojax_derived"
 SPLITS = ("train", "validation", "test")
 
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-def predictor(run_dir: str | os.PathLike, *, checkpoint: str | int = "best") -> Predictor:
-    """``predict(images uint8[N, R, R, 1]) -> int32[N, R, R]`` with a run's checkpoint
-    (default: best validation Dice) and its loss's decision rule."""
-    import jax
-
-    from echojax.checkpoint import Checkpoints, abstract
-    from echojax.train import Engine
-
-    run_dir = os.path.abspath(os.fspath(run_dir))
-    config = Config.load(os.path.join(run_dir, "config.json"))
-    engine = Engine(config, total_steps=1)
-    checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"), read_only=True)
-    try:
-        state = checkpoints.restore(checkpoints.resolve(checkpoint), abstract(engine.initial_state))
-    finally:
-        checkpoints.close()
-    predict = engine.predict  # compiled once per program, shared with other runs
-    batch = config.eval_batch_size
-
-    def run(images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[1:] != (config.resolution, config.resolution, 1) \
-                or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8[N, {config.resolution}, {config.resolution}, 1] "
-                             f"for {run_dir}, got {images.dtype}{list(images.shape)}")
-        out = []
-        for start in range(0, len(images), batch):
-            chunk = images[start:start + batch]
-            padded = np.zeros((batch,) + chunk.shape[1:], np.uint8)
-            padded[:len(chunk)] = chunk  # one compiled shape
-            pred = predict(state["params"], state["rest"],
-                           engine.global_batch({"x": padded})["x"])
-            out.append(np.asarray(jax.device_get(pred))[:len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.int32)
-
-    return run
+PredictFn = Callable[[np.ndarray], np.ndarray]  # uint8[N,R,R,1] -> int32[N,R,R]
 
 
 def fill_missing(segmentation: np.ndarray, label_mask: np.ndarray, prediction: np.ndarray,
@@ -120,9 +84,6 @@ def _examples(source: Source, split: str, *, data_dir, seed: int,
               transform: Callable[[list[dict]], list[dict]] | None = None,
               chunk: int = 64) -> Iterator[dict]:
     """Feature-dict examples of one source's split as the base mixture sees it."""
-    import tensorflow_datasets as tfds
-    import tfds_builders  # noqa: F401
-
     mix = Mixture([source], split, data_dir=data_dir, seed=seed, metadata=True)
     raw = tfds.builder(source.name, data_dir=data_dir).as_data_source(split=split)
     pending: list[dict] = []
@@ -154,11 +115,6 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
                   resolution: int, data_dir, description: str) -> str:
     """Prepares ``echojax_derived/<config_name>`` from example generators (unless it is
     already prepared) and returns its TFDS name."""
-    import tensorflow_datasets as tfds
-
-    from echojax.data import features as features_lib
-    from tfds_builders import base
-
     class Derived(base.EchoBuilder, skip_registration=True):
         name = DERIVED_DATASET
         VERSION = tfds.core.Version("1.0.0")
@@ -187,7 +143,7 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
 def teacher_config(base: Config, classes: Sequence[str]) -> Config:
     """Prepares the teacher's data (see module doc) and returns its CCE config."""
     ids = labels.class_ids(classes)
-    key = _digest("teacher", [s.to_dict() for s in base.sources], base.mixture_seed, ids)
+    key = _digest("teacher", [to_jsonable(s) for s in base.sources], base.mixture_seed, ids)
     sources = []
     for source in base.sources:
         def has_all(ex, ids=ids):
@@ -219,22 +175,23 @@ def _any_full(source: Source, base: Config, has_all) -> bool:
 
 
 def student_config(base: Config, classes: Sequence[str], teacher_dir: str, *,
-                   predict: Predictor | None = None) -> Config:
+                   predict: PredictFn | None = None) -> Config:
     """Prepares the student's data with the teacher in ``teacher_dir`` (see module doc)
     and returns its CCE config. ``predict`` replaces the teacher's best checkpoint
-    (default: :func:`predictor` of ``teacher_dir``, loaded only if data is missing)."""
+    (default: ``echojax.inference`` predictor of ``teacher_dir``'s best checkpoint,
+    restored only if data is missing)."""
     ids = labels.class_ids(classes)
-    with open(os.path.join(teacher_dir, "config.json")) as f:
+    with open(rundir.RunDir(teacher_dir).config) as f:
         teacher_json = f.read()
-    key = _digest("student", [s.to_dict() for s in base.sources], base.mixture_seed, ids, teacher_json)
-    loaded: list[Predictor] = [predict] if predict is not None else []
+    key = _digest("student", [to_jsonable(s) for s in base.sources], base.mixture_seed, ids, teacher_json)
+    loaded: list[PredictFn] = [predict] if predict is not None else []
 
     def fill(batch: list[dict]) -> list[dict]:
         todo = [k for k, ex in enumerate(batch) if not ex["label_mask"][list(ids)].all()]
         if not todo:
             return batch
         if not loaded:  # loaded on first need: a prepared dataset needs none
-            loaded.append(predictor(teacher_dir))
+            loaded.append(inference.restore(teacher_dir).predictor())
         pred = loaded[0](np.stack([batch[k]["image"] for k in todo]))
         for k, p in zip(todo, pred):
             seg, lm = fill_missing(batch[k]["segmentation"][..., 0], batch[k]["label_mask"], p, ids)
@@ -255,22 +212,3 @@ def student_config(base: Config, classes: Sequence[str], teacher_dir: str, *,
                         f"teacher in {teacher_dir}.")
         sources.append(Source(name, alias=source.alias))
     return dataclasses.replace(base, sources=tuple(sources), loss=LossConfig(name="cce"))
-
-
-def runs(base: Config, classes: Sequence[str], *, teacher_name: str, student_name: str,
-         tags: Mapping[str, str]):
-    """The two sweep runs of the baseline: the teacher, then the student that needs it.
-
-    ``base`` is the partially-labelled mixture the other methods train on (its model,
-    schedule and seed are kept; the loss becomes CCE). The teacher is tagged
-    ``method=pseudo_teacher``; the student gets ``tags`` with ``method=pseudo_label``.
-    """
-    from echojax.sweep import Run
-
-    tags = {**tags, "grid_key": f"{base.model.name}_cce"}  # tuned like other CCE runs
-    teacher = Run(teacher_name, None, tags={**tags, "method": "pseudo_teacher"},
-                  setup=lambda run_dir, dirs: teacher_config(base, classes), uses=base.sources)
-    student = Run(student_name, None, tags={**tags, "method": "pseudo_label"},
-                  needs=(teacher_name,), uses=base.sources,
-                  setup=lambda run_dir, dirs: student_config(base, classes, dirs[teacher_name]))
-    return [teacher, student]

@@ -16,6 +16,8 @@ loss and architecture), Figure 6 (LA Dice on Unity against the label-dropout rat
 Table 2 (CAMUS x Unity training-size grid of median LA Dice), Table 3 (Dice per
 structure, overall mean and EF MAE per loss) and Table 4 (external validation).
 
+Figures in the same layouts: ``echojax.figures``.
+
 Across seeds a cell is ``mean ± std`` of the per-run values (sample standard
 deviation, ddof=1; a single run shows no ``±``). Pooling several test sources into one
 number weights each source by its number of images (sums and counts, never a mean of
@@ -24,17 +26,16 @@ means).
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
-from echojax import labels
+from echojax import files, labels
 
 STRUCTURES: tuple[str, ...] = tuple(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES)
 
@@ -56,68 +57,14 @@ PAPER_FIG2_CROSS_DOMAIN_DROP = (0.08, 0.21)  # LV Dice drop across domains, Figu
 # --------------------------------------------------------------------------- files
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_csv(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequence[str]) -> None:
-    """Writes rows (dicts with at least ``columns``) as CSV, atomically."""
-    import io
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for i, row in enumerate(rows):
-        missing = [c for c in columns if c not in row]
-        if missing:
-            raise ValueError(f"{path}: row {i} lacks columns {missing}")
-        writer.writerow({c: _format_cell(row[c]) for c in columns})
-    atomic_write_text(path, buf.getvalue())
-
-
-def _format_cell(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else repr(value)
-    return str(value)
-
-
-def _parse_float(text: str, *, where: str) -> float:
-    if text.strip() == "" or text.strip().lower() == "nan":
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{where}: expected a number, got {text!r}") from None
-
-
 def read_results(path: str | os.PathLike) -> list[dict]:
     """Reads a ``results.csv`` written by :func:`write_csv` with ``RESULT_COLUMNS``."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in RESULT_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}; expected {RESULT_COLUMNS}")
-        rows = []
-        for i, raw in enumerate(reader, start=2):
-            row = dict(raw)
-            where = f"{path}:{i}"
-            for c in _INT_COLUMNS:
-                row[c] = int(row[c])
-            for c in _FLOAT_COLUMNS:
-                row[c] = _parse_float(row[c], where=f"{where} column {c}")
-            rows.append(row)
+    rows = files.read_csv(path, RESULT_COLUMNS)
+    for i, row in enumerate(rows, start=2):
+        for c in _INT_COLUMNS:
+            row[c] = int(row[c])
+        for c in _FLOAT_COLUMNS:
+            row[c] = files.parse_float(row[c], where=f"{path}:{i} column {c}")
     return rows
 
 
@@ -125,18 +72,11 @@ def read_per_image(path: str | os.PathLike) -> list[dict]:
     """Reads an evaluation ``per_image.csv``: ``dice_<structure>`` columns become floats
     (NaN where the structure is absent from the ground truth), other columns stay text.
     """
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        need = ("source", "patient_id", "view", "phase") + tuple(f"dice_{s}" for s in STRUCTURES)
-        missing = [c for c in need if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing}")
-        rows = []
-        for i, raw in enumerate(reader, start=2):
-            row = dict(raw)
-            for s in STRUCTURES:
-                row[f"dice_{s}"] = _parse_float(row[f"dice_{s}"], where=f"{path}:{i}")
-            rows.append(row)
+    need = ("source", "patient_id", "view", "phase") + tuple(f"dice_{s}" for s in STRUCTURES)
+    rows = files.read_csv(path, need)
+    for i, row in enumerate(rows, start=2):
+        for s in STRUCTURES:
+            row[f"dice_{s}"] = files.parse_float(row[f"dice_{s}"], where=f"{path}:{i}")
     return rows
 
 
@@ -218,11 +158,12 @@ def parse_sizes(text: str) -> dict[str, str]:
     return out
 
 
-def _select(rows: Iterable[Mapping], **where) -> list[Mapping]:
+def select(rows: Iterable[Mapping], **where) -> list[Mapping]:
+    """The rows whose columns equal ``where``'s values."""
     return [r for r in rows if all(r[k] == v for k, v in where.items())]
 
 
-def _ordered(values: Iterable, order: Sequence = ()) -> list:
+def ordered(values: Iterable, order: Sequence = ()) -> list:
     """Distinct values, those in ``order`` first in that order, then the rest sorted."""
     seen = list(dict.fromkeys(values))
     head = [v for v in order if v in seen]
@@ -260,11 +201,11 @@ def domain_shift_table(rows: Sequence[Mapping], *, structure: str = "lv",
     A training set named like a test source is its in-domain model; the last column
     is the mean drop from the diagonal to that model's other test sources.
     """
-    rows = _select(rows, structure=structure)
+    rows = select(rows, structure=structure)
     cells = across_seeds(rows, lambda r: (r["setting"], r["test_source"]),
                          lambda rs: rs[0]["dice_mean"])
-    trains = _ordered((r["setting"] for r in rows), order)
-    tests = _ordered((r["test_source"] for r in rows), order)
+    trains = ordered((r["setting"] for r in rows), order)
+    tests = ordered((r["test_source"] for r in rows), order)
     body = []
     for tr in trains:
         line = [tr] + [fmt(*cells.get((tr, te), (math.nan, math.nan, 0))[:2]) for te in tests]
@@ -281,7 +222,7 @@ def domain_shift_table(rows: Sequence[Mapping], *, structure: str = "lv",
 def cross_domain_drops(rows: Sequence[Mapping], *, structure: str = "lv") -> dict[tuple[str, str], float]:
     """(train, test) -> in-domain Dice of ``train``'s model on ``train`` minus its Dice on
     ``test`` (means over seeds), for single-source training sets."""
-    cells = across_seeds(_select(rows, structure=structure),
+    cells = across_seeds(select(rows, structure=structure),
                          lambda r: (r["setting"], r["test_source"]),
                          lambda rs: rs[0]["dice_mean"])
     out = {}
@@ -301,7 +242,7 @@ def structure_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("arch", 
     sources are pooled (weighted by image count).
     """
     if test_source is not None:
-        rows = _select(rows, test_source=test_source)
+        rows = select(rows, test_source=test_source)
     keys = sorted({tuple(r[g] for g in group) for r in rows},
                   key=lambda k: tuple(_rank(v, order) for v in k))
     cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["structure"],),
@@ -319,7 +260,7 @@ def dropout_table(rows: Sequence[Mapping], *, structure: str = "la", test_source
                   group: Sequence[str] = ("arch", "method"), order: Sequence[str] = ()) -> str:
     """Figure 6 as a table: ``structure`` Dice on ``test_source``, one line per group,
     one column per label-dropout rate (mean ± std over seeds)."""
-    rows = _select(rows, structure=structure, test_source=test_source)
+    rows = select(rows, structure=structure, test_source=test_source)
     cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["dropout"],),
                          lambda rs: rs[0]["dice_mean"])
     rates = sorted({r["dropout"] for r in rows})
@@ -336,7 +277,7 @@ def data_ratio_table(rows: Sequence[Mapping], *, row_source: str = "camus",
     """Table 2: median ``structure`` Dice on ``test_source`` (mean ± std over seeds),
     ``row_source`` training size x ``col_source`` training size (from ``train_sizes``;
     a source absent from ``train_sizes`` counts as 0)."""
-    rows = _select(rows, structure=structure, test_source=test_source)
+    rows = select(rows, structure=structure, test_source=test_source)
 
     def sizes(r):
         s = parse_sizes(r["train_sizes"])
@@ -439,8 +380,6 @@ def wilcoxon_tests(per_image: Sequence[Mapping], *, methods: Sequence[str],
     When no non-zero difference is left the test cannot be run: statistic and p are
     NaN (``n_nonzero`` = 0). ``p_holm`` corrects over all rows of the returned list.
     """
-    from scipy import stats
-
     out = []
     for s in structures:
         for ma, mb in itertools.combinations(methods, 2):
@@ -470,181 +409,3 @@ def wilcoxon_table(tests: Sequence[Mapping]) -> str:
                      "–" if math.isnan(t["p"]) else f"{t['p']:.2g}",
                      ("–" if math.isnan(t["p_holm"]) else f"{t['p_holm']:.2g}") + star])
     return markdown_table(["structure", "pair", "images", "median Dice diff (a-b)", "p", "p (Holm)"], body)
-
-
-# ------------------------------------------------------------------------ figures
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only; never a window
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(fig, path: str | os.PathLike) -> None:
-    """Saves a matplotlib figure as PNG atomically and closes it."""
-    plt = _pyplot()
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    finally:
-        plt.close(fig)
-
-
-def plot_domain_matrix(rows: Sequence[Mapping], path, *, structure: str = "lv",
-                       order: Sequence[str] = ()) -> None:
-    """Figure 2: heat map of mean ``structure`` Dice, training set x test source."""
-    plt = _pyplot()
-    rows = _select(rows, structure=structure)
-    cells = across_seeds(rows, lambda r: (r["setting"], r["test_source"]), lambda rs: rs[0]["dice_mean"])
-    trains = _ordered((r["setting"] for r in rows), order)
-    tests = _ordered((r["test_source"] for r in rows), order)
-    m = np.array([[cells.get((tr, te), (math.nan,))[0] for te in tests] for tr in trains])
-    fig, ax = plt.subplots(figsize=(1.4 * len(tests) + 2, 1.0 * len(trains) + 1.5))
-    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-    for i, j in itertools.product(range(len(trains)), range(len(tests))):
-        if not math.isnan(m[i, j]):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
-                    color="white" if m[i, j] < 0.6 else "black")
-    ax.set_xticks(range(len(tests)), tests)
-    ax.set_yticks(range(len(trains)), trains)
-    ax.set_xlabel("test source")
-    ax.set_ylabel("trained on")
-    ax.set_title(f"{structure.upper()} Dice")
-    fig.colorbar(im, ax=ax)
-    save_figure(fig, path)
-
-
-def plot_boxes(per_image: Sequence[Mapping], path, *, group: str = "method",
-               structures: Sequence[str] = STRUCTURES, order: Sequence[str] = (),
-               title: str = "") -> None:
-    """Figure 3 style: per-image Dice box plots, one panel per structure, one box per
-    ``group`` value (all seeds' images pooled)."""
-    plt = _pyplot()
-    groups = _ordered((r[group] for r in per_image), order)
-    fig, axes = plt.subplots(1, len(structures), figsize=(3.2 * len(structures), 3.4), squeeze=False)
-    for ax, s in zip(axes[0], structures):
-        data = [[r[f"dice_{s}"] for r in per_image if r[group] == g and not math.isnan(r[f"dice_{s}"])]
-                for g in groups]
-        ax.boxplot([d if d else [math.nan] for d in data], showfliers=True)
-        ax.set_xticks(range(1, len(groups) + 1), groups, rotation=45, ha="right")
-        ax.set_title(s.upper())
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("Dice")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
-                  order: Sequence[str] = (), title: str = "") -> None:
-    """Figure 4a style: mean against std of test Dice per structure, one marker per
-    ``group`` value (each run's test sources pooled; averaged over seeds)."""
-    plt = _pyplot()
-    groups = _ordered((r[group] for r in rows), order)
-    fig, axes = plt.subplots(1, len(STRUCTURES), figsize=(3.4 * len(STRUCTURES), 3.2), squeeze=False)
-    for ax, s in zip(axes[0], STRUCTURES):
-        sel = _select(rows, structure=s)
-        means = across_seeds(sel, lambda r: (r[group],), pooled_over_sources)
-        stds = across_seeds(sel, lambda r: (r[group],), lambda rs: pooled_over_sources(rs, "dice_std"))
-        for g in groups:
-            if (g,) in means:
-                ax.scatter(stds[(g,)][0], means[(g,)][0], label=g)
-        ax.set_xlabel("std of Dice over images")
-        ax.set_ylabel("mean Dice")
-        ax.set_title(s.upper())
-    axes[0][-1].legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, structure: str = "la",
-                       group: str = "method", order: Sequence[str] = (), title: str = "",
-                       references: Mapping[str, float] | None = None) -> None:
-    """Figure 6: ``structure`` Dice on ``test_source`` against the label-dropout rate,
-    mean with error bars of one std over seeds, one line per ``group`` value;
-    ``references`` (name -> Dice, e.g. the benchmark) as dashed horizontal lines."""
-    plt = _pyplot()
-    rows = _select(rows, structure=structure, test_source=test_source)
-    cells = across_seeds(rows, lambda r: (r[group], r["dropout"]), lambda rs: rs[0]["dice_mean"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for g in _ordered((r[group] for r in rows), order):
-        rates = sorted(d for (gg, d) in cells if gg == g)
-        m = [cells[(g, d)][0] for d in rates]
-        e = [0.0 if math.isnan(cells[(g, d)][1]) else cells[(g, d)][1] for d in rates]
-        ax.errorbar([100 * d for d in rates], m, yerr=e, marker="o", capsize=3, label=g)
-    for k, (name, value) in enumerate((references or {}).items()):
-        if not math.isnan(value):
-            ax.axhline(value, linestyle="--", color=f"C{len(order) + k + 2}", label=name)
-    ax.set_xlabel("label dropout rate (%)")
-    ax.set_ylabel(f"{structure.upper()} Dice on {test_source}")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    save_figure(fig, path)
-
-
-# Display colours for the classes of an overlay (background transparent).
-_OVERLAY_COLOURS = np.array([[0, 0, 0, 0], [1.0, 0.2, 0.2, 0.45], [0.2, 0.9, 0.2, 0.45],
-                             [0.3, 0.5, 1.0, 0.45]])
-
-
-def plot_overlays(samples: Sequence[Mapping], path, *, methods: Sequence[str], title: str = "") -> None:
-    """Figures 4b/7b/8 style: one line per sample: image, ground truth, each method's
-    prediction, as coloured class overlays on the image.
-
-    Each sample has ``image`` (H x W or H x W x 1), ``label`` (H x W ints),
-    ``predictions`` (method -> H x W ints) and optional ``title``.
-    """
-    if not samples:
-        raise ValueError("plot_overlays needs at least one sample")
-    lines = []
-    for i, sample in enumerate(samples):
-        image = np.asarray(sample["image"]).squeeze()
-        panels = [("image", None), ("ground truth", sample["label"])]
-        for m in methods:
-            if m not in sample["predictions"]:
-                raise ValueError(f"sample {i} has no prediction for {m!r}; has {sorted(sample['predictions'])}")
-            panels.append((m, sample["predictions"][m]))
-        checked = []
-        for name, mask in panels:
-            if mask is not None:
-                mask = np.asarray(mask).squeeze().astype(int)
-                if mask.shape != image.shape or mask.min() < 0 or mask.max() >= labels.NUM_CLASSES:
-                    raise ValueError(f"sample {i} {name}: mask must be ints 0..{labels.NUM_CLASSES - 1} "
-                                     f"of shape {image.shape}, got {mask.shape} in "
-                                     f"{mask.min()}..{mask.max()}")
-            checked.append((name, mask))
-        lines.append((image, checked, sample.get("title", "")))
-    plt = _pyplot()
-    cols = 2 + len(methods)
-    fig, axes = plt.subplots(len(lines), cols, figsize=(2.1 * cols, 2.2 * len(lines)), squeeze=False)
-    for i, (image, panels, sample_title) in enumerate(lines):
-        for ax, (name, mask) in zip(axes[i], panels):
-            ax.imshow(image, cmap="gray")
-            if mask is not None:
-                ax.imshow(_OVERLAY_COLOURS[mask])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=9)
-        if sample_title:
-            axes[i][0].set_ylabel(sample_title, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)

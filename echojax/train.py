@@ -22,21 +22,23 @@ checkpoint is written; the checkpoint manager keeps the latest and the best by
 validation foreground Dice. A run started in a workdir holding a checkpoint resumes
 from it exactly (model, optimiser, step, RNG and data iterator).
 
-Workdir layout: ``config.json``, ``metrics.jsonl`` (one JSON object per line: train
-loss / lr / grad norm every ``log_every`` steps; validation Dice per class and source
-at each evaluation), ``checkpoints/``; with the default reporter also ``progress.png``
-and TensorBoard event files (``echojax.progress``).
+Workdir layout (``echojax.rundir``): ``config.json``, ``environment.json`` (package
+versions and device kind), ``metrics.jsonl`` (one JSON object per line: train loss / lr
+/ grad norm every ``log_every`` steps; validation Dice per class and source at each
+evaluation), ``checkpoints/``; with the default reporter also ``progress.png`` and
+TensorBoard event files (``echojax.progress``).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -46,13 +48,15 @@ import optax
 from flax import nnx
 
 from echojax import augment as augment_lib
+from echojax import distributed
 from echojax import labels as labels_lib
 from echojax import losses as losses_lib
 from echojax import metrics as metrics_lib
 from echojax import models as models_lib
 from echojax import progress as progress_lib
+from echojax import rundir as rundir_lib
 from echojax.checkpoint import Checkpoints, abstract
-from echojax.config import Config, OptimConfig, write_text_atomic
+from echojax.config import Config, OptimConfig
 from echojax.data import mixture as mixture_lib
 from echojax.data import pipeline
 
@@ -226,12 +230,14 @@ def make_eval_step(config: Config, graphdef_eval: nnx.GraphDef) -> Callable:
 _NOT_PARAM = nnx.Not(nnx.Param)
 
 
-def foreground_dice(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-class mean Dice (NaN where no example counts) and their foreground mean."""
+def dice_from_sums(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-class mean Dice from per-class sums and counts (NaN where no example counts)
+    and their foreground mean (``echojax.metrics.foreground_dice`` of those means)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    fg = per_class[list(labels_lib.FOREGROUND_CLASSES)]
-    return per_class, (float(np.nanmean(fg)) if np.isfinite(fg).any() else math.nan)
+    # One row whose Dice values are the class means: its per-class means are those values.
+    fg = float(metrics_lib.foreground_dice(per_class[None, :].astype(np.float32)))
+    return per_class, fg
 
 
 # --- the engine -------------------------------------------------------------------------
@@ -246,23 +252,24 @@ class _Program:
     init: Callable
     train_step: Callable
     eval_step: Callable
-    predict: Callable
 
 
-@functools.lru_cache(maxsize=16)
-def _program(config: Config, devices: tuple) -> _Program:
-    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=devices)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+def graphdef(config: Config, *, training: bool) -> nnx.GraphDef:
+    """The model's static graph in training (BatchNorm batch statistics, dropout) or
+    evaluation mode, from abstract shapes (``nnx.eval_shape``: nothing is initialised)."""
     model = nnx.eval_shape(lambda: create_model(config, seed=0))
-    model.train()
-    graphdef, _, _ = nnx.split(model, nnx.Param, ...)
-    model.eval()
-    graphdef_eval, _, _ = nnx.split(model, nnx.Param, ...)
+    if training:
+        model.train()
+    else:
+        model.eval()
+    return nnx.split(model, nnx.Param, ...)[0]
+
+
+def make_init(config: Config) -> Callable[[jax.Array], State]:
+    """``init(key_data) -> State``: the train state at step 0 (see ``Engine``)."""
     tx = make_optimizer(config.optim, 1)  # the state's layout only (see make_optimizer)
 
     def init(key_data):
-        # One compiled program instead of one dispatch per initialiser op.
         init_key, train_key = jax.random.split(jax.random.wrap_key_data(key_data))
         model = create_model(config, seed=init_key)
         model.train()
@@ -270,19 +277,34 @@ def _program(config: Config, devices: tuple) -> _Program:
         return {"params": params, "rest": rest, "opt_state": tx.init(params),
                 "step": jnp.zeros((), jnp.int32), "rng": jax.random.key_data(train_key)}
 
+    return init
+
+
+def abstract_state(config: Config) -> State:
+    """``jax.ShapeDtypeStruct`` s of the train state (``jax.eval_shape`` of
+    :func:`make_init`: no parameter is initialised), e.g. to restore a checkpoint."""
+    key_data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+    return jax.eval_shape(make_init(config), key_data)
+
+
+@functools.lru_cache(maxsize=16)
+def _program(config: Config, devices: tuple) -> _Program:
+    mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=devices)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    graphdef_train = graphdef(config, training=True)
+    graphdef_eval = graphdef(config, training=False)
     return _Program(
-        mesh=mesh, graphdef=graphdef, graphdef_eval=graphdef_eval,
-        init=jax.jit(init, out_shardings=replicated),
-        train_step=jax.jit(make_train_step(config, graphdef),
+        mesh=mesh, graphdef=graphdef_train, graphdef_eval=graphdef_eval,
+        # One compiled program instead of one dispatch per initialiser op.
+        init=jax.jit(make_init(config), out_shardings=replicated),
+        train_step=jax.jit(make_train_step(config, graphdef_train),
                            out_shardings=replicated, donate_argnums=(0,)),
         eval_step=jax.jit(make_eval_step(config, graphdef_eval), out_shardings=replicated,
-                          donate_argnums=(3, 4)),
-        predict=jax.jit(make_predict(config, graphdef_eval),
-                        out_shardings=jax.sharding.NamedSharding(
-                            mesh, jax.sharding.PartitionSpec("data"))))
+                          donate_argnums=(3, 4)))
 
 
-def _program_key(config: Config) -> Config:
+def program_key(config: Config) -> Config:
     """``config`` with the fields that do not change the compiled code normalised.
 
     The label-dropout rate, the peak learning rate and the run length (epochs, dataset
@@ -317,12 +339,10 @@ class Engine:
                 or not 0 < total_steps < 2**31:
             raise ValueError(f"total_steps must be a positive int32, got {total_steps!r}")
         self.config, self.total_steps = config, int(total_steps)
-        program = _program(_program_key(config), tuple(jax.devices()))
+        program = _program(program_key(config), tuple(jax.devices()))
         self.mesh = program.mesh
         self.graphdef, self.graphdef_eval = program.graphdef, program.graphdef_eval
         self.compiled_train_step, self.eval_step = program.train_step, program.eval_step
-        self.predict = program.predict
-        self.schedule = learning_rate_schedule(config.optim, self.total_steps)
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.hparams = jax.device_put(
             {"dropout_rate": np.float32(config.loss.dropout_rate),
@@ -333,13 +353,9 @@ class Engine:
         key_data = jax.random.key_data(jax.random.key(config.seed))
         self.initial_state = program.init(jax.device_put(key_data, self.replicated))
 
-    def train_step(self, state: State, batch: Batch, dropout_rate: jax.Array | None = None
-                   ) -> tuple[State, dict[str, jax.Array]]:
-        """One update with this run's hyperparameters (``dropout_rate``, a replicated
-        float32 scalar, overrides the configured rate). Donates ``state``."""
-        hparams = self.hparams if dropout_rate is None else dict(
-            self.hparams, dropout_rate=dropout_rate)
-        return self.compiled_train_step(state, batch, hparams)
+    def train_step(self, state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
+        """One update with this run's hyperparameters. Donates ``state``."""
+        return self.compiled_train_step(state, batch, self.hparams)
 
     def global_batch(self, local: dict[str, np.ndarray]) -> Batch:
         """This process's rows of a batch -> global arrays split over ``data``."""
@@ -367,7 +383,7 @@ class Engine:
 
 
 def _dice_entries(prefix: str, sums: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
-    per_class, fg = foreground_dice(sums, counts)
+    per_class, fg = dice_from_sums(sums, counts)
     entries = {f"{prefix}/fg_dice": fg}
     for cls in labels_lib.FOREGROUND_CLASSES:
         name = labels_lib.CLASS_NAMES[cls]
@@ -394,43 +410,6 @@ def _check_resolution(config: Config, mix: mixture_lib.Mixture) -> None:
                          f"{mix.resolution}x{mix.resolution} images ({mix!r})")
 
 
-# --- metrics.jsonl ---------------------------------------------------------------------
-
-class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, rows after the restored step are dropped
-    (they came from the killed run past its last checkpoint and will be redone)."""
-
-    def __init__(self, path: str, *, resume_step: int | None, enabled: bool):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        rows = []
-        if resume_step is not None and os.path.exists(path):
-            with open(path) as f:
-                lines = f.readlines()
-            # A last line without its newline is a write the kill interrupted; it
-            # belongs to steps after the checkpoint, which are redone.
-            if lines and not lines[-1].endswith("\n"):
-                lines.pop()
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    step = json.loads(line)["step"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(
-                        f"{path}, line {number}: not a metrics row ({e}); expected a JSON "
-                        "object with a 'step'") from e
-                if step <= resume_step:
-                    rows.append(line)
-        write_text_atomic(path, "".join(rows))
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
 # --- the entry point -------------------------------------------------------------------
 
 def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
@@ -448,18 +427,14 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
     Raises ``NonFiniteLossError`` naming the step and loss if the loss goes NaN/Inf, and
     ``ValueError`` for a workdir whose ``config.json`` differs from ``config``.
     """
-    workdir = os.path.abspath(os.fspath(workdir))
+    run = rundir_lib.RunDir(workdir)
     main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
-        saved = Config.load(config_path)
-        if saved != config:
-            raise ValueError(
-                f"{config_path} holds a different config; resume with Config.load of that "
-                f"file or use a new workdir")
-    elif main:
-        config.save(config_path)
+    os.makedirs(run.path, exist_ok=True)
+    if main:
+        run.save_config(config)  # or check that the run there has this config
+        rundir_lib.record_environment(run)
+    elif run.is_run() and Config.load(run.config) != config:
+        raise ValueError(f"{run.config} holds a different config")
 
     train_mix, val_mix = train_mixture(config), eval_mixture(config, "validation")
     _check_resolution(config, train_mix)
@@ -472,7 +447,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
         train_mix, batch_size=config.batch_size, seed=config.seed, num_epochs=config.epochs,
         worker_count=config.num_workers)
     engine = Engine(config, total_steps)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"))
+    checkpoints = Checkpoints(run.checkpoints)
     iterator = iter(loader)
     state = engine.initial_state
     start = checkpoints.latest_step()
@@ -480,7 +455,7 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
         state = checkpoints.restore(start, abstract(state), iterator)
         if int(state["step"]) != start:
             raise ValueError(f"checkpoint {start} holds step {int(state['step'])}")
-    log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start, enabled=main)
+    log = rundir_lib.MetricsLog(run.metrics, resume_step=start, enabled=main)
     step = start or 0
 
     pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -554,10 +529,6 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
 def main(argv: list[str] | None = None) -> None:
     """``python -m echojax.train --config CONFIG.json --workdir RUN``; rerunning with just
     ``--workdir RUN`` resumes from the run's own ``config.json`` and latest checkpoint."""
-    import argparse
-
-    from echojax import distributed
-
     parser = argparse.ArgumentParser(prog="python -m echojax.train", description=main.__doc__)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--config", default=None,
@@ -565,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     progress_lib.add_verbosity_flags(parser)
     args = parser.parse_args(argv)
     distributed.initialize()
-    path = args.config or os.path.join(args.workdir, "config.json")
+    path = args.config or rundir_lib.RunDir(args.workdir).config
     if not os.path.exists(path):
         parser.error(f"{path} does not exist; pass --config for a new run")
     result = train_and_evaluate(

@@ -12,15 +12,16 @@ from in-domain to cross-domain Dice (the paper: 0.08 to 0.21).
 import os
 import sys
 
+from echojax import experiment as X
+from echojax import figures as F
 from echojax import report as R
-from echojax import sweep
 
-SOURCES = sweep.PAPER_SOURCES  # camus, unity, echonet
+SOURCES = X.PAPER_SOURCES  # camus, unity, echonet
 
 
 def runs(options):
     def lv_only(alias):
-        return sweep.paper_source(alias, options, remove=("lvm", "la"))
+        return options.source(alias, remove=("lvm", "la"))
 
     settings = [(alias, (alias,)) for alias in SOURCES] + [("all", SOURCES)]
     out = []
@@ -29,10 +30,10 @@ def runs(options):
             for seed in options.seeds:
                 for setting, aliases in settings:
                     cfg = options.config([lv_only(a) for a in aliases], arch=arch, loss=loss, seed=seed)
-                    others = tuple(sweep.paper_source(a, options) for a in SOURCES if a not in aliases)
-                    out.append(sweep.Run(f"{arch}/{loss}/{setting}/s{seed}", cfg,
-                                         tags={"setting": setting}, test_sources=others))
-    return sweep.with_grid_search(out, options)
+                    others = tuple(options.source(a) for a in SOURCES if a not in aliases)
+                    out.append(X.Run(f"{arch}/{loss}/{setting}/s{seed}", cfg,
+                                     tags={"setting": setting}, test_sources=others))
+    return X.with_grid_search(out, options)
 
 
 def report(inp):
@@ -59,17 +60,17 @@ def report(inp):
                              f"{R.PAPER_FIG2_CROSS_DOMAIN_DROP[1]:.2f} on the real datasets."
                              if o.data == "real" else ""), ""]
             name = f"fig2_domain_{arch}_{loss}.png"
-            R.plot_domain_matrix(rows, os.path.join(inp.figures_dir, name), order=SOURCES + ("all",))
+            F.plot_domain_matrix(rows, os.path.join(inp.figures_dir, name), order=SOURCES + ("all",))
             lines += [f"![Figure 2, {arch} {loss}](figures/{name})", ""]
             if not compact:
                 compact = f"LV Dice ({arch}, {loss}), train x test:\n{table}"
     return "\n".join(lines), compact
 
 
-EXPERIMENT = sweep.Experiment(
+EXPERIMENT = X.Experiment(
     name="exp1_domain_shift",
     title="Experiment 1: LV segmentation within and across domains (Figure 2)",
     runs=runs, report=report, default_losses=("cce",))
 
 if __name__ == "__main__":
-    sys.exit(sweep.main(EXPERIMENT))
+    sys.exit(X.main(EXPERIMENT))

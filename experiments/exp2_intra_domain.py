@@ -12,52 +12,54 @@ and sample predictions (Figure 4b).
     python experiments/exp2_intra_domain.py --preset=paper --data=real --data_dir=...
 """
 
+import dataclasses
 import os
 import sys
 
-from echojax import pseudo_label
+from echojax import experiment as X
+from echojax import figures as F
 from echojax import report as R
-from echojax import sweep
 
 BASELINES = ("benchmark", "pseudo_label")
 
 
-def add_flags(parser):
-    parser.add_argument("--fraction", type=float, default=0.5,
-                        help="fraction of CAMUS train/validation masks without LVM (paper: 0.5)")
-    parser.add_argument("--baselines", default=",".join(BASELINES),
-                        help="comma list of %(default)s, or '' for none")
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    fraction: float = X.flag(
+        0.5, "fraction of CAMUS train/validation masks without LVM (paper: 0.5)")
+    baselines: tuple[str, ...] = X.flag(
+        BASELINES, "comma list of %(default)s, or '' for none", choices=BASELINES)
+
+    def __post_init__(self):
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"--fraction must be in (0, 1], got {self.fraction}")
 
 
 def runs(options):
-    fraction = options.extra.get("fraction", 0.5)
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
-    baselines = sweep._csv_list(options.extra.get("baselines") or "none", BASELINES + ("none",),
-                                "--baselines")
-    partial = sweep.paper_source("camus", options, remove=("lvm",), fraction=fraction)
-    full = sweep.paper_source("camus", options)
+    fraction, baselines = options.flags.fraction, options.flags.baselines
+    partial = options.source("camus", remove=("lvm",), fraction=fraction)
+    full = options.source("camus")
     tags = {"setting": f"camus(no LVM in {fraction:.0%})"}
     out = []
     for arch in options.archs:
         for seed in options.seeds:
             for loss in options.losses:
                 cfg = options.config([partial], arch=arch, loss=loss, seed=seed)
-                out.append(sweep.Run(f"{arch}/{loss}/s{seed}", cfg, tags=tags))
+                out.append(X.Run(f"{arch}/{loss}/s{seed}", cfg, tags=tags))
             if "benchmark" in baselines:
                 cfg = options.config([full], arch=arch, loss="cce", seed=seed)
-                out.append(sweep.Run(f"{arch}/benchmark/s{seed}", cfg,
+                out.append(X.Run(f"{arch}/benchmark/s{seed}", cfg,
                                      tags={"setting": "camus", "method": "benchmark"}))
             if "pseudo_label" in baselines:
                 base = options.config([partial], arch=arch, loss="cce", seed=seed)
-                out += pseudo_label.runs(base, ("lvm",), teacher_name=f"{arch}/pseudo_teacher/s{seed}",
-                                         student_name=f"{arch}/pseudo_label/s{seed}", tags=tags)
-    return sweep.with_grid_search(out, options)
+                out += X.pseudo_label_runs(base, ("lvm",), teacher_name=f"{arch}/pseudo_teacher/s{seed}",
+                                           student_name=f"{arch}/pseudo_label/s{seed}", tags=tags)
+    return X.with_grid_search(out, options)
 
 
 def report(inp):
     o = inp.options
-    order = list(sweep.ARCHS) + list(o.losses) + ["pseudo_label", "benchmark"]
+    order = list(X.ARCHS) + list(o.losses) + ["pseudo_label", "benchmark"]
     res = [r for r in inp.results if r["method"] != "pseudo_teacher"]
     table = R.structure_table(res, group=("arch", "method"), test_source="camus", order=order)
     lines = ["## Dice per structure on CAMUS test images (Figures 3-4)", "",
@@ -69,30 +71,28 @@ def report(inp):
         arch_rows = [r for r in res if r["arch"] == arch]
         if not arch_rows:
             continue
-        R.plot_boxes(arch_images, os.path.join(inp.figures_dir, f"fig3_boxes_{arch}.png"),
+        F.plot_boxes(arch_images, os.path.join(inp.figures_dir, f"fig3_boxes_{arch}.png"),
                      order=order, title=f"{arch}: per-image Dice on CAMUS (all seeds)")
-        R.plot_mean_std(arch_rows, os.path.join(inp.figures_dir, f"fig4a_mean_std_{arch}.png"),
+        F.plot_mean_std(arch_rows, os.path.join(inp.figures_dir, f"fig4a_mean_std_{arch}.png"),
                         order=order, title=f"{arch}: mean vs std of Dice")
         lines += [f"![Figure 3, {arch}](figures/fig3_boxes_{arch}.png)",
                   f"![Figure 4a, {arch}](figures/fig4a_mean_std_{arch}.png)", ""]
-        if inp.overlays:
-            chosen = {}
-            for m in order[len(sweep.ARCHS):]:
-                run = next((r for r in inp.runs if r.name == f"{arch}/{m}/s{o.seeds[0]}"), None)
-                if run is not None and run.name not in inp.missing:
-                    chosen[m] = run
-            if chosen:
-                sweep.overlay_figure(inp.workdir, chosen, "camus",
-                                     os.path.join(inp.figures_dir, f"fig4b_overlay_{arch}.png"),
-                                     title=f"{arch}: CAMUS test images (LVM in green)")
-                lines += [f"![Figure 4b, {arch}](figures/fig4b_overlay_{arch}.png)", ""]
+        chosen = {}
+        for m in order[len(X.ARCHS):]:
+            run = inp.finished(f"{arch}/{m}/s{o.seeds[0]}")
+            if run is not None:
+                chosen[m] = run
+        if chosen:
+            inp.overlay_figure(chosen, "camus", f"fig4b_overlay_{arch}.png",
+                               title=f"{arch}: CAMUS test images (LVM in green)")
+            lines += [f"![Figure 4b, {arch}](figures/fig4b_overlay_{arch}.png)", ""]
     return "\n".join(lines), "Dice on CAMUS test images:\n" + table
 
 
-EXPERIMENT = sweep.Experiment(
+EXPERIMENT = X.Experiment(
     name="exp2_intra_domain",
     title="Experiment 2: CAMUS with LVM removed from half the masks (Figures 3-4)",
-    runs=runs, report=report, add_flags=add_flags)
+    runs=runs, report=report, flags=Flags)
 
 if __name__ == "__main__":
-    sys.exit(sweep.main(EXPERIMENT))
+    sys.exit(X.main(EXPERIMENT))

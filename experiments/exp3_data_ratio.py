@@ -13,62 +13,59 @@ std over seeds, in Table 2's layout, for each loss and architecture.
     python experiments/exp3_data_ratio.py --preset=paper --data=real --data_dir=...
 """
 
+import dataclasses
 import sys
 
+from echojax import experiment as X
 from echojax import report as R
-from echojax import sweep
 
 PAPER_CAMUS = (100, 200, 400, 1000)
 PAPER_UNITY = (0, 100, 200, 400)
 
 
-def add_flags(parser):
-    parser.add_argument("--camus_sizes", default=None,
-                        help="comma list of CAMUS training sizes (default: paper's, scaled)")
-    parser.add_argument("--unity_sizes", default=None,
-                        help="comma list of Unity training sizes, 0 = none (default: paper's, scaled)")
-    parser.add_argument("--dropout", type=float, default=0.0,
-                        help="label-dropout rate on the LA for every run (default 0)")
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    camus_sizes: tuple[int, ...] | None = X.flag(
+        None, "comma list of CAMUS training sizes (default: paper's, scaled)")
+    unity_sizes: tuple[int, ...] | None = X.flag(
+        None, "comma list of Unity training sizes, 0 = none (default: paper's, scaled)")
+    dropout: float = X.flag(0.0, "label-dropout rate on the LA for every run (default 0)")
 
-
-def _sizes(options, flag, paper):
-    text = options.extra.get(flag)
-    if not text:
-        return tuple(0 if n == 0 else options.size(n) for n in paper)
-    try:
-        sizes = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"--{flag} must be a comma list of ints, got {text!r}") from None
-    if any(n < 0 for n in sizes):
-        raise ValueError(f"--{flag} must be >= 0, got {sizes}")
-    return sizes
+    def __post_init__(self):
+        for name in ("camus_sizes", "unity_sizes"):
+            sizes = getattr(self, name)
+            if sizes is not None and (not sizes or any(n < 0 for n in sizes)):
+                raise ValueError(f"--{name} must be a comma list of ints >= 0, got {sizes}")
+        if self.camus_sizes is not None and 0 in self.camus_sizes:
+            raise ValueError("--camus_sizes must be positive: CAMUS is the fully labelled source")
 
 
 def runs(options):
-    camus_sizes = _sizes(options, "camus_sizes", PAPER_CAMUS)
-    unity_sizes = _sizes(options, "unity_sizes", PAPER_UNITY)
-    if 0 in camus_sizes:
-        raise ValueError("--camus_sizes must be positive: CAMUS is the fully labelled source")
-    dropout = options.extra.get("dropout", 0.0)
+    def scaled(paper):
+        return tuple(0 if n == 0 else options.size(n) for n in paper)
+
+    camus_sizes = options.flags.camus_sizes or scaled(PAPER_CAMUS)
+    unity_sizes = options.flags.unity_sizes or scaled(PAPER_UNITY)
+    dropout = options.flags.dropout
     seeds = options.seeds if options.seeds_given else options.preset.grid_seeds
-    unity_test = sweep.paper_source("unity", options)
+    unity_test = options.source("unity")
     out = []
     for arch in options.archs:
         for loss in options.losses:
             for seed in seeds:
                 for nc in camus_sizes:
                     for nu in unity_sizes:
-                        sources = [sweep.paper_source("camus", options, train_examples=nc)]
+                        sources = [options.source("camus", train_examples=nc)]
                         if nu:
-                            sources.append(sweep.paper_source("unity", options, train_examples=nu,
-                                                              remove=("la",)))
+                            sources.append(options.source("unity", train_examples=nu,
+                                                          remove=("la",)))
                         cfg = options.config(sources, arch=arch, loss=loss, seed=seed,
                                              dropout=dropout, dropout_classes=("la",))
-                        out.append(sweep.Run(
+                        out.append(X.Run(
                             f"{arch}/{loss}/c{nc}_u{nu}/s{seed}", cfg,
                             tags={"setting": f"c{nc}_u{nu}"},
                             test_sources=() if nu else (unity_test,)))
-    return sweep.with_grid_search(out, options)
+    return X.with_grid_search(out, options)
 
 
 def report(inp):
@@ -87,10 +84,10 @@ def report(inp):
     return "\n".join(lines), compact
 
 
-EXPERIMENT = sweep.Experiment(
+EXPERIMENT = X.Experiment(
     name="exp3_data_ratio",
     title="Experiment 3: CAMUS x Unity training-set sizes (Table 2)",
-    runs=runs, report=report, add_flags=add_flags)
+    runs=runs, report=report, flags=Flags)
 
 if __name__ == "__main__":
-    sys.exit(sweep.main(EXPERIMENT))
+    sys.exit(X.main(EXPERIMENT))

@@ -11,44 +11,36 @@ Reported: LA Dice on Unity against the dropout rate (Figure 6) and each loss at 
     python experiments/exp3_dropout.py --preset=paper --data=real --data_dir=...
 """
 
+import dataclasses
 import math
 import os
 import sys
 
-from echojax import pseudo_label
+from echojax import experiment as X
+from echojax import figures as F
 from echojax import report as R
-from echojax import sweep
 
 BASELINES = ("benchmark", "pseudo_label")
 
 
-def add_flags(parser):
-    parser.add_argument("--rates", default=None,
-                        help="comma list of label-dropout rates in [0, 1] (default: the preset's)")
-    parser.add_argument("--baselines", default=",".join(BASELINES),
-                        help="comma list of %(default)s, or '' for none")
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    rates: tuple[float, ...] | None = X.flag(
+        None, "comma list of label-dropout rates in [0, 1] (default: the preset's)")
+    baselines: tuple[str, ...] = X.flag(
+        BASELINES, "comma list of %(default)s, or '' for none", choices=BASELINES)
 
-
-def _rates(options):
-    text = options.extra.get("rates")
-    if not text:
-        return options.preset.dropout_rates
-    try:
-        rates = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"--rates must be a comma list of numbers, got {text!r}") from None
-    if any(not 0.0 <= r <= 1.0 for r in rates):
-        raise ValueError(f"--rates must lie in [0, 1], got {rates}")
-    return rates
+    def __post_init__(self):
+        if self.rates is not None and any(not 0.0 <= r <= 1.0 for r in self.rates):
+            raise ValueError(f"--rates must lie in [0, 1], got {self.rates}")
 
 
 def runs(options):
-    rates = _rates(options)
-    baselines = sweep._csv_list(options.extra.get("baselines") or "none", BASELINES + ("none",),
-                                "--baselines")
-    camus = sweep.paper_source("camus", options)
-    unity_partial = sweep.paper_source("unity", options, remove=("la",))
-    unity_full = sweep.paper_source("unity", options)
+    rates = options.flags.rates or options.preset.dropout_rates
+    baselines = options.flags.baselines
+    camus = options.source("camus")
+    unity_partial = options.source("unity", remove=("la",))
+    unity_full = options.source("unity")
     tags = {"setting": "camus+unity(no LA)"}
     out = []
     for arch in options.archs:
@@ -57,16 +49,16 @@ def runs(options):
                 for rate in rates:
                     cfg = options.config([camus, unity_partial], arch=arch, loss=loss, seed=seed,
                                          dropout=rate, dropout_classes=("la",))
-                    out.append(sweep.Run(f"{arch}/{loss}/d{rate:g}/s{seed}", cfg, tags=tags))
+                    out.append(X.Run(f"{arch}/{loss}/d{rate:g}/s{seed}", cfg, tags=tags))
             if "benchmark" in baselines:
                 cfg = options.config([camus, unity_full], arch=arch, loss="cce", seed=seed)
-                out.append(sweep.Run(f"{arch}/benchmark/s{seed}", cfg,
+                out.append(X.Run(f"{arch}/benchmark/s{seed}", cfg,
                                      tags={"setting": "camus+unity", "method": "benchmark"}))
             if "pseudo_label" in baselines:
                 base = options.config([camus, unity_partial], arch=arch, loss="cce", seed=seed)
-                out += pseudo_label.runs(base, ("la",), teacher_name=f"{arch}/pseudo_teacher/s{seed}",
-                                         student_name=f"{arch}/pseudo_label/s{seed}", tags=tags)
-    return sweep.with_grid_search(out, options)
+                out += X.pseudo_label_runs(base, ("la",), teacher_name=f"{arch}/pseudo_teacher/s{seed}",
+                                           student_name=f"{arch}/pseudo_label/s{seed}", tags=tags)
+    return X.with_grid_search(out, options)
 
 
 def best_rates(results, *, losses):
@@ -91,14 +83,14 @@ def report(inp):
              "Rows: architecture and loss; columns: dropout rate on the LA; cells: mean ± std "
              "over seeds of the mean LA Dice over Unity's test images.", ""]
     dropout_rows = [r for r in res if r["method"] in losses]
-    fig6 = R.dropout_table(dropout_rows, test_source="unity", order=list(sweep.ARCHS) + losses)
+    fig6 = R.dropout_table(dropout_rows, test_source="unity", order=list(X.ARCHS) + losses)
     lines += [fig6, ""]
     base = [r for r in res if r["method"] in ("benchmark", "pseudo_label")]
     if base:
         lines += ["Baselines, LA Dice on Unity:", "",
                   R.structure_table(base, group=("arch", "method"), test_source="unity",
                                     structures=("la",),
-                                    order=list(sweep.ARCHS) + ["pseudo_label", "benchmark"]), ""]
+                                    order=list(X.ARCHS) + ["pseudo_label", "benchmark"]), ""]
     for arch in o.archs:
         rows = [r for r in res if r["arch"] == arch]
         if rows:
@@ -106,7 +98,7 @@ def report(inp):
                 [r for r in rows if r["method"] in ("benchmark", "pseudo_label")
                  and r["structure"] == "la" and r["test_source"] == "unity"],
                 lambda r: (r["method"],), lambda rs: rs[0]["dice_mean"])
-            R.plot_dropout_curve([r for r in rows if r["method"] in losses],
+            F.plot_dropout_curve([r for r in rows if r["method"] in losses],
                                  os.path.join(inp.figures_dir, f"fig6_dropout_{arch}.png"),
                                  test_source="unity", order=losses, title=f"{arch}: LA on Unity",
                                  references={k[0]: v[0] for k, v in sorted(refs.items())})
@@ -133,33 +125,29 @@ def report(inp):
     for source in ("unity", "camus"):
         lines += [f"Test source: {source}", "",
                   R.structure_table(picked, group=("arch", "method"), test_source=source,
-                                    order=list(sweep.ARCHS) + fig7_order), ""]
-    if inp.overlays:
-        for arch in o.archs:
-            chosen = {}
-            for loss in losses:
-                for rate in dict.fromkeys((0.0, best.get((arch, loss), 0.0))):
-                    name = f"{arch}/{loss}/d{rate:g}/s{o.seeds[0]}"
-                    run = next((r for r in inp.runs if r.name == name), None)
-                    if run is not None and name not in inp.missing:
-                        chosen[f"{loss} d={rate:g}"] = run
-            for m in ("benchmark", "pseudo_label"):
-                name = f"{arch}/{m}/s{o.seeds[0]}"
-                run = next((r for r in inp.runs if r.name == name), None)
-                if run is not None and name not in inp.missing:
-                    chosen[m] = run
-            if chosen:
-                path = os.path.join(inp.figures_dir, f"fig7_overlay_{arch}.png")
-                sweep.overlay_figure(inp.workdir, chosen, "unity", path,
-                                     title=f"{arch}: Unity test images (LA in blue)")
-                lines += [f"![Figure 7b, {arch}](figures/fig7_overlay_{arch}.png)", ""]
+                                    order=list(X.ARCHS) + fig7_order), ""]
+    for arch in o.archs:
+        chosen = {}
+        for loss in losses:
+            for rate in dict.fromkeys((0.0, best.get((arch, loss), 0.0))):
+                run = inp.finished(f"{arch}/{loss}/d{rate:g}/s{o.seeds[0]}")
+                if run is not None:
+                    chosen[f"{loss} d={rate:g}"] = run
+        for m in ("benchmark", "pseudo_label"):
+            run = inp.finished(f"{arch}/{m}/s{o.seeds[0]}")
+            if run is not None:
+                chosen[m] = run
+        if chosen:
+            inp.overlay_figure(chosen, "unity", f"fig7_overlay_{arch}.png",
+                               title=f"{arch}: Unity test images (LA in blue)")
+            lines += [f"![Figure 7b, {arch}](figures/fig7_overlay_{arch}.png)", ""]
     return "\n".join(lines), "LA Dice on Unity by label-dropout rate:\n" + fig6
 
 
-EXPERIMENT = sweep.Experiment(
+EXPERIMENT = X.Experiment(
     name="exp3_dropout",
     title="Experiment 3: CAMUS + Unity without LA, label dropout (Figures 6-7)",
-    runs=runs, report=report, add_flags=add_flags)
+    runs=runs, report=report, flags=Flags)
 
 if __name__ == "__main__":
-    sys.exit(sweep.main(EXPERIMENT))
+    sys.exit(X.main(EXPERIMENT))

@@ -14,57 +14,57 @@ further prepared source (Table 4), with sample predictions.
         --external=my_dataset/256:mine
 """
 
-import os
+import dataclasses
 import sys
 
-from echojax import pseudo_label
+from echojax import experiment as X
 from echojax import report as R
-from echojax import sweep
 
 PAPER_BALANCED = {"echonet": 1400, "camus": 1000, "unity": 400}
 SETTINGS = ("full", "balanced")
 BASELINES = ("pseudo_label",)
 
 
-def add_flags(parser):
-    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma list of %(default)s")
-    parser.add_argument("--dropout", type=float, default=0.0,
-                        help="label-dropout rate on LVM and LA for every loss (default 0)")
-    parser.add_argument("--baselines", default=",".join(BASELINES),
-                        help="comma list of %(default)s, or '' for none")
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    settings: tuple[str, ...] = X.flag(SETTINGS, "comma list of %(default)s", choices=SETTINGS)
+    dropout: float = X.flag(0.0, "label-dropout rate on LVM and LA for every loss (default 0)")
+    baselines: tuple[str, ...] = X.flag(
+        BASELINES, "comma list of %(default)s, or '' for none", choices=BASELINES)
+
+    def __post_init__(self):
+        if not self.settings:
+            raise ValueError(f"--settings is empty; expected some of {list(SETTINGS)}")
 
 
 def runs(options):
-    settings = sweep._csv_list(options.extra.get("settings") or ",".join(SETTINGS), SETTINGS,
-                               "--settings")
-    baselines = sweep._csv_list(options.extra.get("baselines") or "none", BASELINES + ("none",),
-                                "--baselines")
-    dropout = options.extra.get("dropout", 0.0)
-    external = tuple(sweep.extra_sources(options, exclude=sweep.PAPER_SOURCES))
+    settings, baselines = options.flags.settings, options.flags.baselines
+    dropout = options.flags.dropout
+    external = tuple(options.external_sources(exclude=X.PAPER_SOURCES))
     out = []
     for setting in settings:
-        sources = [sweep.paper_source(
-            a, options, train_examples=options.size(PAPER_BALANCED[a]) if setting == "balanced" else None)
+        sources = [options.source(
+            a, train_examples=options.size(PAPER_BALANCED[a]) if setting == "balanced" else None)
             for a in ("camus", "unity", "echonet")]
         for arch in options.archs:
             for seed in options.seeds:
                 for loss in options.losses:
                     cfg = options.config(sources, arch=arch, loss=loss, seed=seed, dropout=dropout,
                                          dropout_classes=("lvm", "la"))
-                    out.append(sweep.Run(f"{setting}/{arch}/{loss}/s{seed}", cfg,
-                                         tags={"setting": setting}, test_sources=external))
+                    out.append(X.Run(f"{setting}/{arch}/{loss}/s{seed}", cfg,
+                                     tags={"setting": setting}, test_sources=external))
                 if "pseudo_label" in baselines:
                     base = options.config(sources, arch=arch, loss="cce", seed=seed)
-                    out += pseudo_label.runs(base, ("lvm", "la"),
-                                             teacher_name=f"{setting}/{arch}/pseudo_teacher/s{seed}",
-                                             student_name=f"{setting}/{arch}/pseudo_label/s{seed}",
-                                             tags={"setting": setting})
-    return sweep.with_grid_search(out, options)
+                    out += X.pseudo_label_runs(
+                        base, ("lvm", "la"), teacher_name=f"{setting}/{arch}/pseudo_teacher/s{seed}",
+                        student_name=f"{setting}/{arch}/pseudo_label/s{seed}",
+                        tags={"setting": setting})
+    return X.with_grid_search(out, options)
 
 
 def report(inp):
     o = inp.options
-    order = list(SETTINGS) + list(sweep.ARCHS) + list(o.losses) + ["pseudo_label"]
+    order = list(SETTINGS) + list(X.ARCHS) + list(o.losses) + ["pseudo_label"]
     paper = {"camus", "unity", "echonet"}
     res = [r for r in inp.results if r["method"] != "pseudo_teacher"]
     internal = [r for r in res if r["test_source"] in paper]
@@ -79,7 +79,7 @@ def report(inp):
                   R.structure_table(internal, group=("setting", "arch", "method"),
                                     test_source=source, order=order), ""]
     images = [i for i in inp.per_image if i["source"] in paper]
-    methods = [m for m in order[len(SETTINGS) + len(sweep.ARCHS):]
+    methods = [m for m in order[len(SETTINGS) + len(X.ARCHS):]
                if any(i["method"] == m for i in images)]
     if len(methods) > 1:
         lines += ["## Wilcoxon signed-rank tests between methods", "",
@@ -102,28 +102,25 @@ def report(inp):
     else:
         lines += ["No external source was prepared for this run: name one with "
                   "`--external=<tfds name>:<alias>`.", ""]
-    if inp.overlays:
-        for setting in SETTINGS:
-            for arch in o.archs:
-                chosen = {}
-                for m in methods:
-                    run = next((r for r in inp.runs
-                                if r.name == f"{setting}/{arch}/{m}/s{o.seeds[0]}"), None)
-                    if run is not None and run.name not in inp.missing:
-                        chosen[m] = run
-                if chosen:
-                    name = f"fig8_overlay_{setting}_{arch}.png"
-                    sweep.overlay_figure(inp.workdir, chosen, "echonet",
-                                         os.path.join(inp.figures_dir, name),
-                                         title=f"{setting}, {arch}: EchoNet test images")
-                    lines += [f"![Figure 8, {setting} {arch}](figures/{name})", ""]
+    for setting in SETTINGS:
+        for arch in o.archs:
+            chosen = {}
+            for m in methods:
+                run = inp.finished(f"{setting}/{arch}/{m}/s{o.seeds[0]}")
+                if run is not None:
+                    chosen[m] = run
+            if chosen:
+                name = f"fig8_overlay_{setting}_{arch}.png"
+                inp.overlay_figure(chosen, "echonet", name,
+                                   title=f"{setting}, {arch}: EchoNet test images")
+                lines += [f"![Figure 8, {setting} {arch}](figures/{name})", ""]
     return "\n".join(lines), "Dice per structure and EF MAE (Table 3):\n" + table3
 
 
-EXPERIMENT = sweep.Experiment(
+EXPERIMENT = X.Experiment(
     name="exp4_all_datasets",
     title="Experiment 4: CAMUS + Unity + EchoNet (Tables 3-4)",
-    runs=runs, report=report, add_flags=add_flags)
+    runs=runs, report=report, flags=Flags)
 
 if __name__ == "__main__":
-    sys.exit(sweep.main(EXPERIMENT))
+    sys.exit(X.main(EXPERIMENT))

@@ -13,9 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from echojax.checkpoint import Checkpoints, abstract
+from echojax import inference
 from echojax.config import Config, LossConfig, ModelConfig, Source
-from echojax.train import Engine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "engine_worker.py")
@@ -34,7 +33,8 @@ def tiny_config(data_dir: str, **kw) -> Config:
     """A run of 2 epochs x 5 steps of 4 examples, evaluated and checkpointed each epoch.
     Label dropout is wired in (LA, rate 0 unless changed) so one compiled step serves
     the tests that vary the rate."""
-    base = dict(loss=LossConfig(name="acce", dropout_rate=0.0, dropout_classes=("la",)),sources=(Source(DATASET, alias="tiny"),), resolution=16, data_dir=data_dir,
+    base = dict(loss=LossConfig(name="acce", dropout_rate=0.0, dropout_classes=("la",)),
+                sources=(Source(DATASET, alias="tiny"),), resolution=16, data_dir=data_dir,
                 model=ModelConfig(name="unet", size="tiny", overrides={"widths": (4, 8)}),
                 batch_size=4, eval_batch_size=4, epochs=2, eval_every=1, log_every=1, seed=3)
     base.update(kw)
@@ -60,13 +60,9 @@ def run_worker(config: Config, workdir: str, *args: str, env: dict | None = None
 
 
 def load_state(workdir: str, which: str | int = "latest"):
-    """The train state of a run's checkpoint, as numpy (host) arrays."""
-    config = Config.load(os.path.join(workdir, "config.json"))
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    step = ckpt.resolve(which)
-    state = ckpt.restore(step, abstract(Engine(config, total_steps=1).initial_state))
-    ckpt.close()
-    return jax.device_get(state)
+    """The whole train state of a run's checkpoint (optimiser state, step and RNG too),
+    as numpy (host) arrays."""
+    return jax.device_get(inference.restore_state(workdir, checkpoint=which))
 
 
 def read_metrics(workdir: str) -> list[dict]:

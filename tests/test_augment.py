@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from echojax.augment import AugmentConfig, augment_batch
+from echojax.config import from_jsonable, to_jsonable
 
 NONE = AugmentConfig.none()
 # Jitted once per (config, shape): faster than op-by-op dispatch on 2 cores.
@@ -175,11 +176,11 @@ def test_bad_config_raises(bad):
 
 def test_config_json_round_trip_and_static_hashing():
     cfg = AugmentConfig(rotation_degrees=(-10, 20))
-    back = AugmentConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    back = from_jsonable(AugmentConfig, json.loads(json.dumps(to_jsonable(cfg))), "augment")
     assert back == cfg and hash(back) == hash(cfg)
     assert back.rotation_degrees == (-10.0, 20.0)
     with pytest.raises(ValueError, match="unknown keys"):
-        AugmentConfig.from_dict({"scale_probability": 0.1})
+        from_jsonable(AugmentConfig, {"scale_probability": 0.1}, "augment")
 
 
 def test_bad_shapes_raise():

@@ -6,12 +6,13 @@ import io
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 from fixtures_engine import engine_data_dir, tiny_config  # noqa: F401
 
 from echojax import evaluate as evaluate_lib
-from echojax import train
+from echojax import files, rundir, train
 from fixtures import tiny_echo
 
 pytestmark = pytest.mark.xdist_group("engine")
@@ -67,7 +68,7 @@ def test_evaluate_is_deterministic_and_complete(run_dir):
     assert src["ef"]["monoplane"]["count"] == 2
     assert src["ef"]["biplane"]["count"] == 0
     assert json.loads(first["summary.json"]) == json.loads(json.dumps(
-        evaluate_lib._json_safe(summary)))
+        files.json_safe(summary)))
 
 
 def test_bad_checkpoint_and_workdir(run_dir, tmp_path):
@@ -95,7 +96,7 @@ def test_source_flag_evaluates_the_checkpoint_on_another_dataset(run_dir, capsys
     got = json.loads(_read(os.path.join(ext, "eval", "test", "summary.json")))
     assert list(got["sources"]) == ["again"]
     assert got["sources"]["again"]["dice"] == json.loads(json.dumps(
-        evaluate_lib._json_safe(own["sources"]["tiny"]["dice"])))
+        files.json_safe(own["sources"]["tiny"]["dice"])))
     ext_csv = _read(os.path.join(ext, "eval", "test", "per_image.csv")).decode()
     own_csv = _read(os.path.join(run_dir, "eval", "test", "per_image.csv")).decode()
     assert ext_csv == own_csv.replace("\ntiny,", "\nagain,")
@@ -110,3 +111,44 @@ def test_source_flag_evaluates_the_checkpoint_on_another_dataset(run_dir, capsys
     assert "expects a TFDS name with its config" in capsys.readouterr().err
     with pytest.raises(ValueError, match="already holds an external evaluation"):
         evaluate_lib.main(["--workdir", run_dir, "--source", "synthetic_echo/unity_like_64:again"])
+
+
+def test_run_records_its_environment_and_evaluate_warns_when_it_differs(run_dir):
+    run = rundir.RunDir(run_dir)
+    recorded = json.loads(_read(run.environment))
+    assert recorded == json.loads(json.dumps(rundir.current_environment()))
+    assert rundir.environment_differences(run) == []
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rundir.EnvironmentChangedWarning)
+        evaluate_lib.evaluate(run_dir, checkpoint="latest")  # same environment: no warning
+    changed = dict(recorded, device_kind="TPU v9",
+                   packages=dict(recorded["packages"], jax="0.0.1"))
+    files.write_json(run.environment, changed)
+    try:
+        assert rundir.environment_differences(run) == [
+            f"jax 0.0.1 -> {recorded['packages']['jax']}",
+            f"device_kind TPU v9 -> {recorded['device_kind']}"]
+        with pytest.warns(rundir.EnvironmentChangedWarning,
+                          match=r"evaluating .* in another environment .*jax 0.0.1 ->"):
+            evaluate_lib.evaluate(run_dir, checkpoint="latest")
+    finally:
+        files.write_json(run.environment, recorded)
+
+
+def test_restore_uses_abstract_shapes_and_predictor_compiles_once(run_dir):
+    from echojax import inference
+
+    model = inference.restore(run_dir, checkpoint="latest")
+    state = inference.restore_state(run_dir, checkpoint="latest")
+    assert model.step == int(state["step"]) == 5 and model.decision_rule == "acce"
+    for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(state["params"])):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    predict = model.predictor(batch_size=4)
+    images = np.stack([tiny_echo.make_example("test", i, 16)["image"] for i in range(6)])
+    first = predict(images)
+    assert first.shape == (6, 16, 16) and first.dtype == np.int32
+    np.testing.assert_array_equal(predict(images[:1]), first[:1])  # padding changes nothing
+    assert predict.compiled_shapes == 1  # 6 and 1 images: one padded shape
+    with pytest.raises(ValueError, match=r"uint8\[N, 16, 16, 1\]"):
+        predict(images.astype(np.float32))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from echojax import report
+from echojax import figures, files, report
 
 
 def _row(run, *, setting="s", method="cce", arch="unet", loss="cce", dropout=0.0, seed=0,
@@ -166,16 +166,16 @@ def test_wilcoxon_all_zero_differences_gives_nan():
 def test_results_csv_round_trip_and_bad_columns(tmp_path):
     rows = [_row("r", mean=0.75, median=0.8, ef_mae=3.5, ef_n=4, dropout=0.3, seed=2)]
     path = tmp_path / "results.csv"
-    report.write_csv(path, rows, report.RESULT_COLUMNS)
+    files.write_csv(path, rows, report.RESULT_COLUMNS)
     back = report.read_results(path)
     assert back[0]["dice_mean"] == 0.75 and back[0]["seed"] == 2 and back[0]["dropout"] == 0.3
     assert back[0]["dice_std"] == 0.1 and back[0]["ef_n"] == 4 and back[0]["ef_mae"] == 3.5
-    assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
+    assert os.listdir(tmp_path) == ["results.csv"]  # no temporary file left behind
     (tmp_path / "bad.csv").write_text("experiment,run\nx,y\n")
     with pytest.raises(ValueError, match="missing columns"):
         report.read_results(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="lacks columns"):
-        report.write_csv(tmp_path / "x.csv", [{"run": "r"}], report.RESULT_COLUMNS)
+        files.write_csv(tmp_path / "x.csv", [{"run": "r"}], report.RESULT_COLUMNS)
 
 
 def test_read_per_image_parses_nan(tmp_path):
@@ -200,20 +200,20 @@ def test_markdown_and_sizes_bad_input():
 def test_figures_are_written_atomically(tmp_path):
     rows = [_row(f"r{d}", method="acce", dropout=d, test_source="unity", structure=s, mean=0.5 + d / 4)
             for d in (0.0, 0.5, 1.0) for s in ("lv", "lvm", "la")]
-    report.plot_dropout_curve(rows, tmp_path / "f6.png", test_source="unity",
+    figures.plot_dropout_curve(rows, tmp_path / "f6.png", test_source="unity",
                               references={"benchmark": 0.9, "none": math.nan})
-    report.plot_mean_std(rows, tmp_path / "f4.png")
+    figures.plot_mean_std(rows, tmp_path / "f4.png")
     img = np.zeros((8, 8), np.uint8)
     lab = np.zeros((8, 8), int)
     lab[2:5, 2:5] = 1
-    report.plot_overlays([{"image": img, "label": lab, "predictions": {"acce": lab}}], tmp_path / "ov.png",
+    figures.plot_overlays([{"image": img, "label": lab, "predictions": {"acce": lab}}], tmp_path / "ov.png",
                          methods=["acce"])
     for name in ("f6.png", "f4.png", "ov.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path)) == ["f4.png", "f6.png", "ov.png"]
     with pytest.raises(ValueError, match="no prediction for 'cce'"):
-        report.plot_overlays([{"image": img, "label": lab, "predictions": {"acce": lab}}],
+        figures.plot_overlays([{"image": img, "label": lab, "predictions": {"acce": lab}}],
                              tmp_path / "x.png", methods=["cce"])
     with pytest.raises(ValueError, match="ints 0..3"):
-        report.plot_overlays([{"image": img, "label": lab + 5, "predictions": {}}], tmp_path / "x.png",
+        figures.plot_overlays([{"image": img, "label": lab + 5, "predictions": {}}], tmp_path / "x.png",
                              methods=[])

@@ -3,9 +3,7 @@ invariance, NaN stop, compile-once. Tiny U-Net on 16x16 ``tiny_echo`` (2 epochs 
 steps); runs that must be killed or need other devices/processes are subprocesses."""
 
 import dataclasses
-import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -189,7 +187,8 @@ def test_train_step_compiles_once_and_dropout_rate_is_traced(reference_run):
     sizes = []
     for i, rate in enumerate([0.0, 0.3, 1.0, 0.0]):
         batch = engine.global_batch({k: np.asarray(batches[i % 2][k]) for k in keys})
-        state, m = engine.train_step(state, batch, put(rate))
+        state, m = engine.compiled_train_step(state, batch, dict(engine.hparams,
+                                                                 dropout_rate=put(rate)))
         sizes.append(engine.compiled_train_step._cache_size())
     # (The step is shared by every run of this program in the process, hence sizes
     # are compared, not required to be 1.)
@@ -198,20 +197,22 @@ def test_train_step_compiles_once_and_dropout_rate_is_traced(reference_run):
     # LA's logit) gives another loss than with none dropped.
     s0 = engine.initial_state
     batch = engine.global_batch({k: np.asarray(batches[0][k]) for k in keys})
-    _, m0 = engine.train_step(jax.tree.map(jnp.copy, s0), batch, put(0.0))
-    _, m1 = engine.train_step(jax.tree.map(jnp.copy, s0), batch, put(1.0))
+    _, m0 = engine.compiled_train_step(jax.tree.map(jnp.copy, s0), batch,
+                                       dict(engine.hparams, dropout_rate=put(0.0)))
+    _, m1 = engine.compiled_train_step(jax.tree.map(jnp.copy, s0), batch,
+                                       dict(engine.hparams, dropout_rate=put(1.0)))
     assert float(m0["loss"]) != float(m1["loss"])
     assert engine.compiled_train_step._cache_size() == sizes[0]
 
 
 def test_runs_differing_only_in_dropout_rate_share_the_compiled_step(engine_data_dir):
     # Experiment 3 sweeps the rate; the rate is a traced argument of the step, so the
-    # compiled program (keyed by _program_key) must not depend on it.
+    # compiled program (keyed by program_key) must not depend on it.
     a = tiny_config(engine_data_dir)
     b = tiny_config(engine_data_dir, loss=dataclasses.replace(a.loss, dropout_rate=0.7))
-    assert train._program_key(a) == train._program_key(b)
+    assert train.program_key(a) == train.program_key(b)
     c = tiny_config(engine_data_dir, loss=dataclasses.replace(a.loss, name="cce"))
-    assert train._program_key(a) != train._program_key(c)
+    assert train.program_key(a) != train.program_key(c)
 
 
 def test_runs_differing_only_in_lr_or_length_share_the_compiled_step(engine_data_dir):
@@ -222,9 +223,9 @@ def test_runs_differing_only_in_lr_or_length_share_the_compiled_step(engine_data
     longer = tiny_config(engine_data_dir, epochs=7)
     fewer = tiny_config(engine_data_dir, sources=(dataclasses.replace(
         a.sources[0], train_examples=8),))
-    assert len({train._program_key(c) for c in (a, lr, longer, fewer)}) == 1
+    assert len({train.program_key(c) for c in (a, lr, longer, fewer)}) == 1
     other = tiny_config(engine_data_dir, optim=dataclasses.replace(a.optim, schedule="cosine"))
-    assert train._program_key(other) != train._program_key(a)
+    assert train.program_key(other) != train.program_key(a)
     # ...and engines for other lrs and run lengths reuse the compiled step (its cache
     # does not grow), each applying its own rate: from the same state and batch, the
     # first update (Nesterov SGD from zero momentum: -1.9 lr g) scales with the peak lr,
@@ -301,11 +302,11 @@ def test_workdir_with_other_config_is_refused(reference_run):
 def test_foreground_dice_sums_and_counts():
     sums = np.array([0.0, 1.5, 0.0, 0.9])
     counts = np.array([0, 2, 0, 3])
-    per_class, fg = train.foreground_dice(sums, counts)
+    per_class, fg = train.dice_from_sums(sums, counts)
     np.testing.assert_allclose(per_class[[1, 3]], [0.75, 0.3])
     assert np.isnan(per_class[2])  # never annotated: left out, not counted as 0
     assert fg == pytest.approx((0.75 + 0.3) / 2)
-    assert np.isnan(train.foreground_dice(np.zeros(4), np.zeros(4, int))[1])
+    assert np.isnan(train.dice_from_sums(np.zeros(4), np.zeros(4, int))[1])
 
 
 def test_schedules_and_weight_decay():
@@ -321,7 +322,7 @@ def test_schedules_and_weight_decay():
 
 
 def test_metrics_log_drops_a_half_written_last_line_on_resume(tmp_path):
-    from echojax.train import MetricsLog
+    from echojax.rundir import MetricsLog
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "loss": 0.5}\n{"step": 15, "lo')
     MetricsLog(str(path), resume_step=10, enabled=True)
@@ -329,7 +330,7 @@ def test_metrics_log_drops_a_half_written_last_line_on_resume(tmp_path):
 
 
 def test_metrics_log_names_a_corrupt_line(tmp_path):
-    from echojax.train import MetricsLog
+    from echojax.rundir import MetricsLog
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 5}\nnot json\n{"step": 7}\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl, line 2"):

@@ -36,10 +36,12 @@ import bisect
 import dataclasses
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from echojax import labels
 
@@ -89,14 +91,6 @@ class Removal:
         """Number of the ``n`` examples that lose the classes: round half up."""
         return int(np.floor(self.fraction * n + 0.5))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"classes": list(self.classes), "fraction": self.fraction}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Removal:
-        _check_keys(d, {"classes", "fraction"}, "Removal")
-        return cls(classes=tuple(d["classes"]), fraction=d["fraction"])
-
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -130,33 +124,11 @@ class Source:
                 f"Source {self.alias!r}: train_examples must be a positive int or None, got {n!r}")
         if n is not None:
             object.__setattr__(self, "train_examples", int(n))
-        removals = tuple(Removal.from_dict(r) if isinstance(r, Mapping) else r
-                         for r in self.removals)
+        removals = tuple(self.removals)
         for r in removals:
             if not isinstance(r, Removal):
                 raise ValueError(f"Source {self.alias!r}: removals must be Removal, got {r!r}")
         object.__setattr__(self, "removals", removals)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "alias": self.alias, "train_examples": self.train_examples,
-                "removals": [r.to_dict() for r in self.removals]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Source:
-        _check_keys(d, {"name", "alias", "train_examples", "removals"}, "Source",
-                    optional={"train_examples", "removals"})
-        return cls(name=d["name"], alias=d["alias"], train_examples=d.get("train_examples"),
-                   removals=tuple(Removal.from_dict(r) for r in d.get("removals", ())))
-
-
-def _check_keys(d, keys, what, optional=()):
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{what} must be a mapping, got {d!r}")
-    unknown = set(d) - set(keys)
-    missing = set(keys) - set(optional) - set(d)
-    if unknown or missing:
-        raise ValueError(f"{what} {dict(d)!r}: unknown keys {sorted(unknown)}, "
-                         f"missing keys {sorted(missing)}")
 
 
 def check_sources(sources: Sequence[Source]) -> tuple[Source, ...]:
@@ -228,12 +200,14 @@ class Mixture:
       data_dir: TFDS data directory holding the prepared datasets.
       seed: chooses the training subsets and the removed labels.
       metadata: also return patient_id, view, phase, ef, pixel_spacing_mm, index.
-      prepare: prepare (``download_and_prepare``, array_record) any source that is
-        not yet in ``data_dir``; otherwise a missing source is an error.
+
+    Sources must be prepared in ``data_dir`` (``tfds build``, or the experiment
+    layer's ``prepare_datasets``); they are read from their files, so the builders'
+    code is not needed here.
     """
 
     def __init__(self, sources: Sequence[Source], split: str, *, data_dir: str | None,
-                 seed: int, metadata: bool = False, prepare: bool = False):
+                 seed: int, metadata: bool = False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -243,7 +217,7 @@ class Mixture:
         self.seed = int(seed)
         self.metadata = metadata
         self._data_dir = data_dir
-        self._builders = [_builder(s, data_dir, prepare=prepare) for s in self.sources]
+        self._builders = [_builder(s, data_dir) for s in self.sources]
         resolutions = {s.alias: _resolution(b, s) for s, b in zip(self.sources, self._builders)}
         if len(set(resolutions.values())) != 1:
             raise ValueError(f"mixture sources differ in resolution: {resolutions}")
@@ -283,18 +257,10 @@ class Mixture:
         s = bisect.bisect_right(self._offsets, i) - 1
         return s, int(self._indices[s][i - self._offsets[s]])
 
-    def annotated_counts(self) -> dict[str, dict[str, int]]:
-        """Per source alias: how many examples keep each foreground class's annotation
-        after removals (before looking at the data's own label masks)."""
-        return {s.alias: {labels.CLASS_NAMES[c]: int(k[:, c].sum())
-                          for c in labels.FOREGROUND_CLASSES}
-                for s, k in zip(self.sources, self._keep)}
-
     def _reader(self, s: int):
         if self._readers is None:
             if self._builders is None:
-                self._builders = [_builder(src, self._data_dir, prepare=False)
-                                  for src in self.sources]
+                self._builders = [_builder(src, self._data_dir) for src in self.sources]
             self._readers = [_open_reader(b, self.split) for b in self._builders]
         return self._readers[s]
 
@@ -334,7 +300,6 @@ def _open_reader(builder, split: str):
     end to end. The fast path is used only if the dataset has exactly the shared
     features and its first record decodes identically both ways; otherwise TFDS decodes.
     """
-    import tensorflow_datasets as tfds
     full = builder.as_data_source(split=split)
     if len(full) == 0 or set(builder.info.features.keys()) != set(_FEATURE_KEYS):
         return full.__getitem__
@@ -365,7 +330,6 @@ class _FastDecoder:
     """Decodes one record of the shared feature format: zlib tensors and plain lists."""
 
     def __init__(self, raw_source, image_shape):
-        from tensorflow_datasets.proto import tf_example_pb2
         self._raw, self._shape, self._example = raw_source, image_shape, tf_example_pb2.Example
 
     def __call__(self, index: int) -> dict[str, Any]:
@@ -392,24 +356,19 @@ def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _builder(source: Source, data_dir, *, prepare: bool):
-    import tensorflow_datasets as tfds
-    try:
-        import tfds_builders  # noqa: F401  registers echojax's builders with TFDS
-    except ModuleNotFoundError as e:  # installed without the builders: use data_dir only
-        if e.name != "tfds_builders":
-            raise
+def _builder(source: Source, data_dir):
+    """The TFDS builder of a prepared source. A name TFDS has no registered builder for
+    is opened from its prepared files in ``data_dir`` (TFDS's read-only builder), so
+    this module never imports the builders package (which imports echojax)."""
     try:
         builder = tfds.builder(source.name, data_dir=data_dir)
     except Exception as e:  # TFDS raises several types for unknown names/configs
         raise ValueError(f"Source {source.alias!r}: cannot open TFDS dataset {source.name!r} "
                          f"in data_dir={data_dir!r}: {e}") from e
     if not builder.is_prepared():
-        if not prepare:
-            raise ValueError(
-                f"Source {source.alias!r}: TFDS dataset {source.name!r} is not prepared in "
-                f"data_dir={data_dir!r}; prepare it (tfds build, or prepare=True) first")
-        builder.download_and_prepare(file_format="array_record")
+        raise ValueError(
+            f"Source {source.alias!r}: TFDS dataset {source.name!r} is not prepared in "
+            f"data_dir={data_dir!r}; prepare it first (tfds build, or an experiment script)")
     return builder
 
 

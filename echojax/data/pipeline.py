@@ -28,14 +28,15 @@ import sys
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from echojax.data.mixture import Mixture
 
 
 def _process_shard(batch_size: int, process_index: int | None, process_count: int | None):
     if process_index is None or process_count is None:
-        import jax
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
@@ -133,7 +134,6 @@ def train_dataset(mixture: Mixture, *, batch_size: int, seed: int, num_epochs: i
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                               prefetch_buffer_size=prefetch_batches))
     if worker_count > 0:
-        from absl import flags
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

@@ -1,16 +1,21 @@
-"""echojax.sweep with a fake trainer and evaluator: sharding, skipping finished runs,
-resuming, results rows, grid search and the command line."""
+"""echojax.experiment with a fake backend (trainer, evaluator, predictor): sharding,
+skipping finished runs, resuming, results rows, grid search, typed flags and the
+command line."""
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
 
+import numpy as np
 import pytest
 
-from echojax import report, sweep
+from echojax import experiment as X
+from echojax import files, report
 from echojax.config import Config, LossConfig, ModelConfig
 from echojax.data.mixture import Removal, Source
+from echojax.experiment import datasets, options as options_lib
 
 CAMUS = Source("synthetic_echo/camus_like_64", alias="camus")
 UNITY = Source("synthetic_echo/unity_like_64", alias="unity",
@@ -30,10 +35,29 @@ _DICE = {"cce": (0.5, 0.7), "acce": (0.8, 0.9)}
 
 
 class FakeEngine:
-    """Stands in for train_and_evaluate / evaluate: records calls, writes the files."""
+    """Stands in for train_and_evaluate / evaluate / the predictor and the test data:
+    records calls, writes the files a real run writes."""
 
     def __init__(self):
-        self.trained, self.evaluated = [], []
+        self.trained, self.evaluated, self.predicted = [], [], []
+
+    def backend(self, **kw):
+        return X.Backend(train=self.train, evaluate=self.evaluate,
+                         prepare=kw.pop("prepare", lambda names, **k: None),
+                         train_size=lambda config: 100, predictor=self.predictor,
+                         test_examples=self.test_examples, **kw)
+
+    def predictor(self, run_dir):
+        self.predicted.append(run_dir)
+        return lambda images: np.where(images[..., 0] > 127, 1, 0).astype(np.int32)
+
+    @staticmethod
+    def test_examples(source, *, data_dir, count):
+        image = np.zeros((8, 8, 1), np.uint8)
+        image[2:6, 2:6] = 200
+        seg = (image[..., 0] > 0).astype(np.uint8)
+        return [{"image": image, "segmentation": seg, "patient_id": f"p{k}", "view": "4CH",
+                 "phase": "ED"} for k in range(count)]
 
     def train(self, config: Config, workdir: str):
         self.trained.append(workdir)
@@ -54,69 +78,65 @@ class FakeEngine:
             summary["sources"][s.alias] = {"ef": {"monoplane": {"count": 1, "mae": 4.0},
                                                   "biplane": {"count": 0, "mae": None}}}
         out = os.path.join(workdir, "eval", split)
-        report.atomic_write_text(os.path.join(out, "per_image.csv"), "\n".join(lines) + "\n")
-        report.atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary))
+        files.write_atomic(os.path.join(out, "per_image.csv"), "\n".join(lines) + "\n")
+        files.write_atomic(os.path.join(out, "summary.json"), json.dumps(summary))
 
 
 def test_parse_shard():
-    assert sweep.parse_shard("1/3") == (1, 3)
+    assert options_lib.parse_shard("1/3") == (1, 3)
     for bad in ("3/3", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(ValueError, match="shard"):
-            sweep.parse_shard(bad)
+            options_lib.parse_shard(bad)
 
 
 def test_select_shard_keeps_dependent_runs_together():
     cfg = _config()
     names = [("a", ()), ("b", ()), ("c", ("a",)), ("d", ()), ("e", ("b", "d")), ("f", ())]
-    runs = [sweep.Run(n, cfg, needs=needs) for n, needs in names]
+    runs = [X.Run(n, cfg, needs=needs) for n, needs in names]
     # Groups in order: {a, c}, {b, d, e} (e ties b and d), {f}.
-    pick = lambda i, n: [r.name for r in sweep.select_shard(runs, i, n)]  # noqa: E731
+    pick = lambda i, n: [r.name for r in X.select_shard(runs, i, n)]  # noqa: E731
     assert pick(0, 2) == ["a", "c", "f"]
     assert pick(1, 2) == ["b", "d", "e"]
     assert pick(0, 1) == [n for n, _ in names]
     assert pick(2, 3) == ["f"]
     with pytest.raises(ValueError, match="not listed before"):
-        sweep.select_shard([sweep.Run("x", cfg, needs=("y",)), sweep.Run("y", cfg)], 0, 1)
+        X.select_shard([X.Run("x", cfg, needs=("y",)), X.Run("y", cfg)], 0, 1)
     with pytest.raises(ValueError, match="twice"):
-        sweep.check_runs([sweep.Run("x", cfg), sweep.Run("x", cfg)])
+        X.check_runs([X.Run("x", cfg), X.Run("x", cfg)])
 
 
 def test_execute_skips_finished_and_resumes_interrupted(tmp_path):
-    runs = [sweep.Run("cce/s0", _config("cce")), sweep.Run("acce/s0", _config("acce"))]
+    runs = [X.Run("cce/s0", _config("cce")), X.Run("acce/s0", _config("acce"))]
     fake = FakeEngine()
-    out = sweep.execute(runs, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
-                        log=lambda s: None)
+    out = X.execute(runs, str(tmp_path), backend=fake.backend(), log=lambda s: None)
     assert [o.status for o in out] == ["trained", "trained"]
     assert len(fake.trained) == 2
     # Second pass: nothing trains.
-    out = sweep.execute(runs, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
-                        log=lambda s: None)
+    out = X.execute(runs, str(tmp_path), backend=fake.backend(), log=lambda s: None)
     assert [o.status for o in out] == ["skipped", "skipped"] and len(fake.trained) == 2
     # An interrupted run (config and checkpoints, no test summary) is trained again.
     os.remove(tmp_path / "acce" / "s0" / "eval" / "test" / "summary.json")
-    out = sweep.execute(runs, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
-                        log=lambda s: None)
+    out = X.execute(runs, str(tmp_path), backend=fake.backend(), log=lambda s: None)
     assert [o.status for o in out] == ["skipped", "trained"]
     assert fake.trained[-1] == str(tmp_path / "acce" / "s0")
     # The same run name with a changed config is refused, not mixed.
-    changed = [sweep.Run("cce/s0", _config("cce", seed=1))]
+    changed = [X.Run("cce/s0", _config("cce", seed=1))]
     with pytest.raises(ValueError, match="different config"):
-        sweep.execute(changed, str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate)
+        X.execute(changed, str(tmp_path), backend=fake.backend())
 
 
 def test_collect_rows_per_run_source_structure(tmp_path):
-    runs = [sweep.Run("cce", _config("cce"), tags={"setting": "camus+unity"}),
-            sweep.Run("acce-d", _config("acce", dropout=0.5), tags={"setting": "camus+unity"},
+    runs = [X.Run("cce", _config("cce"), tags={"setting": "camus+unity"}),
+            X.Run("acce-d", _config("acce", dropout=0.5), tags={"setting": "camus+unity"},
                       test_sources=(Source("synthetic_echo/echonet_like_64", alias="echonet"),)),
-            sweep.Run("unfinished", _config("cce", seed=3))]
+            X.Run("unfinished", _config("cce", seed=3))]
     fake = FakeEngine()
-    sweep.execute(runs[:2], str(tmp_path), train_fn=fake.train, evaluate_fn=fake.evaluate,
-                  log=lambda s: None)
+    X.execute(runs[:2], str(tmp_path), backend=fake.backend(), log=lambda s: None)
     # The external evaluation folder holds the source alone and links the checkpoints.
     ext = tmp_path / "acce-d" / "external" / "echonet"
     assert [s.alias for s in Config.load(ext / "config.json").sources] == ["echonet"]
     assert os.path.islink(ext / "checkpoints")
-    rows, images, missing = sweep.collect("exp3", runs, str(tmp_path))
+    rows, images, missing = X.collect("exp3", runs, str(tmp_path))
     assert missing == ["unfinished"]
     # cce: 2 sources x 3 structures; acce: 3 sources (one external) x 3 structures.
     assert len(rows) == 6 + 9
@@ -134,9 +154,9 @@ def test_collect_rows_per_run_source_structure(tmp_path):
 
 
 def _options(tmp_path, **kw):
-    args = sweep.build_parser("").parse_args(
+    args = options_lib.build_parser("").parse_args(
         ["--workdir", str(tmp_path), "--preset", "paper"] + [f"--{k}={v}" for k, v in kw.items()])
-    return sweep.options_from_args("exp", args)
+    return options_lib.options_from_args("exp", args)
 
 
 def test_options_and_bad_flags(tmp_path):
@@ -151,16 +171,17 @@ def test_options_and_bad_flags(tmp_path):
             for s in (3, 4)] == [0, 0]
     assert not _options(tmp_path, lr=0.1).grid_search
     assert o.size(1400) == 1400
-    quick = sweep.options_from_args("exp", sweep.build_parser("").parse_args([]))
+    quick = options_lib.options_from_args("exp", options_lib.build_parser("").parse_args([]))
     assert quick.size(1400) == 350  # size_scale 0.25
     # examples_per_run 1600: 1600 / 25 = 64 epochs; a large set keeps the preset's 2.
     assert (quick.epochs_for(25), quick.epochs_for(1000)) == (64, 2)
     assert o.epochs_for(25) == 2  # --epochs wins
     small = _config(sources=(dataclasses.replace(CAMUS, train_examples=100),
                              dataclasses.replace(UNITY, train_examples=60)))
-    adjusted = quick.adjust(small)  # 1600 / 160 images = 10 epochs, validated every 10 // 4
+    assert datasets.train_size(small) == 160
+    adjusted = quick.adjust(small, 160)  # 1600 / 160 images = 10 epochs, validated every 10 // 4
     assert (adjusted.epochs, adjusted.eval_every) == (10, 2)
-    assert o.adjust(small) == small
+    assert o.adjust(small, 160) == small
     for bad in ({"loss": "dice"}, {"arch": "vit"}, {"seeds": "a"}, {"epochs": 0}, {"shard": "2/2"},
                 {"data_seed": -1}):
         with pytest.raises(ValueError):
@@ -169,8 +190,8 @@ def test_options_and_bad_flags(tmp_path):
 
 def test_grid_search_picks_best_validation_dice(tmp_path):
     o = _options(tmp_path)
-    runs = [sweep.Run(f"acce/s{s}", _config("acce", seed=s)) for s in (0, 1)]
-    grid = sweep.with_grid_search(runs, o, key=lambda r: "unet_acce")
+    runs = [X.Run(f"acce/s{s}", _config("acce", seed=s)) for s in (0, 1)]
+    grid = X.with_grid_search(runs, o, key=lambda r: "unet_acce")
     names = [r.name for r in grid]
     assert len(names) == 9 + 2 and names[-2:] == ["acce/s0", "acce/s1"]
     scores = {("0.01", 16): 0.7, ("0.1", 8): 0.9, ("0.001", 32): 0.2}
@@ -192,19 +213,18 @@ def test_grid_search_picks_best_validation_dice(tmp_path):
 
 def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
     def runs(options):
-        return [sweep.Run(f"{loss}", _config(loss), tags={"setting": "mix"}) for loss in options.losses]
+        return [X.Run(f"{loss}", _config(loss), tags={"setting": "mix"}) for loss in options.losses]
 
     def make_report(inp):
         table = report.structure_table(inp.results, group=("method",), test_source="unity")
         return "## LA on Unity\n\n" + table, table
 
-    exp = sweep.Experiment("exp_test", "Test experiment", runs=runs, report=make_report)
+    exp = X.Experiment("exp_test", "Test experiment", runs=runs, report=make_report)
     fake = FakeEngine()
     prepared = []
-    argv = ["--loss=cce,acce", f"--workdir={tmp_path}"]
-    kw = dict(train_fn=fake.train, evaluate_fn=fake.evaluate,
-              prepare_fn=lambda names, **k: prepared.extend(names), adjust_fn=lambda c: c)
-    assert sweep.main(exp, argv, **kw) == 0
+    argv = ["--loss=cce,acce", f"--workdir={tmp_path}", "--epochs=1"]
+    kw = dict(backend=fake.backend(prepare=lambda names, **k: prepared.extend(names)))
+    assert X.main(exp, argv, **kw) == 0
     assert len(fake.trained) == 2 and "synthetic_echo/unity_like_64" in prepared
     text = (tmp_path / "report.md").read_text()
     assert "runs finished: 2 of 2" in text and "| acce | 0.850 | 0.850 | 0.800 |" in text
@@ -212,112 +232,30 @@ def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
     assert len(results) == 2 * 2 * 3
     out = capsys.readouterr().out
     assert f"report: {tmp_path / 'report.md'}" in out and "| cce |" in out
-    assert sweep.main(exp, argv, **kw) == 0
+    assert X.main(exp, argv, **kw) == 0
     assert len(fake.trained) == 2  # nothing retrained
-    assert sweep.main(exp, argv + ["--dry_run"], **kw) == 0
+    assert X.main(exp, argv + ["--dry_run"], **kw) == 0
     assert "cce: unet cce dropout=0 seed=0 epochs=1" in capsys.readouterr().out
 
 
 def test_real_data_not_prepared_is_a_clear_error(tmp_path, capsys):
     def refuse(names, **kw):
-        raise sweep.DataNotPrepared(f"real datasets not prepared: {', '.join(names)}")
+        raise X.DataNotPrepared(f"real datasets not prepared: {', '.join(names)}")
 
-    exp = sweep.Experiment("e", "E", runs=lambda o: [sweep.Run("r", _config())],
-                           report=lambda inp: ("", ""))
+    exp = X.Experiment("e", "E", runs=lambda o: [X.Run("r", _config())],
+                       report=lambda inp: ("", ""))
     fake = FakeEngine()
-    assert sweep.main(exp, ["--data=real", f"--workdir={tmp_path}"], train_fn=fake.train,
-                      evaluate_fn=fake.evaluate, prepare_fn=refuse, adjust_fn=lambda c: c) == 2
+    assert X.main(exp, ["--data=real", f"--workdir={tmp_path}"],
+                  backend=fake.backend(prepare=refuse)) == 2
     assert "not prepared" in capsys.readouterr().err and fake.trained == []
 
 
 def test_tfds_names():
-    assert sweep.tfds_name("unity", data="synthetic", resolution=64) == "synthetic_echo/unity_like_64"
-    assert sweep.tfds_name("echonet", data="real", resolution=256) == "echonet_dynamic/256"
+    assert X.tfds_name("unity", data="synthetic", resolution=64) == "synthetic_echo/unity_like_64"
+    assert X.tfds_name("echonet", data="real", resolution=256) == "echonet_dynamic/256"
     with pytest.raises(ValueError, match="alias"):
-        sweep.tfds_name("acdc", data="real", resolution=256)
-    assert math.isnan(sweep.best_validation_dice("/nonexistent"))
-
-
-# --------------------------------------------------------------------------- pseudo-labels
-
-import importlib.util  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from echojax import labels, phantoms, pseudo_label  # noqa: E402
-from echojax.data.mixture import Mixture  # noqa: E402
-
-
-def test_fill_missing_only_background_pixels():
-    seg = np.array([[0, 1], [3, 0]], np.uint8)
-    lm = np.array([True, True, False, True])
-    pred = np.array([[2, 2], [2, 1]])
-    out, out_lm = pseudo_label.fill_missing(seg, lm, pred, [labels.LVM, labels.LA])
-    # LVM missing: background pixels predicted LVM become LVM; LA annotated: untouched.
-    assert out.tolist() == [[2, 1], [3, 0]]
-    assert out_lm.tolist() == [True, True, True, True]
-    assert seg.tolist() == [[0, 1], [3, 0]]  # input not modified
-    with pytest.raises(ValueError, match="background"):
-        pseudo_label.fill_missing(seg, lm, pred, [0])
-
-
-def _phantom_examples(n_subjects, split):
-    from tfds_builders.synthetic_echo.synthetic_echo_dataset_builder import split_of
-    for i in range(n_subjects):
-        if split_of(i) == split:
-            yield from phantoms.generate_subject("camus_like", i, resolution=32)
-
-
-def test_teacher_and_student_datasets(tmp_path):
-    data_dir = str(tmp_path / "tfds")
-    name = pseudo_label.write_derived(
-        "base_tiny", {s: (lambda s=s: _phantom_examples(20, s)) for s in ("train", "validation", "test")},
-        resolution=32, data_dir=data_dir, description="test data")
-    base_src = Source(name, alias="camus", removals=(Removal(("lvm",), 0.5),))
-    base = Config(sources=(base_src,), resolution=32, data_dir=data_dir, seed=0,
-                  loss=LossConfig(name="acce"), model=ModelConfig(name="unet", size="tiny"))
-    train = Mixture([base_src], "train", data_dir=data_dir, seed=0)
-    n_train = len(train)  # 16 subjects x 4 images
-    with_lvm = sum(bool(train[i]["label_mask"][labels.LVM]) for i in range(n_train))
-    assert with_lvm == n_train // 2
-
-    teacher = pseudo_label.teacher_config(base, ["lvm"])
-    assert teacher.loss.name == "cce" and teacher.sources[0].alias == "camus"
-    t_train = Mixture(teacher.sources, "train", data_dir=data_dir, seed=5)
-    assert len(t_train) == with_lvm
-    assert all(t_train[i]["label_mask"][labels.LVM] for i in range(len(t_train)))
-    t_test = Mixture(teacher.sources, "test", data_dir=data_dir, seed=0, metadata=True)
-    b_test = Mixture([base_src], "test", data_dir=data_dir, seed=0, metadata=True)
-    assert len(t_test) == len(b_test) > 0
-    assert np.array_equal(t_test[0]["segmentation"], b_test[0]["segmentation"])
-
-    teacher_dir = tmp_path / "teacher"
-    teacher_dir.mkdir()
-    teacher.save(teacher_dir / "config.json")
-    calls = []
-
-    def everything_lvm(images):
-        calls.append(len(images))
-        return np.full(images.shape[:3], labels.LVM, np.int32)
-
-    student = pseudo_label.student_config(base, ["lvm"], str(teacher_dir), predict=everything_lvm)
-    s_train = Mixture(student.sources, "train", data_dir=data_dir, seed=0)
-    val = Mixture([base_src], "validation", data_dir=data_dir, seed=0)
-    val_missing = sum(not val[i]["label_mask"][labels.LVM] for i in range(len(val)))
-    predicted = (n_train - with_lvm) + val_missing  # train and validation are filled
-    assert len(s_train) == n_train and sum(calls) == predicted and val_missing > 0
-    for i in range(n_train):
-        before, after = train[i], s_train[i]
-        assert after["label_mask"].all()
-        if before["label_mask"][labels.LVM]:
-            assert np.array_equal(before["segmentation"], after["segmentation"])
-        else:  # background became LVM; annotated pixels kept
-            fg = before["segmentation"] != 0
-            assert np.array_equal(after["segmentation"][fg], before["segmentation"][fg])
-            assert (after["segmentation"][~fg] == labels.LVM).all()
-    # Prepared once: asking again reuses the dataset without predicting.
-    again = pseudo_label.student_config(base, ["lvm"], str(teacher_dir), predict=everything_lvm)
-    assert again == student and sum(calls) == predicted
+        X.tfds_name("acdc", data="real", resolution=256)
+    assert math.isnan(X.best_validation_dice("/nonexistent"))
 
 
 # --------------------------------------------------------------------------- experiment scripts
@@ -348,16 +286,20 @@ _DICE.update({"marginal": (0.6, 0.8), "abce": (0.7, 0.9)})
 def test_experiment_scripts_with_fake_engine(tmp_path, capsys, name, argv, runs, heading):
     exp = _experiment(name)
     fake = FakeEngine()
-    kw = dict(train_fn=fake.train, evaluate_fn=fake.evaluate, prepare_fn=lambda names, **k: None,
-              adjust_fn=lambda c: c)
-    assert sweep.main(exp, argv + [f"--workdir={tmp_path}"], **kw) == 0
+    kw = dict(backend=fake.backend())
+    argv = argv + ["--epochs=1"]
+    assert X.main(exp, argv + [f"--workdir={tmp_path}"], **kw) == 0
     assert len(fake.trained) == runs
     text = (tmp_path / "report.md").read_text()
     assert heading in text, text
     assert f"runs finished: {runs} of {runs}" in text
     for png in os.listdir(tmp_path / "figures") if (tmp_path / "figures").exists() else ():
         assert (tmp_path / "figures" / png).read_bytes()[:4] == b"\x89PNG"
-    assert sweep.main(exp, argv + [f"--workdir={tmp_path}"], **kw) == 0
+    if name not in ("exp1_domain_shift", "exp3_data_ratio"):  # sample predictions
+        overlays = [p for p in os.listdir(tmp_path / "figures") if "overlay" in p]
+        assert overlays and fake.predicted, os.listdir(tmp_path / "figures")
+        assert f"figures/{overlays[0]}" in text
+    assert X.main(exp, argv + [f"--workdir={tmp_path}"], **kw) == 0
     assert len(fake.trained) == runs  # re-running trains nothing
 
 
@@ -365,12 +307,34 @@ def test_paper_preset_run_counts(tmp_path):
     # 11 rates x 4 losses x 5 seeds x 3 archs + benchmark and pseudo-label pairs, plus
     # one 3 x 3 LR/batch grid per (arch, loss) group: 4 losses + cce baselines.
     exp = _experiment("exp3_dropout")
-    args = sweep.build_parser("").parse_args(["--preset=paper", f"--workdir={tmp_path}"])
-    args.rates, args.baselines = None, "benchmark,pseudo_label"
-    o = sweep.options_from_args("exp3_dropout", args, {"baselines": "benchmark,pseudo_label"})
+    o = X.parse(exp, ["--preset=paper", f"--workdir={tmp_path}",
+                      "--baselines=benchmark,pseudo_label"])
+    assert o.flags.rates is None and o.flags.baselines == ("benchmark", "pseudo_label")
     runs = exp.runs(o)
     assert len(runs) == 11 * 4 * 5 * 3 + 3 * 5 * 3 + 9 * 4 * 3
     assert sum(r.name.startswith("grid/") for r in runs) == 9 * 4 * 3
     # Shards partition the sweep.
-    parts = [sweep.select_shard(runs, i, 7) for i in range(7)]
+    parts = [X.select_shard(runs, i, 7) for i in range(7)]
     assert sorted(r.name for p in parts for r in p) == sorted(r.name for r in runs)
+
+
+def test_typed_experiment_flags():
+    @dataclasses.dataclass(frozen=True)
+    class Flags:
+        rates: tuple[float, ...] | None = X.flag(None, "rates")
+        kinds: tuple[str, ...] = X.flag(("a", "b"), "comma list of %(default)s", choices=("a", "b"))
+        fraction: float = X.flag(0.5, "fraction")
+        count: int = X.flag(3, "count")
+
+        def __post_init__(self):
+            if not 0 < self.fraction <= 1:
+                raise ValueError(f"--fraction must be in (0, 1], got {self.fraction}")
+
+    exp = X.Experiment("e", "E", runs=lambda o: [], report=lambda inp: ("", ""), flags=Flags)
+    o = X.parse(exp, ["--rates=0,0.5,0.5", "--kinds=b", "--count=4"])
+    assert o.flags == Flags(rates=(0.0, 0.5), kinds=("b",), fraction=0.5, count=4)
+    assert X.parse(exp, ["--kinds="]).flags.kinds == ()  # '' for none
+    assert X.parse(exp, []).flags == Flags()
+    for bad in (["--kinds=c"], ["--rates=x"], ["--count=1.5"], ["--fraction=0"]):
+        with pytest.raises(SystemExit):
+            X.parse(exp, bad)

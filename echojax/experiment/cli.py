@@ -1,0 +1,118 @@
+"""The command line every experiment script shares: :func:`main`.
+
+``main(experiment)`` turns the common flags and the experiment's own into
+``Options``, asks the experiment for its runs, then:
+
+1. selects this shard's runs (``--shard I/N``: every N-th group of dependent runs);
+2. prepares the synthetic datasets the runs need (first use only) or checks that the
+   real ones are prepared;
+3. trains and evaluates each run (``execute``: finished runs are skipped,
+   interrupted ones resume);
+4. collects ``results.csv``, writes ``report.md`` and PNG figures through the
+   experiment's report function, and prints where they are and a compact table.
+
+Re-running a finished command trains nothing: every run is skipped and the report is
+rebuilt from the saved results.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import jax
+
+from echojax.config import Config
+import echojax.experiment.options as options_lib
+from echojax.experiment.datasets import DataNotPrepared, train_sizes
+from echojax.experiment.execute import Backend, execute
+from echojax.experiment.options import Options
+from echojax.experiment.reporting import write_report
+from echojax.experiment.runs import Experiment, Run, check_runs, select_shard
+
+
+def parse(experiment: Experiment, argv: Sequence[str] | None = None) -> Options:
+    """The experiment's ``Options`` from command-line arguments; a bad flag exits with
+    argparse's usage error naming it."""
+    parser = options_lib.build_parser(
+        f"{experiment.title}\n\nEvery run of this experiment: see experiments/README.md.")
+    if experiment.default_losses is not None:
+        parser.set_defaults(loss=",".join(experiment.default_losses))
+    if experiment.flags is not None:
+        options_lib.add_flags(parser, experiment.flags)
+    args = parser.parse_args(argv)
+    try:
+        flags = (options_lib.flags_from_args(experiment.flags, args)
+                 if experiment.flags is not None else None)
+        return options_lib.options_from_args(experiment.name, args, flags)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
+         backend: Backend | None = None) -> int:
+    """Command-line entry of an experiment script; returns the exit status.
+    ``backend`` does the work (default: echojax's trainer, evaluator and data)."""
+    backend = backend or Backend()
+    options = parse(experiment, argv)
+    try:
+        runs = experiment.runs(options)
+        check_runs(runs)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    mine = select_shard(runs, *options.shard)
+    print(f"{experiment.title}\n{len(runs)} runs, {len(mine)} in shard "
+          f"{options.shard[0]}/{options.shard[1]}; preset={options.preset.name}, "
+          f"data={options.data}, workdir={options.workdir}", flush=True)
+
+    def adjust(config: Config) -> Config:
+        return options.adjust(config, backend.train_size(config))
+
+    if options.dry_run:
+        for r in mine:
+            print(f"  {r.name}: {_describe(r, adjust)}")
+        return 0
+    _enable_compilation_cache(options.workdir)
+    try:
+        needed = [s.name for r in mine
+                  for s in (r.config.sources if r.config else ()) + r.test_sources + r.uses]
+        backend.prepare(needed, data=options.data, data_dir=options.data_dir)
+    except DataNotPrepared as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    outcomes = execute(mine, options.workdir, backend=backend, adjust=adjust)
+    wall = time.perf_counter() - t0
+    trained = [o for o in outcomes if o.status == "trained"]
+    print(f"{len(trained)} runs trained, {len(outcomes) - len(trained)} skipped, "
+          f"{wall:.0f} s", flush=True)
+    path, compact = write_report(experiment, options, runs, backend=backend)
+    print(compact)
+    print(f"report: {path}\nresults: {os.path.join(options.workdir, 'results.csv')}\n"
+          f"figures: {os.path.join(options.workdir, 'figures')}")
+    return 0
+
+
+def _describe(run: Run, adjust) -> str:
+    if run.config is None:
+        return f"config set up at run time (after {len(run.needs)} needed runs)"
+    c = run.config
+    try:
+        epochs = str(adjust(c).epochs)
+    except DataNotPrepared:  # its size is unknown until it is
+        epochs = f"{c.epochs}+ (set from the training-set size once prepared)"
+    return (f"{c.model.name} {c.loss.name} dropout={c.loss.dropout_rate:g} seed={c.seed} "
+            f"epochs={epochs} {train_sizes(c)}")
+
+
+def _enable_compilation_cache(workdir: str) -> None:
+    # Runs of a sweep differ mostly in values that are arguments of the compiled step
+    # (dropout rate, data): the persistent cache turns their recompilation into a load.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+__all__ = ["main", "parse"]
