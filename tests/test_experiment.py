@@ -45,7 +45,7 @@ class FakeEngine:
         return X.Backend(train=self.train, evaluate=self.evaluate,
                          prepare=kw.pop("prepare", lambda names, **k: None),
                          train_size=lambda config: 100, predictor=self.predictor,
-                         test_examples=self.test_examples, **kw)
+                         test_examples=self.test_examples, compilation_cache=False, **kw)
 
     def predictor(self, run_dir):
         self.predicted.append(run_dir)

@@ -75,7 +75,8 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
         for r in mine:
             print(f"  {r.name}: {_describe(r, adjust)}")
         return 0
-    _enable_compilation_cache(options.workdir)
+    if backend.compilation_cache:
+        _enable_compilation_cache(options.workdir)
     try:
         needed = [s.name for r in mine
                   for s in (r.config.sources if r.config else ()) + r.test_sources + r.uses]
@@ -109,8 +110,6 @@ def _describe(run: Run, adjust) -> str:
 
 
 def _enable_compilation_cache(workdir: str) -> None:
-    # Runs of a sweep differ mostly in values that are arguments of the compiled step
-    # (dropout rate, data): the persistent cache turns their recompilation into a load.
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 

@@ -40,7 +40,10 @@ class Backend:
     ``train(config, run_dir)``, ``evaluate(run_dir, split=)``,
     ``prepare(tfds_names, data=, data_dir=)``, ``train_size(config) -> int``,
     ``predictor(run_dir) -> (uint8[N,R,R,1] -> int32[N,R,R])`` (best checkpoint) and
-    ``test_examples(source, data_dir=, count=) -> [example dict]`` (for figures).
+    ``test_examples(source, data_dir=, count=) -> [example dict]`` (for figures);
+    ``compilation_cache``: keep XLA's persistent compilation cache in
+    ``<workdir>/.jax_cache`` (runs of a sweep differ mostly in values that are arguments
+    of the compiled step, so their recompilation becomes a load).
     """
     train: Callable[[Config, str], Any] = train_lib.train_and_evaluate
     evaluate: Callable[..., Any] = evaluate_lib.evaluate
@@ -48,6 +51,7 @@ class Backend:
     train_size: Callable[[Config], int] = datasets.train_size
     predictor: Callable[[str], Callable[[np.ndarray], np.ndarray]] = _predictor
     test_examples: Callable[..., list[dict]] = datasets.test_examples
+    compilation_cache: bool = True
 
 
 def run_dir(workdir: str, run: Run) -> rundir.RunDir:
