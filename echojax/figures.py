@@ -98,8 +98,7 @@ def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
     groups = report.ordered((r[group] for r in rows), order)
     fig, axes = plt.subplots(1, len(structures), figsize=(3.4 * len(structures), 3.2), squeeze=False)
     for ax, s in zip(axes[0], structures):
-        cells = report.across_seeds(report.select(rows, structure=s), lambda r: (r[group],),
-                                    report.pooled_over_sources)
+        cells = report.across_runs(rows, group=(group,), structure=s)
         stds = []
         for k, g in enumerate(groups):
             if (g,) in cells:
@@ -126,7 +125,8 @@ def plot_method_bars(rows: Sequence[Mapping], path, *, test_source: str, group: 
     std across runs ("1 run" where a group has a single run, which has none)."""
     rows = report.select(rows, test_source=test_source)
     groups = report.ordered((r[group] for r in rows), order)
-    cells = report.across_seeds(rows, lambda r: (r[group], r["structure"]), lambda rs: rs[0]["dice_mean"])
+    cells = {(g, s): v for s in structures
+             for (g,), v in report.across_runs(rows, group=(group,), structure=s).items()}
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(2.2 * len(structures) + 0.5 * len(groups) + 4, 3.6))
     width = 0.8 / max(1, len(groups))
     x = np.arange(len(structures))

@@ -191,6 +191,18 @@ def across_seeds(rows: Iterable[Mapping], key: Callable[[Mapping], tuple],
     return {k: mean_std(value(rs) for rs in runs.values()) for k, runs in per_run.items()}
 
 
+def across_runs(rows: Iterable[Mapping], *, group: Sequence[str] = ("method",),
+                structure: str, test_source: str | None = None) -> dict[tuple, tuple[float, float, int]]:
+    """Per ``group`` value: (mean, std, number) across runs of each run's mean
+    ``structure`` Dice, on ``test_source`` or with the run's test sources pooled by image
+    count. The std is between runs (re-trainings), not between images: what Figures 4a,
+    5b and 6b of the paper show."""
+    rows = select(rows, structure=structure)
+    if test_source is not None:
+        rows = select(rows, test_source=test_source)
+    return across_seeds(rows, lambda r: tuple(r[g] for g in group), pooled_over_sources)
+
+
 # ------------------------------------------------------------------------- tables
 
 
