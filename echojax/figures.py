@@ -106,6 +106,8 @@ def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
                 stds.append(sd)
                 ax.scatter(0.0 if math.isnan(sd) else sd, m, label=g, color=f"C{k}",
                            marker="x" if math.isnan(sd) else "o")
+        top = max([v for v in stds if not math.isnan(v)], default=0.0) or 0.01
+        ax.set_xlim(-0.05 * top, 1.15 * top)  # a std is never negative
         ax.set_xlabel("std of mean Dice across runs"
                       + ("\n(x at 0: one run, no std)" if any(math.isnan(v) for v in stds) else ""))
         ax.set_ylabel("mean Dice (mean over runs)")

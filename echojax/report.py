@@ -544,23 +544,40 @@ def image_mean(row: Mapping, structures: Sequence[str] = STRUCTURES) -> float:
 
 
 def run_timing(run_path: str | os.PathLike) -> dict | None:
-    """``{"seconds", "epochs", "seconds_per_epoch"}`` of a finished run folder, from its
-    ``run_time.json`` (wall time of training + test evaluation, written by the experiment
-    layer) and the ``epochs`` of its ``config.json``; None when ``run_time.json`` is
-    missing. The time includes compilation, validation every ``eval_every`` epochs and
-    the test evaluation, so the per-epoch figure is an upper bound on the training time
-    per epoch; a resumed run's file holds only the time since it resumed."""
+    """``{"seconds", "epochs", "seconds_per_epoch", "arch", "loss", "batch_size"}`` of a
+    finished run folder, from its ``run_time.json`` (wall time of training + test
+    evaluation, written by the experiment layer) and its ``config.json``; None when
+    ``run_time.json`` is missing. The time includes compilation, validation every
+    ``eval_every`` epochs and the test evaluation, so the per-epoch figure is an upper
+    bound on the training time per epoch; a resumed run's file holds only the time since
+    it resumed."""
     directory = rundir.RunDir(os.fspath(run_path))
     if not os.path.exists(directory.run_time):
         return None
     with open(directory.run_time) as f:
         seconds = json.load(f).get("seconds")
     with open(directory.config) as f:
-        epochs = json.load(f).get("epochs")
+        config = json.load(f)
+    epochs = config.get("epochs")
     if not isinstance(seconds, (int, float)) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"{directory.path}: expected a number 'seconds' in run_time.json and a "
                          f"positive int 'epochs' in config.json, got {seconds!r} and {epochs!r}")
-    return {"seconds": float(seconds), "epochs": epochs, "seconds_per_epoch": seconds / epochs}
+    return {"seconds": float(seconds), "epochs": epochs, "seconds_per_epoch": seconds / epochs,
+            "arch": (config.get("model") or {}).get("name", ""),
+            "loss": (config.get("loss") or {}).get("name", ""),
+            "batch_size": config.get("batch_size")}
+
+
+def run_timings(runs: Iterable[tuple[str | os.PathLike, Mapping]]) -> list[dict]:
+    """:func:`run_timing` of each ``(run folder, tags)`` with the tags added (``method``
+    defaults to the loss, as in the result rows); runs without ``run_time.json`` are
+    left out."""
+    out = []
+    for path, tags in runs:
+        t = run_timing(path)
+        if t is not None:
+            out.append({**t, **tags, "method": str(tags.get("method", t["loss"]))})
+    return out
 
 
 def epoch_time_table(entries: Sequence[Mapping], *, group: Sequence[str] = ("arch", "method"),

@@ -343,14 +343,18 @@ def test_run_timing_and_epoch_time_table(tmp_path):
     def run(name, seconds, epochs):
         d = tmp_path / name
         d.mkdir()
-        (d / "config.json").write_text(f'{{"epochs": {epochs}}}')
+        (d / "config.json").write_text(f'{{"epochs": {epochs}, "model": {{"name": "unet"}}, '
+                                       f'"loss": {{"name": "abce"}}, "batch_size": 8}}')
         if seconds is not None:
             (d / "run_time.json").write_text(f'{{"seconds": {seconds}}}')
         return d
 
     assert report.run_timing(run("unfinished", None, 4)) is None
     t = report.run_timing(run("a", 120.0, 4))
-    assert t == {"seconds": 120.0, "epochs": 4, "seconds_per_epoch": 30.0}
+    assert t == {"seconds": 120.0, "epochs": 4, "seconds_per_epoch": 30.0, "arch": "unet",
+                 "loss": "abce", "batch_size": 8}
+    assert report.run_timings([(tmp_path / "a", {"setting": "x"}), (tmp_path / "unfinished", {})]) == [
+        {**t, "setting": "x", "method": "abce"}]
     entries = [{"arch": "unet", "method": "acce", **t},
                {"arch": "unet", "method": "acce", **report.run_timing(run("b", 100.0, 2))},
                {"arch": "unet", "method": "abce", **report.run_timing(run("c", 40.0, 2))}]
