@@ -11,17 +11,19 @@ Two levels of results feed every table and figure:
   box plots and the Wilcoxon signed-rank tests need the paired per-image Dice.
 
 The layouts follow Islam et al., MELBA 2026 (doi:10.59275/j.melba.2026-3bfa):
-Figure 2 (train-source x test-source Dice matrix), Figures 3-4 (per-structure Dice per
-loss and architecture), Figure 6 (LA Dice on Unity against the label-dropout rate),
-Table 2 (CAMUS x Unity training-size grid of median LA Dice), Table 3 (Dice per
-structure, overall mean and EF MAE per loss) and Table 4 (external validation).
+Figure 2 (train-source x test-source Dice matrix), Figures 3-5 and 7 (per-structure Dice
+per loss and architecture), Figure 6 (median LA Dice on Unity against the label-dropout
+rate, and the best rate chosen on it), Table 2 (training-size grid of median LA Dice),
+Table 3 (Dice per structure, overall mean and EF MAE per loss), Table 4 (external
+validation), the paper's Wilcoxon signed-rank tests beside a Holm-corrected table of all
+pairs, and the wall time per epoch of each run.
 
 Figures in the same layouts: ``echojax.figures``.
 
-Across seeds a cell is ``mean ± std`` of the per-run values (sample standard
-deviation, ddof=1; a single run shows no ``±``). Pooling several test sources into one
-number weights each source by its number of images (sums and counts, never a mean of
-means).
+Across runs (seeds) a cell is ``mean ± std`` of the per-run values (sample standard
+deviation, ddof=1; a single run shows no ``±``): the spread between re-trainings, never
+the spread between images. Pooling several test sources into one number weights each
+source by its number of images (sums and counts, never a mean of means).
 """
 
 from __future__ import annotations
@@ -286,7 +288,7 @@ def dropout_table(rows: Sequence[Mapping], *, structure: str = "la", test_source
     one column per label-dropout rate. A cell is the mean ± std over runs of each run's
     ``statistic`` over the test images: by default the median, as the paper's Figure 6
     ("mean and standard deviation of the median Dice scores", Islam et al., MELBA 2026,
-    Sec. 5.3.1)."""
+    Figure 6)."""
     rows = select(rows, structure=structure, test_source=test_source)
     cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["dropout"],),
                          lambda rs: rs[0][statistic])
