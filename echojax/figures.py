@@ -1,9 +1,12 @@
 """Figures in the paper's layouts (PNG), from the result rows of ``echojax.report``.
 
-Figure 2 (training-set x test-source Dice matrix), Figure 3 (per-image Dice box plots),
-Figure 4a (mean against std of Dice), Figure 6 (Dice against the label-dropout rate)
-and Figures 4b/7b/8 (sample predictions as coloured overlays), after Islam et al.,
-MELBA 2026. Every figure is written atomically (``echojax.files``).
+Figure 2 (training-set x test-source Dice matrix), Figures 3 and 7a (per-image Dice box
+plots with mean markers and an overall-mean panel), Figure 4a (mean Dice against its std
+across runs), Figure 5 (Dice per loss and structure, mean and std across runs), Figure 6
+(median Dice against the label-dropout rate, mean and std across runs) and Figures
+4b/7b/8 (sample predictions as coloured overlays), after Islam et al., MELBA 2026. Every
+figure is written atomically (``echojax.files``). "Std across runs" is the sample std
+(ddof=1) of the per-run values: the spread between re-trainings, not between images.
 """
 
 from __future__ import annotations
@@ -56,18 +59,25 @@ def plot_domain_matrix(rows: Sequence[Mapping], path, *, structure: str = "lv",
 
 def plot_boxes(per_image: Sequence[Mapping], path, *, group: str = "method",
                structures: Sequence[str] = report.STRUCTURES, order: Sequence[str] = (),
-               title: str = "") -> None:
-    """Figure 3 style: per-image Dice box plots, one panel per structure, one box per
-    ``group`` value (all seeds' images pooled)."""
+               title: str = "", overall: bool = True) -> None:
+    """Figure 3 / 7a style: per-image Dice box plots, one panel per structure and, with
+    ``overall``, a last panel of each image's mean over its defined structures
+    (``report.image_mean``); one box per ``group`` value (all runs' images pooled), the
+    median as a line and the mean as a white diamond."""
     groups = report.ordered((r[group] for r in per_image), order)
-    fig, axes = plt.subplots(1, len(structures), figsize=(3.2 * len(structures), 3.4), squeeze=False)
-    for ax, s in zip(axes[0], structures):
-        data = [[r[f"dice_{s}"] for r in per_image if r[group] == g and not math.isnan(r[f"dice_{s}"])]
-                for g in groups]
-        ax.boxplot([d if d else [math.nan] for d in data], showfliers=True)
+    panels = [(s.upper(), lambda r, s=s: r[f"dice_{s}"]) for s in structures]
+    if overall:
+        panels.append(("mean over structures", lambda r: report.image_mean(r, structures)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(3.2, 0.55 * len(groups) + 1.2) * len(panels), 3.6),
+                             squeeze=False)
+    for ax, (name, value) in zip(axes[0], panels):
+        data = [[v for r in per_image if r[group] == g and not math.isnan(v := value(r))] for g in groups]
+        ax.boxplot([d if d else [math.nan] for d in data], showfliers=True, showmeans=True,
+                   meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
+                              "markersize": 5})
         ax.set_xticks(range(1, len(groups) + 1), groups, rotation=45, ha="right")
-        ax.set_title(s.upper())
-        ax.set_ylim(0, 1)
+        ax.set_title(name)
+        ax.set_ylim(0, 1.02)
         ax.set_ylabel("Dice")
     if title:
         fig.suptitle(title)
@@ -76,20 +86,31 @@ def plot_boxes(per_image: Sequence[Mapping], path, *, group: str = "method",
 
 
 def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
-                  order: Sequence[str] = (), title: str = "") -> None:
-    """Figure 4a style: mean against std of test Dice per structure, one marker per
-    ``group`` value (each run's test sources pooled; averaged over seeds)."""
+                  order: Sequence[str] = (), title: str = "",
+                  structures: Sequence[str] = report.STRUCTURES, test_source: str | None = None) -> None:
+    """Figure 4a style: per structure, the mean over runs of each run's mean Dice
+    against its standard deviation across runs (not across images: the spread a
+    reader sees when re-training), one marker per ``group`` value. Each run's test
+    sources are pooled by image count unless ``test_source`` picks one. A group with
+    one run has no std: drawn as an ``x`` at 0."""
+    if test_source is not None:
+        rows = report.select(rows, test_source=test_source)
     groups = report.ordered((r[group] for r in rows), order)
-    fig, axes = plt.subplots(1, len(report.STRUCTURES), figsize=(3.4 * len(report.STRUCTURES), 3.2), squeeze=False)
-    for ax, s in zip(axes[0], report.STRUCTURES):
-        sel = report.select(rows, structure=s)
-        means = report.across_seeds(sel, lambda r: (r[group],), report.pooled_over_sources)
-        stds = report.across_seeds(sel, lambda r: (r[group],), lambda rs: report.pooled_over_sources(rs, "dice_std"))
-        for g in groups:
-            if (g,) in means:
-                ax.scatter(stds[(g,)][0], means[(g,)][0], label=g)
-        ax.set_xlabel("std of Dice over images")
-        ax.set_ylabel("mean Dice")
+    fig, axes = plt.subplots(1, len(structures), figsize=(3.4 * len(structures), 3.2), squeeze=False)
+    for ax, s in zip(axes[0], structures):
+        cells = report.across_runs(rows, group=(group,), structure=s)
+        stds = []
+        for k, g in enumerate(groups):
+            if (g,) in cells:
+                m, sd, _ = cells[(g,)]
+                stds.append(sd)
+                ax.scatter(0.0 if math.isnan(sd) else sd, m, label=g, color=f"C{k}",
+                           marker="x" if math.isnan(sd) else "o")
+        top = max([v for v in stds if not math.isnan(v)], default=0.0) or 0.01
+        ax.set_xlim(-0.05 * top, 1.15 * top)  # a std is never negative
+        ax.set_xlabel("std of mean Dice across runs"
+                      + ("\n(x at 0: one run, no std)" if any(math.isnan(v) for v in stds) else ""))
+        ax.set_ylabel("mean Dice (mean over runs)")
         ax.set_title(s.upper())
     axes[0][-1].legend(fontsize=7, loc="best")
     if title:
@@ -98,29 +119,79 @@ def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
     save_figure(fig, path)
 
 
+def plot_method_bars(rows: Sequence[Mapping], path, *, test_source: str, group: str = "method",
+                     structures: Sequence[str] = report.STRUCTURES, order: Sequence[str] = (),
+                     title: str = "") -> None:
+    """Figure 5 style: (a) mean over runs of each run's mean Dice on ``test_source`` per
+    structure, one bar per ``group`` value, error bars one std across runs; (b) that
+    std across runs ("1 run" where a group has a single run, which has none)."""
+    rows = report.select(rows, test_source=test_source)
+    groups = report.ordered((r[group] for r in rows), order)
+    cells = {(g, s): v for s in structures
+             for (g,), v in report.across_runs(rows, group=(group,), structure=s).items()}
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(2.2 * len(structures) + 0.5 * len(groups) + 4, 3.6))
+    width = 0.8 / max(1, len(groups))
+    x = np.arange(len(structures))
+    for k, g in enumerate(groups):
+        m = np.array([cells.get((g, s), (math.nan,))[0] for s in structures])
+        sd = np.array([cells.get((g, s), (math.nan, math.nan))[1] for s in structures])
+        pos = x - 0.4 + width * (k + 0.5)
+        ax_a.bar(pos, m, width, yerr=np.nan_to_num(sd), capsize=2, label=g, color=f"C{k}")
+        ax_b.bar(pos, np.nan_to_num(sd), width, color=f"C{k}")
+        for xp, v in zip(pos, sd):
+            if math.isnan(v):
+                ax_b.text(xp, 0, "1 run", rotation=90, ha="center", va="bottom", fontsize=7)
+    for ax in (ax_a, ax_b):
+        ax.set_xticks(x, [s.upper() for s in structures])
+    ax_a.set_ylim(0, 1.05)
+    ax_a.set_ylabel(f"mean Dice on {test_source}")
+    ax_a.set_title("(a) mean ± std across runs")
+    ax_b.set_ylabel("std of mean Dice across runs")
+    ax_b.set_title("(b) std across runs")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.legend(*ax_a.get_legend_handles_labels(), fontsize=7, loc="center left",
+               bbox_to_anchor=(1.0, 0.5))
+    save_figure(fig, path)
+
+
 def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, structure: str = "la",
                        group: str = "method", order: Sequence[str] = (), title: str = "",
-                       references: Mapping[str, float] | None = None) -> None:
-    """Figure 6: ``structure`` Dice on ``test_source`` against the label-dropout rate,
-    mean with error bars of one std over seeds, one line per ``group`` value;
-    ``references`` (name -> Dice, e.g. the benchmark) as dashed horizontal lines."""
+                       references: Mapping[str, float] | None = None,
+                       statistic: str = "dice_median") -> None:
+    """Figure 6: (a) ``structure`` Dice on ``test_source`` against the label-dropout
+    rate, the mean over runs of each run's ``statistic`` (default: its median over the
+    test images, as the paper) with error bars of one std across runs, one line per
+    ``group`` value, ``references`` (name -> Dice, e.g. the benchmark) as dashed lines;
+    (b) the std across runs against the rate (one run: no point)."""
     rows = report.select(rows, structure=structure, test_source=test_source)
-    cells = report.across_seeds(rows, lambda r: (r[group], r["dropout"]), lambda rs: rs[0]["dice_mean"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for g in report.ordered((r[group] for r in rows), order):
+    cells = report.across_seeds(rows, lambda r: (r[group], r["dropout"]), lambda rs: rs[0][statistic])
+    fig, (ax, ax_b) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    groups = report.ordered((r[group] for r in rows), order)
+    for k, g in enumerate(groups):
         rates = sorted(d for (gg, d) in cells if gg == g)
         m = [cells[(g, d)][0] for d in rates]
-        e = [0.0 if math.isnan(cells[(g, d)][1]) else cells[(g, d)][1] for d in rates]
-        ax.errorbar([100 * d for d in rates], m, yerr=e, marker="o", capsize=3, label=g)
+        sd = [cells[(g, d)][1] for d in rates]
+        ax.errorbar([100 * d for d in rates], m, yerr=np.nan_to_num(sd), marker="o", capsize=3,
+                    label=g, color=f"C{k}")
+        ax_b.plot([100 * d for d in rates], sd, marker="o", color=f"C{k}", label=g)
     for k, (name, value) in enumerate((references or {}).items()):
         if not math.isnan(value):
-            ax.axhline(value, linestyle="--", color=f"C{len(order) + k + 2}", label=name)
+            ax.axhline(value, linestyle="--", color=f"C{len(groups) + k}", label=name)
+    what = "median" if statistic == "dice_median" else "mean"
     ax.set_xlabel("label dropout rate (%)")
-    ax.set_ylabel(f"{structure.upper()} Dice on {test_source}")
+    ax.set_ylabel(f"{what} {structure.upper()} Dice on {test_source}")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.set_title(f"(a) mean over runs of each run's {what}")
+    ax.legend(fontsize=7)
+    ax_b.set_xlabel("label dropout rate (%)")
+    ax_b.set_ylabel("std across runs")
+    ax_b.set_title("(b) std across runs")
+    ax_b.set_ylim(bottom=0)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
+    fig.tight_layout()
     save_figure(fig, path)
 
 

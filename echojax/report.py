@@ -11,22 +11,25 @@ Two levels of results feed every table and figure:
   box plots and the Wilcoxon signed-rank tests need the paired per-image Dice.
 
 The layouts follow Islam et al., MELBA 2026 (doi:10.59275/j.melba.2026-3bfa):
-Figure 2 (train-source x test-source Dice matrix), Figures 3-4 (per-structure Dice per
-loss and architecture), Figure 6 (LA Dice on Unity against the label-dropout rate),
-Table 2 (CAMUS x Unity training-size grid of median LA Dice), Table 3 (Dice per
-structure, overall mean and EF MAE per loss) and Table 4 (external validation).
+Figure 2 (train-source x test-source Dice matrix), Figures 3-5 and 7 (per-structure Dice
+per loss and architecture), Figure 6 (median LA Dice on Unity against the label-dropout
+rate, and the best rate chosen on it), Table 2 (training-size grid of median LA Dice),
+Table 3 (Dice per structure, overall mean and EF MAE per loss), Table 4 (external
+validation), the paper's Wilcoxon signed-rank tests beside a Holm-corrected table of all
+pairs, and the wall time per epoch of each run.
 
 Figures in the same layouts: ``echojax.figures``.
 
-Across seeds a cell is ``mean ± std`` of the per-run values (sample standard
-deviation, ddof=1; a single run shows no ``±``). Pooling several test sources into one
-number weights each source by its number of images (sums and counts, never a mean of
-means).
+Across runs (seeds) a cell is ``mean ± std`` of the per-run values (sample standard
+deviation, ddof=1; a single run shows no ``±``): the spread between re-trainings, never
+the spread between images. Pooling several test sources into one number weights each
+source by its number of images (sums and counts, never a mean of means).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 from collections import defaultdict
@@ -35,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from echojax import files, labels
+from echojax import files, labels, rundir
 
 STRUCTURES: tuple[str, ...] = tuple(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES)
 
@@ -70,11 +73,17 @@ def read_results(path: str | os.PathLike) -> list[dict]:
 
 def read_per_image(path: str | os.PathLike) -> list[dict]:
     """Reads an evaluation ``per_image.csv``: ``dice_<structure>`` columns become floats
-    (NaN where the structure is absent from the ground truth), other columns stay text.
+    (NaN where the structure is absent from the ground truth), ``index`` (the example's
+    index in its source's TFDS split) an int; other columns stay text.
     """
-    need = ("source", "patient_id", "view", "phase") + tuple(f"dice_{s}" for s in STRUCTURES)
+    need = ("source", "index", "patient_id", "view", "phase") + tuple(f"dice_{s}" for s in STRUCTURES)
     rows = files.read_csv(path, need)
     for i, row in enumerate(rows, start=2):
+        try:
+            row["index"] = int(row["index"])
+        except ValueError:
+            raise ValueError(f"{path}:{i} column index: expected an integer, got "
+                             f"{row['index']!r}") from None
         for s in STRUCTURES:
             row[f"dice_{s}"] = files.parse_float(row[f"dice_{s}"], where=f"{path}:{i}")
     return rows
@@ -96,9 +105,13 @@ def describe(values: Iterable[float]) -> dict:
             "std": float(x.std())}
 
 
-def image_key(row: Mapping) -> tuple[str, str, str, str]:
-    """Identifies a test image across runs: (source, patient_id, view, phase)."""
-    return (row["source"], row["patient_id"], row["view"], row["phase"])
+def image_key(row: Mapping) -> tuple[str, int]:
+    """Identifies a test image across runs: (source, index in that source's test split).
+
+    Not (source, patient, view, phase): a Unity video gives several frames of one
+    patient and view, all with phase "unknown", and those must stay separate images.
+    """
+    return (row["source"], int(row["index"]))
 
 
 def summarize_images(images: Sequence[Mapping], *, source_alias: Callable[[str], str] = str
@@ -180,6 +193,18 @@ def across_seeds(rows: Iterable[Mapping], key: Callable[[Mapping], tuple],
     return {k: mean_std(value(rs) for rs in runs.values()) for k, runs in per_run.items()}
 
 
+def across_runs(rows: Iterable[Mapping], *, group: Sequence[str] = ("method",),
+                structure: str, test_source: str | None = None) -> dict[tuple, tuple[float, float, int]]:
+    """Per ``group`` value: (mean, std, number) across runs of each run's mean
+    ``structure`` Dice, on ``test_source`` or with the run's test sources pooled by image
+    count. The std is between runs (re-trainings), not between images: what Figures 4a,
+    5b and 6b of the paper show."""
+    rows = select(rows, structure=structure)
+    if test_source is not None:
+        rows = select(rows, test_source=test_source)
+    return across_seeds(rows, lambda r: tuple(r[g] for g in group), pooled_over_sources)
+
+
 # ------------------------------------------------------------------------- tables
 
 
@@ -257,12 +282,16 @@ def _rank(value, order: Sequence) -> tuple:
 
 
 def dropout_table(rows: Sequence[Mapping], *, structure: str = "la", test_source: str,
-                  group: Sequence[str] = ("arch", "method"), order: Sequence[str] = ()) -> str:
+                  group: Sequence[str] = ("arch", "method"), order: Sequence[str] = (),
+                  statistic: str = "dice_median") -> str:
     """Figure 6 as a table: ``structure`` Dice on ``test_source``, one line per group,
-    one column per label-dropout rate (mean ± std over seeds)."""
+    one column per label-dropout rate. A cell is the mean ± std over runs of each run's
+    ``statistic`` over the test images: by default the median, as the paper's Figure 6
+    ("mean and standard deviation of the median Dice scores", Islam et al., MELBA 2026,
+    Figure 6)."""
     rows = select(rows, structure=structure, test_source=test_source)
     cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["dropout"],),
-                         lambda rs: rs[0]["dice_mean"])
+                         lambda rs: rs[0][statistic])
     rates = sorted({r["dropout"] for r in rows})
     keys = sorted({tuple(r[g] for g in group) for r in rows},
                   key=lambda k: tuple(_rank(v, order) for v in k))
@@ -271,24 +300,55 @@ def dropout_table(rows: Sequence[Mapping], *, structure: str = "la", test_source
     return markdown_table(list(group) + [f"{d:g}" for d in rates], body)
 
 
-def data_ratio_table(rows: Sequence[Mapping], *, row_source: str = "camus",
-                     col_source: str = "unity", structure: str = "la",
-                     test_source: str = "unity") -> str:
-    """Table 2: median ``structure`` Dice on ``test_source`` (mean ± std over seeds),
-    ``row_source`` training size x ``col_source`` training size (from ``train_sizes``;
-    a source absent from ``train_sizes`` counts as 0)."""
+def best_dropout_rates(rows: Sequence[Mapping], *, structure: str = "la", test_source: str = "unity",
+                       group: Sequence[str] = ("arch", "method"),
+                       statistic: str = "dice_median") -> dict[tuple, dict]:
+    """The best label-dropout rate of each group (e.g. architecture x loss): the rate with
+    the highest mean over runs of each run's ``statistic`` (default: its median
+    ``structure`` Dice on ``test_source``), the quantity the paper's Figure 6 plots.
+
+    Returns ``group value -> {"rate", "mean", "std", "n"}`` (std over runs, ddof=1).
+    Rates whose mean is NaN are skipped; of equal means the lowest rate wins (less
+    label removal for the same Dice).
+    """
+    rows = select(rows, structure=structure, test_source=test_source)
+    cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["dropout"],),
+                         lambda rs: rs[0][statistic])
+    best: dict[tuple, dict] = {}
+    for key in sorted(cells, key=lambda k: k[-1]):
+        m, sd, n = cells[key]
+        g = key[:-1]
+        if not math.isnan(m) and (g not in best or m > best[g]["mean"]):
+            best[g] = {"rate": key[-1], "mean": m, "std": sd, "n": n}
+    return best
+
+
+def data_ratio_table(rows: Sequence[Mapping], *, row_source: str = "unity",
+                     col_source: str = "camus", structure: str = "la",
+                     test_source: str = "unity", group: Sequence[str] = (),
+                     order: Sequence[str] = ()) -> str:
+    """Table 2: median ``structure`` Dice on ``test_source`` (mean ± std over seeds of
+    each run's median), ``row_source`` training size x ``col_source`` training size
+    (from ``train_sizes``; a source absent from ``train_sizes`` counts as 0).
+
+    The default orientation, Unity (partially labelled) sizes down the rows and CAMUS
+    (fully labelled) sizes across, with one block of rows per ``group`` value (e.g.
+    the loss), is our reading of the paper's Table 2; swap the sources for the other.
+    """
     rows = select(rows, structure=structure, test_source=test_source)
 
     def sizes(r):
         s = parse_sizes(r["train_sizes"])
-        return s.get(row_source, "0"), s.get(col_source, "0")
+        return tuple(r[g] for g in group) + (s.get(row_source, "0"), s.get(col_source, "0"))
 
     cells = across_seeds(rows, sizes, lambda rs: rs[0]["dice_median"])
     as_num = lambda v: (0, int(v)) if v.isdigit() else (1, v)  # noqa: E731
-    rs_ = sorted({k[0] for k in cells}, key=as_num)
-    cs_ = sorted({k[1] for k in cells}, key=as_num)
-    body = [[r] + [fmt(*cells.get((r, c), (math.nan, math.nan, 0))[:2]) for c in cs_] for r in rs_]
-    return markdown_table([f"{row_source} \\ {col_source}"] + cs_, body)
+    heads = sorted({k[:-2] for k in cells}, key=lambda k: tuple(_rank(v, order) for v in k))
+    rs_ = sorted({k[-2] for k in cells}, key=as_num)
+    cs_ = sorted({k[-1] for k in cells}, key=as_num)
+    body = [list(h) + [r] + [fmt(*cells.get(h + (r, c), (math.nan, math.nan, 0))[:2]) for c in cs_]
+            for h in heads for r in rs_ if any(h + (r, c) in cells for c in cs_)]
+    return markdown_table(list(group) + [f"{row_source} \\ {col_source}"] + cs_, body)
 
 
 def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("setting", "arch", "method"),
@@ -344,7 +404,8 @@ def paired_dice(per_image: Sequence[Mapping], *, method_a: str, method_b: str,
                 method_key: str = "method") -> tuple[np.ndarray, np.ndarray]:
     """Paired per-image Dice of two methods for one structure.
 
-    An image (``image_key``) under the same ``pair_on`` tags is one pair; its Dice is
+    An image (``image_key``: source and index in its test split) under the same
+    ``pair_on`` tags is one pair; its Dice is
     first averaged over the seeds each method has for it, so each test image counts
     once. Images where either method's Dice is NaN (the structure absent from that
     image's ground truth) are dropped: Dice is undefined there.
@@ -367,33 +428,46 @@ def paired_dice(per_image: Sequence[Mapping], *, method_a: str, method_b: str,
     return np.asarray(a), np.asarray(b)
 
 
+def wilcoxon_pair(per_image: Sequence[Mapping], *, method_a: str, method_b: str, structure: str,
+                  pair_on: Sequence[str] = ("setting", "arch"),
+                  alternative: str = "two-sided") -> dict:
+    """Wilcoxon signed-rank test of ``method_a`` against ``method_b`` on paired per-image
+    ``structure`` Dice (:func:`paired_dice`).
+
+    ``scipy.stats.wilcoxon`` with its defaults otherwise: ``zero_method="wilcox"`` drops
+    zero differences (identical Dice, e.g. two perfect segmentations) before ranking;
+    ``method="auto"`` takes the exact null distribution for up to 50 differences without
+    ties or zeros, exhaustive permutations for up to 13 with ties or zeros, and the
+    normal approximation (tie-corrected) otherwise. ``alternative="greater"`` tests
+    whether a's Dice tends to exceed b's. With no non-zero difference left the test
+    cannot be run: statistic and p are NaN (``n_nonzero`` = 0).
+    """
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be two-sided, greater or less, got {alternative!r}")
+    a, b = paired_dice(per_image, method_a=method_a, method_b=method_b, structure=structure,
+                       pair_on=pair_on)
+    d = a - b
+    n_nonzero = int(np.count_nonzero(d))
+    stat = p = math.nan
+    if n_nonzero > 0:
+        res = stats.wilcoxon(a, b, alternative=alternative)
+        stat, p = float(res.statistic), float(res.pvalue)
+    return {"structure": structure, "method_a": method_a, "method_b": method_b,
+            "alternative": alternative, "n_pairs": int(d.size), "n_nonzero": n_nonzero,
+            "median_diff": float(np.median(d)) if d.size else math.nan,
+            "mean_a": float(a.mean()) if a.size else math.nan,
+            "mean_b": float(b.mean()) if b.size else math.nan,
+            "statistic": stat, "p": p}
+
+
 def wilcoxon_tests(per_image: Sequence[Mapping], *, methods: Sequence[str],
                    structures: Sequence[str] = STRUCTURES,
                    pair_on: Sequence[str] = ("setting", "arch")) -> list[dict]:
-    """Two-sided Wilcoxon signed-rank test for every pair of methods and structure.
-
-    Pairs come from :func:`paired_dice`. ``scipy.stats.wilcoxon`` with its defaults:
-    ``zero_method="wilcox"`` drops zero differences (identical Dice, e.g. two perfect
-    segmentations) before ranking; ``method="auto"`` takes the exact null distribution
-    for up to 50 differences without ties or zeros, exhaustive permutations for up to
-    13 with ties or zeros, and the normal approximation (tie-corrected) otherwise.
-    When no non-zero difference is left the test cannot be run: statistic and p are
-    NaN (``n_nonzero`` = 0). ``p_holm`` corrects over all rows of the returned list.
-    """
-    out = []
-    for s in structures:
-        for ma, mb in itertools.combinations(methods, 2):
-            a, b = paired_dice(per_image, method_a=ma, method_b=mb, structure=s, pair_on=pair_on)
-            d = a - b
-            n_nonzero = int(np.count_nonzero(d))
-            stat = p = math.nan
-            if n_nonzero > 0:
-                res = stats.wilcoxon(a, b)
-                stat, p = float(res.statistic), float(res.pvalue)
-            out.append({"structure": s, "method_a": ma, "method_b": mb, "n_pairs": int(d.size),
-                        "n_nonzero": n_nonzero,
-                        "median_diff": float(np.median(d)) if d.size else math.nan,
-                        "statistic": stat, "p": p})
+    """Two-sided Wilcoxon signed-rank test (:func:`wilcoxon_pair`) for every pair of
+    ``methods`` and every structure; ``p_holm`` corrects over all rows of the returned
+    list (Holm-Bonferroni)."""
+    out = [wilcoxon_pair(per_image, method_a=ma, method_b=mb, structure=s, pair_on=pair_on)
+           for s in structures for ma, mb in itertools.combinations(methods, 2)]
     for row, ph in zip(out, holm([r["p"] for r in out])):
         row["p_holm"] = ph
     return out
@@ -409,3 +483,113 @@ def wilcoxon_table(tests: Sequence[Mapping]) -> str:
                      "–" if math.isnan(t["p"]) else f"{t['p']:.2g}",
                      ("–" if math.isnan(t["p_holm"]) else f"{t['p_holm']:.2g}") + star])
     return markdown_table(["structure", "pair", "images", "median Dice diff (a-b)", "p", "p (Holm)"], body)
+
+
+# The paper's tests (Islam et al., MELBA 2026, Exp. 4): Wilcoxon signed-rank on LVM Dice,
+# marginal vs aBCE and aBCE vs aCCE, for the U-Net and the Attention U-Net, p < 0.05.
+# The paper does not state a side; we test two-sided (our choice: no direction was fixed
+# before looking at the data) and report the direction by the median difference.
+PAPER_WILCOXON_PAIRS: tuple[tuple[str, str], ...] = (("marginal", "abce"), ("abce", "acce"))
+PAPER_WILCOXON_ARCHS: tuple[str, ...] = ("unet", "attention_unet")
+PAPER_ALPHA = 0.05
+
+
+def paper_wilcoxon_tests(per_image: Sequence[Mapping], *,
+                         pairs: Sequence[tuple[str, str]] = PAPER_WILCOXON_PAIRS,
+                         structure: str = "lvm", pair_on: Sequence[str] = ("setting", "arch"),
+                         alpha: float = PAPER_ALPHA) -> list[dict]:
+    """The paper's Wilcoxon signed-rank tests as it words them: each pair of ``pairs``
+    on ``structure`` Dice, two-sided, each test at ``alpha`` on its own p-value (no
+    multiple-comparison correction, as in the paper; :func:`wilcoxon_tests` gives the
+    Holm-corrected table of all pairs beside it). Adds ``significant`` (p < alpha) to
+    each row; pairs whose methods have no images are left out."""
+    methods = {r["method"] for r in per_image}
+    out = []
+    for ma, mb in pairs:
+        if ma in methods and mb in methods:
+            row = wilcoxon_pair(per_image, method_a=ma, method_b=mb, structure=structure,
+                                pair_on=pair_on)
+            row["significant"] = bool(not math.isnan(row["p"]) and row["p"] < alpha)
+            out.append(row)
+    return out
+
+
+def paper_wilcoxon_table(tests: Sequence[Mapping], *, alpha: float = PAPER_ALPHA) -> str:
+    """Markdown table of :func:`paper_wilcoxon_tests` rows."""
+    body = []
+    for t in tests:
+        if math.isnan(t["p"]):
+            verdict = "not testable (no non-zero difference)"
+        elif t["significant"]:
+            better = t["method_a"] if t["median_diff"] > 0 else t["method_b"]
+            verdict = f"significant, {better} higher" if t["median_diff"] != 0 else "significant"
+        else:
+            verdict = "not significant"
+        body.append([t["structure"].upper(), f"{t['method_a']} vs {t['method_b']}", str(t["n_pairs"]),
+                     fmt(t["mean_a"]), fmt(t["mean_b"]), fmt(t["median_diff"]),
+                     "–" if math.isnan(t["p"]) else f"{t['p']:.2g}", verdict])
+    return markdown_table(["structure", "pair (a vs b)", "images", "mean Dice a", "mean Dice b",
+                           "median diff (a-b)", "p (two-sided)", f"at p < {alpha:g}"], body)
+
+
+# --------------------------------------------------------------- per-image values
+
+
+def image_mean(row: Mapping, structures: Sequence[str] = STRUCTURES) -> float:
+    """Mean of one image's defined ``dice_<structure>`` values (NaN if none is defined):
+    the value of Figure 3's overall-mean panel."""
+    values = [row[f"dice_{s}"] for s in structures if not math.isnan(row[f"dice_{s}"])]
+    return float(np.mean(values)) if values else math.nan
+
+
+# ---------------------------------------------------------------------- run time
+
+
+def run_timing(run_path: str | os.PathLike) -> dict | None:
+    """``{"seconds", "epochs", "seconds_per_epoch", "arch", "loss", "batch_size"}`` of a
+    finished run folder, from its ``run_time.json`` (wall time of training + test
+    evaluation, written by the experiment layer) and its ``config.json``; None when
+    ``run_time.json`` is missing. The time includes compilation, validation every
+    ``eval_every`` epochs and the test evaluation, so the per-epoch figure is an upper
+    bound on the training time per epoch; a resumed run's file holds only the time since
+    it resumed."""
+    directory = rundir.RunDir(os.fspath(run_path))
+    if not os.path.exists(directory.run_time):
+        return None
+    with open(directory.run_time) as f:
+        seconds = json.load(f).get("seconds")
+    with open(directory.config) as f:
+        config = json.load(f)
+    epochs = config.get("epochs")
+    if not isinstance(seconds, (int, float)) or not isinstance(epochs, int) or epochs <= 0:
+        raise ValueError(f"{directory.path}: expected a number 'seconds' in run_time.json and a "
+                         f"positive int 'epochs' in config.json, got {seconds!r} and {epochs!r}")
+    return {"seconds": float(seconds), "epochs": epochs, "seconds_per_epoch": seconds / epochs,
+            "arch": (config.get("model") or {}).get("name", ""),
+            "loss": (config.get("loss") or {}).get("name", ""),
+            "batch_size": config.get("batch_size")}
+
+
+def run_timings(runs: Iterable[tuple[str | os.PathLike, Mapping]]) -> list[dict]:
+    """:func:`run_timing` of each ``(run folder, tags)`` with the tags added (``method``
+    defaults to the loss, as in the result rows); runs without ``run_time.json`` are
+    left out."""
+    out = []
+    for path, tags in runs:
+        t = run_timing(path)
+        if t is not None:
+            out.append({**t, **tags, "method": str(tags.get("method", t["loss"]))})
+    return out
+
+
+def epoch_time_table(entries: Sequence[Mapping], *, group: Sequence[str] = ("arch", "method"),
+                     order: Sequence[str] = ()) -> str:
+    """Wall time per epoch, one line per ``group`` value: mean ± std over runs of each
+    run's ``seconds_per_epoch`` (:func:`run_timing`), and the number of runs."""
+    keyf = lambda e: tuple(e[g] for g in group)  # noqa: E731
+    keys = sorted({keyf(e) for e in entries}, key=lambda k: tuple(_rank(v, order) for v in k))
+    body = []
+    for k in keys:
+        m, sd, n = mean_std(e["seconds_per_epoch"] for e in entries if keyf(e) == k)
+        body.append(list(k) + [fmt(m, sd, digits=2), str(n)])
+    return markdown_table(list(group) + ["s per epoch (train + eval)", "runs"], body)

@@ -40,12 +40,13 @@ def report(inp):
     o = inp.options
     lines = ["## LV Dice, training set x test set (Figure 2)", "",
              "Rows: the training set (one dataset, or all three); columns: the test set. "
-             "Cells: mean ± std over seeds of the mean LV Dice over the test images. Last "
+             "Cells: mean ± std across runs (seeds) of the mean LV Dice over the test images. Last "
              "column: in-domain Dice minus the mean of the model's cross-domain Dice.", ""]
     compact = ""
     for arch in o.archs:
         for loss in o.losses:
-            rows = [r for r in inp.results if r["arch"] == arch and r["loss"] == loss]
+            rows = [r for r in inp.results if r["arch"] == arch and r["loss"] == loss
+                    and r["setting"] != "grid"]
             if not rows:
                 continue
             table = R.domain_shift_table(rows, order=SOURCES + ("all",))

@@ -7,7 +7,8 @@ mask, on a grid of training-set sizes: CAMUS {100, 200, 400, 1000} x Unity
 3 seeds in the paper preset. The paper trains every cell for the same epochs; the quick
 preset gives small cells more epochs, so that every run sees at least
 ``examples_per_run`` images. Reported: the median LA Dice on Unity's test images, mean ±
-std over seeds, in Table 2's layout, for each loss and architecture.
+std across runs, Unity sizes down the rows and CAMUS sizes across, one block per loss,
+one table per architecture (Table 2).
 
     python experiments/exp3_data_ratio.py --loss=acce          # quick preset, phantoms
     python experiments/exp3_data_ratio.py --preset=paper --data=real --data_dir=...
@@ -70,17 +71,20 @@ def runs(options):
 
 def report(inp):
     lines = ["## Median LA Dice on Unity test images by training-set sizes (Table 2)", "",
-             "Rows: CAMUS training images; columns: Unity training images (LA removed). "
-             "Cells: mean ± std over seeds of each run's median LA Dice on Unity.", ""]
+             "One block of rows per loss; rows: Unity training images (LA removed; 0 = Unity "
+             "not in training), columns: CAMUS training images (fully labelled). Cells: mean ± "
+             "std across runs (seeds) of each run's median LA Dice on Unity's test images. The "
+             "orientation is our reading of the paper's Table 2 (its text is not quoted here).", ""]
+    res = [r for r in inp.results if r["setting"] != "grid"]
+    losses = list(inp.options.losses)
     compact = ""
     for arch in inp.options.archs:
-        for loss in inp.options.losses:
-            rows = [r for r in inp.results if r["arch"] == arch and r["method"] == loss]
-            if not rows:
-                continue
-            table = R.data_ratio_table(rows)
-            lines += [f"### {arch}, {loss}", "", table, ""]
-            compact = compact or f"Median LA Dice on Unity ({arch}, {loss}):\n{table}"
+        rows = [r for r in res if r["arch"] == arch and r["method"] in losses]
+        if not rows:
+            continue
+        table = R.data_ratio_table(rows, group=("method",), order=losses)
+        lines += [f"### {arch}", "", table, ""]
+        compact = compact or f"Median LA Dice on Unity ({arch}):\n{table}"
     return "\n".join(lines), compact
 
 

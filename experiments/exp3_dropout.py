@@ -4,15 +4,17 @@ CAMUS (fully labelled) + Unity with the LA removed from every Unity train/valida
 mask. Each loss is trained with label dropout on the LA at each rate of the preset
 (paper: 0 to 100 % in steps of 10 %), beside a fully-labelled benchmark (CCE, Unity's
 LA kept) and the pseudo-labelling baseline (a CCE teacher on CAMUS labels Unity's LA).
-Reported: LA Dice on Unity against the dropout rate (Figure 6) and each loss at rate
-0 and at its best rate against the baselines (Figure 7), with sample predictions.
+Reported: each loss without dropout against the baselines (Figure 5, our reading), the
+median LA Dice on Unity against the dropout rate, mean and std across runs (Figure 6),
+the best rate per loss on that statistic, each loss at rate 0 and at its best rate
+against the baselines (Figure 7: tables, 7a box plots, 7b sample predictions) and the
+wall time per epoch of each loss.
 
     python experiments/exp3_dropout.py --loss=acce            # quick preset, phantoms
     python experiments/exp3_dropout.py --preset=paper --data=real --data_dir=...
 """
 
 import dataclasses
-import math
 import os
 import sys
 
@@ -61,78 +63,115 @@ def runs(options):
     return X.with_grid_search(out, options)
 
 
-def best_rates(results, *, losses):
-    """Per (arch, loss): the dropout rate with the highest mean (over seeds) LA Dice on
-    Unity's test set. Chosen on the test set, as a figure of what each loss can reach."""
-    sel = [r for r in results if r["structure"] == "la" and r["test_source"] == "unity"
-           and r["method"] in losses]
-    cells = R.across_seeds(sel, lambda r: (r["arch"], r["method"], r["dropout"]),
-                           lambda rs: rs[0]["dice_mean"])
-    best = {}
-    for (arch, loss, rate), (m, _, _) in cells.items():
-        if not math.isnan(m) and ((arch, loss) not in best or m > best[(arch, loss)][1]):
-            best[(arch, loss)] = (rate, m)
-    return {k: v[0] for k, v in best.items()}
-
-
 def report(inp):
     o = inp.options
-    losses = [m for m in o.losses]
-    res = [r for r in inp.results if r["method"] != "pseudo_teacher"]
-    lines = ["## LA Dice on Unity against the label-dropout rate (Figure 6)", "",
-             "Rows: architecture and loss; columns: dropout rate on the LA; cells: mean ± std "
-             "over seeds of the mean LA Dice over Unity's test images.", ""]
+    losses = list(o.losses)
+    baselines = ["pseudo_label", "benchmark"]
+    res = [r for r in inp.results if r["method"] != "pseudo_teacher" and r["setting"] != "grid"]
+    images = [i for i in inp.per_image if i["method"] != "pseudo_teacher" and i["setting"] != "grid"]
+    arch_order = list(X.ARCHS)
     dropout_rows = [r for r in res if r["method"] in losses]
-    fig6 = R.dropout_table(dropout_rows, test_source="unity", order=list(X.ARCHS) + losses)
+    base = [r for r in res if r["method"] in baselines]
+    best = R.best_dropout_rates(dropout_rows, structure="la", test_source="unity")
+
+    # Figure 5: each loss without label dropout beside the baselines.
+    no_dropout = [r for r in res if (r["method"] in losses and r["dropout"] == 0.0)
+                  or r["method"] in baselines]
+    lines = ["## Each loss without label dropout against the baselines (Figure 5)", "",
+             "Our reading of the paper's Figure 5: Exp. 3's losses at dropout rate 0 beside "
+             "the fully-labelled benchmark (and pseudo-labels), (a) mean Dice per structure "
+             "on Unity's test images with error bars of one std across runs, (b) that std "
+             "across runs. Cells: mean ± std across runs of each run's mean Dice.", ""]
+    for source in ("unity", "camus"):
+        lines += [f"Test source: {source}", "",
+                  R.structure_table(no_dropout, group=("arch", "method"), test_source=source,
+                                    order=arch_order + losses + baselines), ""]
+    for arch in o.archs:
+        rows = [r for r in no_dropout if r["arch"] == arch]
+        if rows:
+            name = f"fig5_no_dropout_{arch}.png"
+            F.plot_method_bars(rows, os.path.join(inp.figures_dir, name), test_source="unity",
+                               order=losses + baselines, title=f"{arch}: Unity test images, no label dropout")
+            lines += [f"![Figure 5, {arch}](figures/{name})", ""]
+
+    lines += ["## LA Dice on Unity against the label-dropout rate (Figure 6)", "",
+              "Rows: architecture and loss; columns: dropout rate on the LA; cells: mean ± std "
+              "across runs of each run's median LA Dice over Unity's test images (the paper's "
+              "Figure 6: \"mean and standard deviation of the median Dice scores\").", ""]
+    fig6 = R.dropout_table(dropout_rows, test_source="unity", order=arch_order + losses)
     lines += [fig6, ""]
-    base = [r for r in res if r["method"] in ("benchmark", "pseudo_label")]
+    if best:
+        lines += ["Best rate per loss: the highest mean over runs of the per-run median LA "
+                  "Dice on Unity (ties: the lowest rate).", "",
+                  R.markdown_table(["arch", "loss", "best rate", "median LA Dice (mean ± std)", "runs"],
+                                   [[a, m, f"{best[(a, m)]['rate']:g}",
+                                     R.fmt(best[(a, m)]["mean"], best[(a, m)]["std"]), str(best[(a, m)]["n"])]
+                                    for a in R.ordered((k[0] for k in best), arch_order)
+                                    for m in losses if (a, m) in best]), ""]
     if base:
-        lines += ["Baselines, LA Dice on Unity:", "",
-                  R.structure_table(base, group=("arch", "method"), test_source="unity",
-                                    structures=("la",),
-                                    order=list(X.ARCHS) + ["pseudo_label", "benchmark"]), ""]
+        lines += ["Baselines, median LA Dice on Unity (mean ± std across runs):", "",
+                  R.markdown_table(["arch", "method", "LA"], [
+                      [a, m, R.fmt(*v[:2])] for (a, m), v in sorted(R.across_seeds(
+                          R.select(base, structure="la", test_source="unity"),
+                          lambda r: (r["arch"], r["method"]), lambda rs: rs[0]["dice_median"]).items())]),
+                  ""]
     for arch in o.archs:
         rows = [r for r in res if r["arch"] == arch]
         if rows:
             refs = R.across_seeds(
-                [r for r in rows if r["method"] in ("benchmark", "pseudo_label")
+                [r for r in rows if r["method"] in baselines
                  and r["structure"] == "la" and r["test_source"] == "unity"],
-                lambda r: (r["method"],), lambda rs: rs[0]["dice_mean"])
+                lambda r: (r["method"],), lambda rs: rs[0]["dice_median"])
             F.plot_dropout_curve([r for r in rows if r["method"] in losses],
                                  os.path.join(inp.figures_dir, f"fig6_dropout_{arch}.png"),
                                  test_source="unity", order=losses, title=f"{arch}: LA on Unity",
                                  references={k[0]: v[0] for k, v in sorted(refs.items())})
             lines += [f"![Figure 6, {arch}](figures/fig6_dropout_{arch}.png)", ""]
 
-    best = best_rates(res, losses=losses)
-    picked, fig7_order = [], []
-    for r in res:
-        if r["method"] in losses:
-            if r["dropout"] == 0.0:
-                picked.append({**r, "method": f"{r['method']} d=0"})
-            if best.get((r["arch"], r["method"])) == r["dropout"] and r["dropout"] != 0.0:
-                picked.append({**r, "method": f"{r['method']} d={r['dropout']:g} (best)"})
-        elif r["method"] in ("benchmark", "pseudo_label"):
-            picked.append(r)
+    def label(r):
+        """Figure 7's name of a row: loss at rate 0, loss at its best rate, or a baseline."""
+        if r["method"] in baselines:
+            return r["method"]
+        if r["method"] not in losses:
+            return None
+        rate = best.get((r["arch"], r["method"]), {}).get("rate")
+        if r["dropout"] == 0.0:
+            return f"{r['method']} d=0"
+        if r["dropout"] == rate:
+            return f"{r['method']} d={rate:g} (best)"
+        return None
+
+    picked = [{**r, "method": m} for r in res if (m := label(r)) is not None]
+    picked_images = [{**i, "method": m} for i in images if (m := label(i)) is not None]
+    fig7_order = []
     for loss in losses:  # each loss without, then with its best dropout; baselines last
         fig7_order += [f"{loss} d=0"] + sorted({p["method"] for p in picked
                                                 if p["method"].startswith(f"{loss} d=") and
                                                 p["method"] != f"{loss} d=0"})
-    fig7_order += ["pseudo_label", "benchmark"]
+    fig7_order += baselines
     lines += ["## Each loss without and with its best label dropout (Figure 7)", "",
-              "Best rate per loss chosen on Unity's test LA Dice (so optimistic, as a "
-              "ceiling). Dice per structure on each test source:", ""]
+              "Best rate per loss as above, chosen on Unity's test LA Dice (so optimistic, as a "
+              "ceiling). Dice per structure on each test source (mean ± std across runs of each "
+              "run's mean):", ""]
     for source in ("unity", "camus"):
         lines += [f"Test source: {source}", "",
                   R.structure_table(picked, group=("arch", "method"), test_source=source,
-                                    order=list(X.ARCHS) + fig7_order), ""]
+                                    order=arch_order + fig7_order), ""]
+    for arch in o.archs:
+        sel = [i for i in picked_images if i["arch"] == arch and i["source"] == "unity"]
+        if sel:
+            name = f"fig7a_boxes_{arch}.png"
+            F.plot_boxes(sel, os.path.join(inp.figures_dir, name), structures=("la",), overall=False,
+                         order=fig7_order, title=f"{arch}: per-image LA Dice on Unity (all seeds)")
+            lines += [f"![Figure 7a, {arch}](figures/{name})", ""]
     for arch in o.archs:
         chosen = {}
         for loss in losses:
-            for rate in dict.fromkeys((0.0, best.get((arch, loss), 0.0))):
-                run = inp.finished(f"{arch}/{loss}/d{rate:g}/s{o.seeds[0]}")
+            rate = best.get((arch, loss), {}).get("rate", 0.0)
+            for d in dict.fromkeys((0.0, rate)):
+                run = inp.finished(f"{arch}/{loss}/d{d:g}/s{o.seeds[0]}")
                 if run is not None:
-                    chosen[f"{loss} d={rate:g}"] = run
+                    chosen[f"{loss} d={d:g}"] = run
         for m in ("benchmark", "pseudo_label"):
             run = inp.finished(f"{arch}/{m}/s{o.seeds[0]}")
             if run is not None:
@@ -141,7 +180,16 @@ def report(inp):
             inp.overlay_figure(chosen, "unity", f"fig7_overlay_{arch}.png",
                                title=f"{arch}: Unity test images (LA in blue)")
             lines += [f"![Figure 7b, {arch}](figures/fig7_overlay_{arch}.png)", ""]
-    return "\n".join(lines), "LA Dice on Unity by label-dropout rate:\n" + fig6
+    timings = [t for t in R.run_timings((X.run_dir(inp.workdir, r).path, r.tags) for r in inp.runs
+                                        if inp.finished(r.name))
+               if t.get("setting") != "grid" and t["method"] != "pseudo_teacher"]
+    if timings:
+        lines += ["## Wall time per epoch", "",
+                  "Training + test evaluation time of each run (`run_time.json`) over its epochs "
+                  "(includes compilation and validation), all dropout rates pooled: mean ± std "
+                  "across runs.", "",
+                  R.epoch_time_table(timings, order=arch_order + losses + baselines), ""]
+    return "\n".join(lines), "Median LA Dice on Unity by label-dropout rate:\n" + fig6
 
 
 EXPERIMENT = X.Experiment(

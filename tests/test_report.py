@@ -101,24 +101,39 @@ def test_structure_table_single_source_and_order():
 
 
 def test_dropout_table_columns_are_rates():
+    # The table shows each run's median (Figure 6); the means (0.0) must not count.
     rows = [_row(f"r{d}{s}", method="acce", dropout=d, seed=s, test_source="unity", structure="la",
-                 mean=m) for d, s, m in [(0.0, 0, 0.2), (0.0, 1, 0.4), (0.5, 0, 0.7)]]
+                 mean=0.0, median=m) for d, s, m in [(0.0, 0, 0.2), (0.0, 1, 0.4), (0.5, 0, 0.7)]]
     table = report.dropout_table(rows, test_source="unity", group=("method",))
     lines = table.strip().splitlines()
     assert lines[0] == "| method | 0 | 0.5 |"
     assert lines[2] == "| acce | 0.300 ± 0.141 | 0.700 |"
 
 
-def test_data_ratio_table_uses_median_and_sizes():
+def _ratio_rows():
     rows = []
     for (nc, nu, seed, med) in [(100, 0, 0, 0.1), (100, 0, 1, 0.3), (1000, 0, 0, 0.5), (100, 200, 0, 0.6)]:
         sizes = f"camus={nc}" + (f";unity={nu}" if nu else "")
         rows.append(_row(f"c{nc}u{nu}s{seed}", seed=seed, train_sizes=sizes, test_source="unity",
                          structure="la", mean=0.0, median=med))
-    lines = report.data_ratio_table(rows).strip().splitlines()
+    return rows
+
+
+def test_data_ratio_table_uses_median_and_sizes():
+    lines = report.data_ratio_table(_ratio_rows(), row_source="camus",
+                                    col_source="unity").strip().splitlines()
     assert lines[0] == "| camus \\ unity | 0 | 200 |"
     assert lines[2] == "| 100 | 0.200 ± 0.141 | 0.600 |"  # numeric order, not text order
     assert lines[3] == "| 1000 | 0.500 | – |"
+
+
+def test_data_ratio_table_default_orientation_unity_rows_with_loss_blocks():
+    rows = _ratio_rows() + [{**r, "method": "abce", "run": r["run"] + "b", "dice_median": 0.9}
+                            for r in _ratio_rows()[:1]]
+    lines = report.data_ratio_table(rows, group=("method",), order=("cce", "abce")).strip().splitlines()
+    assert lines[0] == "| method | unity \\ camus | 100 | 1000 |"
+    assert lines[2:] == ["| cce | 0 | 0.200 ± 0.141 | 0.500 |", "| cce | 200 | 0.600 | – |",
+                         "| abce | 0 | 0.900 | – |"]
 
 
 def test_holm_hand_computed():
@@ -128,8 +143,8 @@ def test_holm_hand_computed():
 
 def _images(method, seed, dice_lv, dice_la, arch="unet"):
     return [{"setting": "full", "arch": arch, "method": method, "seed": seed, "source": "camus",
-             "patient_id": f"p{i}", "view": "4CH", "phase": "ED", "dice_lv": lv, "dice_lvm": 0.5,
-             "dice_la": la} for i, (lv, la) in enumerate(zip(dice_lv, dice_la))]
+             "index": i, "patient_id": f"p{i}", "view": "4CH", "phase": "ED", "dice_lv": lv,
+             "dice_lvm": 0.5, "dice_la": la} for i, (lv, la) in enumerate(zip(dice_lv, dice_la))]
 
 
 def test_wilcoxon_matches_direct_scipy_call():
@@ -180,12 +195,19 @@ def test_results_csv_round_trip_and_bad_columns(tmp_path):
 
 def test_read_per_image_parses_nan(tmp_path):
     p = tmp_path / "per_image.csv"
-    p.write_text("source,patient_id,view,phase,dice_lv,dice_lvm,dice_la\n"
-                 "camus,p1,2CH,ED,0.9,nan,\ncamus,p2,4CH,ES,0.8,0.7,0.6\n")
+    p.write_text("source,index,patient_id,view,phase,dice_lv,dice_lvm,dice_la\n"
+                 "camus,0,p1,2CH,ED,0.9,nan,\ncamus,7,p2,4CH,ES,0.8,0.7,0.6\n")
     rows = report.read_per_image(p)
     assert rows[0]["dice_lv"] == 0.9 and math.isnan(rows[0]["dice_lvm"]) and math.isnan(rows[0]["dice_la"])
-    p.write_text("source,patient_id,view,phase,dice_lv\ncamus,p1,2CH,ED,0.9\n")
+    assert rows[1]["index"] == 7 and report.image_key(rows[1]) == ("camus", 7)
+    p.write_text("source,index,patient_id,view,phase,dice_lv\ncamus,0,p1,2CH,ED,0.9\n")
     with pytest.raises(ValueError, match="dice_lvm"):
+        report.read_per_image(p)
+    p.write_text("source,patient_id,view,phase,dice_lv,dice_lvm,dice_la\ncamus,p1,2CH,ED,1,1,1\n")
+    with pytest.raises(ValueError, match="index"):
+        report.read_per_image(p)
+    p.write_text("source,index,patient_id,view,phase,dice_lv,dice_lvm,dice_la\ncamus,x,p,2CH,ED,1,1,1\n")
+    with pytest.raises(ValueError, match=r"per_image.csv:2 column index.*'x'"):
         report.read_per_image(p)
 
 
@@ -217,3 +239,127 @@ def test_figures_are_written_atomically(tmp_path):
     with pytest.raises(ValueError, match="ints 0..3"):
         figures.plot_overlays([{"image": img, "label": lab + 5, "predictions": {}}], tmp_path / "x.png",
                              methods=[])
+
+
+# ------------------------------------------------ statistics added for the paper preset
+
+
+def _dropout_runs(cells, *, method="acce", arch="unet"):
+    """cells: [(rate, seed, per-run mean, per-run median)] -> LA-on-Unity result rows."""
+    return [_row(f"{arch}/{method}/d{d}/s{seed}", method=method, arch=arch, dropout=d, seed=seed,
+                 test_source="unity", structure="la", mean=m, median=med)
+            for d, seed, m, med in cells]
+
+
+def test_best_dropout_rate_is_chosen_on_mean_of_per_run_medians():
+    # Rate 0: medians 0.5, 0.7 (mean 0.6) but per-run means 0.8, 0.8.
+    # Rate 0.5: medians 0.7, 0.7 (mean 0.7) but per-run means 0.6, 0.6.
+    rows = _dropout_runs([(0.0, 0, 0.8, 0.5), (0.0, 1, 0.8, 0.7), (0.5, 0, 0.6, 0.7), (0.5, 1, 0.6, 0.7)])
+    rows += [_row("other", method="acce", dropout=0.0, test_source="camus", structure="la", median=1.0),
+             _row("other2", method="acce", dropout=0.0, test_source="unity", structure="lv", median=1.0)]
+    best = report.best_dropout_rates(rows)
+    assert list(best) == [("unet", "acce")]
+    assert best[("unet", "acce")]["rate"] == 0.5
+    assert best[("unet", "acce")]["mean"] == pytest.approx(0.7)
+    assert best[("unet", "acce")]["std"] == pytest.approx(0.0) and best[("unet", "acce")]["n"] == 2
+    # The per-run-mean statistic (the old choice) would pick rate 0.
+    assert report.best_dropout_rates(rows, statistic="dice_mean")[("unet", "acce")]["rate"] == 0.0
+
+
+def test_best_dropout_rate_ties_go_to_the_lowest_rate_and_nan_is_skipped():
+    rows = _dropout_runs([(0.6, 0, 0.0, 0.4), (0.2, 0, 0.0, 0.4), (0.9, 0, 0.0, math.nan)])
+    rows += _dropout_runs([(0.0, 0, 0.0, 0.3), (1.0, 0, 0.0, 0.9)], method="abce")
+    best = report.best_dropout_rates(rows)
+    assert best[("unet", "acce")]["rate"] == 0.2
+    assert best[("unet", "abce")]["rate"] == 1.0 and math.isnan(best[("unet", "abce")]["std"])
+
+
+def test_across_runs_is_the_spread_between_runs_not_between_images():
+    # Run a: camus 10 images mean 0.9, unity 30 images mean 0.5 -> pooled 0.6.
+    # Run b: pooled 0.8. Across runs: mean 0.7, std sqrt(0.02). dice_std (over images,
+    # 0.1 in every row) must not enter.
+    rows = [_row("a", test_source="camus", n=10, mean=0.9), _row("a", test_source="unity", n=30, mean=0.5),
+            _row("b", seed=1, test_source="camus", n=10, mean=0.8),
+            _row("c", method="abce", test_source="camus", n=10, mean=0.3)]
+    cells = report.across_runs(rows, structure="lv")
+    assert cells[("cce",)] == (pytest.approx(0.7), pytest.approx(math.sqrt(0.02)), 2)
+    m, sd, n = cells[("abce",)]
+    assert (m, n) == (pytest.approx(0.3), 1) and math.isnan(sd)
+    camus = report.across_runs(rows, structure="lv", test_source="camus")
+    assert camus[("cce",)][:2] == (pytest.approx(0.85), pytest.approx(math.sqrt(0.005)))
+
+
+def _frames(method, values, *, patient="u1"):
+    # Frames of one Unity video: same patient and view, phase "unknown", distinct indices.
+    return [{"setting": "s", "arch": "unet", "method": method, "seed": 0, "source": "unity",
+             "index": i, "patient_id": patient, "view": "4CH", "phase": "unknown",
+             "dice_lv": 0.9, "dice_lvm": v, "dice_la": math.nan} for i, v in enumerate(values)]
+
+
+def test_pairing_keeps_frames_of_one_video_apart():
+    a = [0.90, 0.80, 0.70, 0.60, 0.50, 0.40]
+    b = [0.89, 0.78, 0.67, 0.56, 0.45, 0.34]  # a - b = 0.01 .. 0.06, all distinct
+    got_a, got_b = report.paired_dice(_frames("abce", a) + _frames("acce", b), method_a="abce",
+                                      method_b="acce", structure="lvm")
+    assert got_a == pytest.approx(a) and got_b == pytest.approx(b)  # six pairs, not one
+
+
+def test_paper_wilcoxon_is_two_sided_at_005_hand_computed():
+    # Six positive, distinct differences: the exact two-sided p is 2 / 2**6 = 0.03125
+    # (one-sided 1/64); five give 2 / 2**5 = 0.0625, not significant at 0.05.
+    a6, b6 = [0.90, 0.80, 0.70, 0.60, 0.50, 0.40], [0.89, 0.78, 0.67, 0.56, 0.45, 0.34]
+    imgs = _frames("abce", a6) + _frames("acce", b6) + _frames("marginal", a6[:5])
+    tests = report.paper_wilcoxon_tests(imgs)
+    assert [(t["method_a"], t["method_b"]) for t in tests] == [("marginal", "abce"), ("abce", "acce")]
+    ma, aa = tests
+    assert aa["alternative"] == "two-sided" and aa["n_pairs"] == 6
+    assert aa["p"] == pytest.approx(2 / 64) and aa["significant"]
+    assert aa["median_diff"] == pytest.approx(0.035)
+    assert ma["n_pairs"] == 5 and ma["n_nonzero"] == 0 and math.isnan(ma["p"]) and not ma["significant"]
+    one = report.wilcoxon_pair(imgs, method_a="abce", method_b="acce", structure="lvm",
+                               alternative="greater")
+    assert one["p"] == pytest.approx(1 / 64)
+    five = report.paper_wilcoxon_tests(_frames("abce", a6[:5]) + _frames("acce", b6[:5]),
+                                       pairs=(("abce", "acce"),))
+    assert five[0]["p"] == pytest.approx(2 / 32) and not five[0]["significant"]
+    table = report.paper_wilcoxon_table(tests)
+    assert "| LVM | abce vs acce | 6 | 0.650 | 0.615 | 0.035 | 0.031 | significant, abce higher |" in table
+    assert "not testable" in table
+    with pytest.raises(ValueError, match="alternative"):
+        report.wilcoxon_pair(imgs, method_a="abce", method_b="acce", structure="lvm", alternative="up")
+
+
+def test_paper_wilcoxon_leaves_out_missing_methods():
+    imgs = _frames("abce", [0.5, 0.6]) + _frames("acce", [0.4, 0.5])
+    assert [(t["method_a"], t["method_b"]) for t in report.paper_wilcoxon_tests(imgs)] == [("abce", "acce")]
+
+
+def test_image_mean_over_defined_structures():
+    assert report.image_mean({"dice_lv": 0.9, "dice_lvm": math.nan, "dice_la": 0.5}) == pytest.approx(0.7)
+    assert math.isnan(report.image_mean({"dice_lv": math.nan, "dice_lvm": math.nan, "dice_la": math.nan}))
+
+
+def test_run_timing_and_epoch_time_table(tmp_path):
+    def run(name, seconds, epochs):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(f'{{"epochs": {epochs}, "model": {{"name": "unet"}}, '
+                                       f'"loss": {{"name": "abce"}}, "batch_size": 8}}')
+        if seconds is not None:
+            (d / "run_time.json").write_text(f'{{"seconds": {seconds}}}')
+        return d
+
+    assert report.run_timing(run("unfinished", None, 4)) is None
+    t = report.run_timing(run("a", 120.0, 4))
+    assert t == {"seconds": 120.0, "epochs": 4, "seconds_per_epoch": 30.0, "arch": "unet",
+                 "loss": "abce", "batch_size": 8}
+    assert report.run_timings([(tmp_path / "a", {"setting": "x"}), (tmp_path / "unfinished", {})]) == [
+        {**t, "setting": "x", "method": "abce"}]
+    entries = [{"arch": "unet", "method": "acce", **t},
+               {"arch": "unet", "method": "acce", **report.run_timing(run("b", 100.0, 2))},
+               {"arch": "unet", "method": "abce", **report.run_timing(run("c", 40.0, 2))}]
+    lines = report.epoch_time_table(entries, order=("acce", "abce")).strip().splitlines()
+    # acce: 30 and 50 s per epoch -> 40 ± sqrt(200) = 14.14.
+    assert lines[2:] == ["| unet | acce | 40.00 ± 14.14 | 2 |", "| unet | abce | 20.00 | 1 |"]
+    with pytest.raises(ValueError, match="positive int 'epochs'"):
+        report.run_timing(run("bad", 10.0, 0))
