@@ -103,7 +103,7 @@ class LossConfig:
 
 @_frozen
 class OptimConfig:
-    """SGD with Nesterov momentum and a per-step learning-rate schedule (paper, Sec. 4.6).
+    """SGD with Nesterov momentum and a per-step learning-rate schedule (paper, Sec. 4.4).
 
     ``schedule``: ``poly`` is nnU-Net's ``lr * (1 - step/total)**power``; ``cosine``
     decays to 0; ``constant``. ``weight_decay`` is coupled L2 (as torch SGD);

@@ -307,7 +307,7 @@ def label_dropout(
     not in ``classes`` never change. Used on the fly inside the jitted train step.
 
     Reference: label dropout, Islam et al., 2024; used in Islam et al., MELBA 2026,
-    Section 4.5 (Experiment 3 sweeps ``rate`` from 0 to 1).
+    Sec. 5.3.1 (Experiment 3 sweeps ``rate`` from 0 to 1).
 
     Args:
       rng: a PRNG key.

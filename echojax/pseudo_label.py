@@ -1,4 +1,4 @@
-"""Pseudo-labelling baseline (Islam et al., MELBA 2026, Sec. 4.5) as derived TFDS datasets.
+"""Pseudo-labelling baseline (Islam et al., MELBA 2026, Sec. 5.2) as derived TFDS datasets.
 
 The baseline: a CCE *teacher* trained on the fully-labelled part of the training data
 predicts the structures missing from the partially-labelled masks; a CCE *student*

@@ -6,7 +6,7 @@ model is split once into a static graph definition and array state
 device: uint8 -> float, augmentation (``echojax.augment``), label dropout (Islam et al.
 2024, rate passed as a traced scalar so changing it never recompiles), model, loss by
 name (``echojax.losses.LOSSES``), SGD with Nesterov momentum 0.9 and a per-step decaying
-learning rate (polynomial, power 0.9, as nnU-Net; Islam et al. MELBA 2026, Sec. 4.6).
+learning rate (polynomial, power 0.9, as nnU-Net; Islam et al. MELBA 2026, Sec. 4.4).
 The peak learning rate and the schedule's length are traced scalars too: runs that
 differ only in learning rate, epochs or dataset size share one compiled step.
 

@@ -1,6 +1,6 @@
 """Bringing real echo frames and masks to the square training resolution.
 
-The paper resized every image to 256 x 256 (Islam et al., MELBA 2026, Section 4).
+The paper resized every image to 256 x 256 (Islam et al., MELBA 2026, Sec. 4.4).
 The real datasets are not square (CAMUS frames are about 778 x 549 pixels, Unity
 frames vary), so a rule is needed:
 
