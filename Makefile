@@ -6,17 +6,19 @@ BIN := $(VENV)/bin
 # (TensorFlow for TFDS's builder tests, ~600 MB).
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# Installs pin the versions the documented numbers come from (see requirements.lock).
+PIP_INSTALL := $(BIN)/python -m pip install --quiet -c requirements.lock
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(PIP_INSTALL) -e .
 	@touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(PIP_INSTALL) -e '.[test]'
 	@touch $(TEST_STAMP)
 
 test: $(TEST_STAMP)
@@ -24,6 +26,15 @@ test: $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python experiments/exp3_dropout.py --loss=acce
+
+# Re-resolves the lock in a fresh virtual environment (after a dependency change).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	{ sed -n '/^#/p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable \
+	  | grep -v '^echojax'; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
