@@ -104,6 +104,17 @@ TRAIN_SHARE = 0.8
 # configuration (cheaper; our choice for budgets that cannot afford per-model grids).
 GRID_MODES = ("per_model", "shared")
 
+# Extra (grid-search) training runs of each experiment under the paper preset with
+# default flags, per grid mode (3 x 3 runs per grid; counted in experiments/README.md
+# and checked by tests/test_experiment_paper.py).
+PAPER_GRID_RUNS = {
+    "exp1_domain_shift": {"per_model": 36, "shared": 9},
+    "exp2_intra_domain": {"per_model": 135, "shared": 108},
+    "exp3_dropout": {"per_model": 1215, "shared": 108},
+    "exp3_data_ratio": {"per_model": 1728, "shared": 108},
+    "exp4_all_datasets": {"per_model": 162, "shared": 81},
+}
+
 
 PRESETS: dict[str, Preset] = {
     # Islam et al., MELBA 2026, Sec. 4.4: 256 x 256, 500 epochs, 5 seeds (3 for the
@@ -416,9 +427,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         "--lr/--batch_size): per_model = one grid per distinct model (every "
                         "setting but the seed), as the paper (Sec. 4.4); shared = one per "
                         "(architecture, loss), tuned on its first configuration. Each grid "
-                        "trains |LR grid| x |batch grid| extra runs (paper preset: 9); the extra "
-                        "runs per experiment of each mode are in experiments/README.md "
-                        "(default: the preset's, paper: per_model)")
+                        "trains |LR grid| x |batch grid| extra runs (paper preset: 9); extra "
+                        "runs of the paper preset with default flags, per_model / shared: "
+                        + "; ".join(f"{e} {c['per_model']} / {c['shared']}"
+                                    for e, c in PAPER_GRID_RUNS.items())
+                        + " (default: the preset's, paper: per_model)")
     p.add_argument("--dry_run", action="store_true",
                    help="print this shard's runs, one JSON object per line, and exit")
     return p
