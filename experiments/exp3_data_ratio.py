@@ -5,7 +5,7 @@ CAMUS (fully labelled) + Unity with the LA removed from every Unity train/valida
 mask, on a grid of dataset sizes: CAMUS {100, 200, 400, 1000} x Unity {0, 100, 200, 400}
 (Table 2; 0: Unity not in training), 3 seeds in the paper preset. The sizes count whole
 datasets as the paper's Table 1 does (CAMUS 1,000 images, Unity 400: the largest cell
-is each dataset whole), so a cell trains on their 80 % training share (Sec. 4.4:
+is each dataset whole), so a cell trains on their 80 % training share (Sec. 4:
 CAMUS 1000 -> 800 training images); validation and test splits stay whole (our
 choice), see ``echojax.experiment.options.TRAIN_SHARE``. The CPU presets scale the
 training counts further by their ``size_scale``. The paper trains every cell for the

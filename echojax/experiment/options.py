@@ -91,7 +91,7 @@ class Preset:
 # 1,000 images and Unity as 400, which are also the largest sizes of Table 2, so
 # "CAMUS 1,000" in Table 2 is the whole CAMUS set, not 1,000 training images. Each
 # dataset is split 80/10/10 into train/validation/test with the same proportion from
-# each dataset (Islam et al., MELBA 2026, Sec. 4.4), so a size of N images means
+# each dataset (Islam et al., MELBA 2026, Sec. 4), so a size of N images means
 # round(0.8 N) training images. Our choice where the paper is silent: the validation
 # and test splits stay whole in every cell (every cell is validated and tested on the
 # same images; only the training subset shrinks).
