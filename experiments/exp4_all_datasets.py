@@ -114,7 +114,7 @@ def runs(options):
                     out += X.pseudo_label_runs(
                         base, ("lvm", "la"), teacher_name=f"{setting}/{arch}/pseudo_teacher/s{seed}",
                         student_name=f"{setting}/{arch}/pseudo_label/s{seed}",
-                        tags={"setting": setting})
+                        tags={"setting": setting}, test_sources=tests)
     return X.with_grid_search(out, options)
 
 

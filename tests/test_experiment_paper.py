@@ -119,6 +119,9 @@ def test_exp4_paper_preset_compares_the_papers_methods(tmp_path):
             "full/unet/pseudo_label/s0"} <= names
     assert {_config(r).loss.dropout_rate for r in _trained(more)
             if r.name.startswith("full/unet/cce")} == {0.0}
+    # The pseudo-label student is scored on Table 3's annotated EchoNet images too.
+    student = next(r for r in more if r.name == "full/unet/pseudo_label/s0")
+    assert [s.alias for s in student.test_sources] == ["echonet_annotated"]
 
 
 def test_exp4_echonet_annotated_flag(tmp_path):
