@@ -170,7 +170,7 @@ def test_options_and_bad_flags(tmp_path):
     assert [fixed.config([CAMUS], arch="unet", loss="acce", seed=s).mixture_seed
             for s in (3, 4)] == [0, 0]
     assert not _options(tmp_path, lr=0.1).grid_search
-    assert o.size(1400) == 1400
+    assert o.size(1400) == 1120  # whole-dataset count -> its 80 % training share
     quick = options_lib.options_from_args("exp", options_lib.build_parser("").parse_args([]))
     assert quick.size(1400) == 350  # size_scale 0.25
     # examples_per_run 1600: 1600 / 25 = 64 epochs; a large set keeps the preset's 2.
@@ -235,7 +235,10 @@ def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
     assert X.main(exp, argv, **kw) == 0
     assert len(fake.trained) == 2  # nothing retrained
     assert X.main(exp, argv + ["--dry_run"], **kw) == 0
-    assert "cce: unet cce dropout=0 seed=0 epochs=1" in capsys.readouterr().out
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [(x["name"], x["architecture"], x["loss"], x["label_dropout"]["rate"], x["seed"],
+             x["epochs"]) for x in lines] == [("cce", "unet", "cce", 0.0, 0, 1),
+                                              ("acce", "unet", "acce", 0.0, 0, 1)]
 
 
 def test_real_data_not_prepared_is_a_clear_error(tmp_path, capsys):
@@ -277,7 +280,8 @@ _DICE.update({"marginal": (0.6, 0.8), "abce": (0.7, 0.9)})
     ("exp2_intra_domain", ["--baselines="], 4, "| unet | acce | 0.850 | 0.850 | 0.800 |"),
     ("exp3_dropout", ["--loss=acce,cce", "--baselines=", "--rates=0,0.5"], 4,
      "| unet | acce | 0.800 | 0.800 |"),
-    ("exp3_data_ratio", ["--loss=acce", "--camus_sizes=5,10", "--unity_sizes=0,5"], 4,
+    # Dataset sizes 20, 40 -> 5, 10 training images under the quick preset's 0.25.
+    ("exp3_data_ratio", ["--loss=acce", "--camus_sizes=20,40", "--unity_sizes=0,20"], 4,
      "| 5 | 0.800 | 0.800 |"),
     # 6 paired images all differing by -0.25: exact p = 2 / 2**6; Holm over 3 tests.
     ("exp4_all_datasets", ["--loss=cce,acce", "--baselines="], 4,
@@ -305,14 +309,15 @@ def test_experiment_scripts_with_fake_engine(tmp_path, capsys, name, argv, runs,
 
 def test_paper_preset_run_counts(tmp_path):
     # 11 rates x 4 losses x 5 seeds x 3 archs + benchmark and pseudo-label pairs, plus
-    # one 3 x 3 LR/batch grid per (arch, loss) group: 4 losses + cce baselines.
+    # one 3 x 3 LR/batch grid per model: per arch 44 (loss, rate) models + the benchmark
+    # (the pseudo-label pair tunes on the CCE rate-0 model's grid).
     exp = _experiment("exp3_dropout")
     o = X.parse(exp, ["--preset=paper", f"--workdir={tmp_path}",
                       "--baselines=benchmark,pseudo_label"])
     assert o.flags.rates is None and o.flags.baselines == ("benchmark", "pseudo_label")
     runs = exp.runs(o)
-    assert len(runs) == 11 * 4 * 5 * 3 + 3 * 5 * 3 + 9 * 4 * 3
-    assert sum(r.name.startswith("grid/") for r in runs) == 9 * 4 * 3
+    assert len(runs) == 11 * 4 * 5 * 3 + 3 * 5 * 3 + 9 * 45 * 3
+    assert sum(r.name.startswith("grid/") for r in runs) == 9 * 45 * 3
     # Shards partition the sweep.
     parts = [X.select_shard(runs, i, 7) for i in range(7)]
     assert sorted(r.name for p in parts for r in p) == sorted(r.name for r in runs)

@@ -30,7 +30,7 @@ from echojax.experiment.datasets import DataNotPrepared, train_sizes
 from echojax.experiment.execute import Backend, execute
 from echojax.experiment.options import Options
 from echojax.experiment.reporting import write_report
-from echojax.experiment.runs import Experiment, Run, check_runs, select_shard
+from echojax.experiment.runs import Experiment, Run, check_runs, describe_json, select_shard
 
 
 def parse(experiment: Experiment, argv: Sequence[str] | None = None) -> Options:
@@ -69,11 +69,11 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
           f"data={options.data}, workdir={options.workdir}", flush=True)
 
     def adjust(config: Config) -> Config:
-        return options.adjust(config, backend.train_size(config))
+        return options.adjust(config, backend.train_size)
 
     if options.dry_run:
         for r in mine:
-            print(f"  {r.name}: {_describe(r, adjust)}")
+            print(describe_json(r, adjust))
         return 0
     if backend.compilation_cache:
         _enable_compilation_cache(options.workdir)

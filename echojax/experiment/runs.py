@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from echojax import pseudo_label
 from echojax.config import Config
 from echojax.data.mixture import Source
+from echojax.experiment.datasets import DataNotPrepared
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,11 @@ class Run:
       setup: ``setup(run_dir, dirs_of_needed_runs) -> Config``, called before training
         when ``config`` depends on finished runs (must be cheap when repeated).
       uses: datasets ``setup`` reads (prepared with the others before the sweep).
+      preview: for a run whose ``config`` is ``None``, the config as known before
+        running (what ``setup`` starts from): shown by ``--dry_run`` and tuned by a
+        grid search.
+      grid: the name prefix of the grid-search runs that choose this run's learning
+        rate and batch size (``echojax.experiment.grid``); ``""`` when not tuned.
     """
     name: str
     config: Config | None
@@ -36,6 +43,8 @@ class Run:
     needs: tuple[str, ...] = ()
     setup: Callable[[str, Mapping[str, str]], Config] | None = None
     uses: tuple[Source, ...] = ()
+    preview: Config | None = None
+    grid: str = ""
 
     def __post_init__(self):
         if not self.name or self.name.startswith("/") or ".." in self.name.split("/"):
@@ -98,20 +107,75 @@ def select_shard(runs: Sequence[Run], index: int, count: int) -> list[Run]:
 
 
 def pseudo_label_runs(base: Config, classes: Sequence[str], *, teacher_name: str,
-                      student_name: str, tags: Mapping[str, str]) -> list[Run]:
+                      student_name: str, tags: Mapping[str, str],
+                      test_sources: Sequence[Source] = ()) -> list[Run]:
     """The two runs of the pseudo-labelling baseline (``echojax.pseudo_label``): the
     teacher, then the student that needs it.
 
     ``base`` is the partially-labelled mixture the other methods train on (its model,
     schedule and seed are kept; the loss becomes CCE). The teacher is tagged
-    ``method=pseudo_teacher``; the student gets ``tags`` with ``method=pseudo_label``.
+    ``method=pseudo_teacher``; the student gets ``tags`` with ``method=pseudo_label``
+    and is also tested on ``test_sources``, like the methods it is compared with.
     """
     tags = {**tags, "grid_key": f"{base.model.name}_cce"}  # tuned like other CCE runs
     teacher = Run(teacher_name, None, tags={**tags, "method": "pseudo_teacher"},
                   setup=lambda run_dir, dirs: pseudo_label.teacher_config(base, classes),
-                  uses=base.sources)
+                  uses=base.sources, preview=base)
     student = Run(student_name, None, tags={**tags, "method": "pseudo_label"},
-                  needs=(teacher_name,), uses=base.sources,
+                  needs=(teacher_name,), uses=base.sources, preview=base,
+                  test_sources=tuple(test_sources),
                   setup=lambda run_dir, dirs: pseudo_label.student_config(
                       base, classes, dirs[teacher_name]))
     return [teacher, student]
+
+
+def describe(run: Run, adjust: Callable[[Config], Config] | None = None) -> dict[str, Any]:
+    """What ``--dry_run`` prints for a run: name, table placement, architecture, loss,
+    label dropout, seeds, training sources (size: ``train_examples`` or ``"all"``;
+    removals), learning rate and batch size (``"grid"`` when a grid search sets them),
+    epochs (after ``adjust``; ``None`` while a source it needs to count is not
+    prepared) and extra test sources. A pseudo-label teacher or student shows the
+    partially labelled mixture its data is derived from (``"derived_from"``)."""
+    config = run.config if run.config is not None else run.preview
+    out: dict[str, Any] = {"name": run.name, "setting": str(run.tags.get("setting", ""))}
+    if config is None:
+        out.update(method=str(run.tags.get("method", "")), config="set up at run time",
+                   needs=list(run.needs))
+        return out
+    loss = config.loss
+    out.update({
+        "method": str(run.tags.get("method", loss.name)),
+        "architecture": config.model.name,
+        "model_size": config.model.size,
+        "loss": loss.name,
+        "label_dropout": {"rate": loss.dropout_rate, "classes": list(loss.dropout_classes)},
+        "seed": config.seed,
+        "data_seed": config.mixture_seed,
+        "resolution": config.resolution,
+        "sources": [{"name": s.name, "alias": s.alias,
+                     "train_examples": s.train_examples if s.train_examples is not None else "all",
+                     "removals": [{"classes": list(r.classes), "fraction": r.fraction}
+                                  for r in s.removals]}
+                    for s in config.sources],
+        "lr": "grid" if run.grid else config.optim.lr,
+        "batch_size": "grid" if run.grid else config.batch_size,
+    })
+    try:
+        out["epochs"] = (adjust(config) if adjust is not None else config).epochs
+    except DataNotPrepared:  # the epochs follow the training-set size, unknown until prepared
+        out["epochs"] = None
+        out["epochs_note"] = "set from the training-set size once the datasets are prepared"
+    if run.grid:
+        out["grid"] = run.grid
+    if str(run.tags.get("method", "")).startswith("pseudo"):
+        out["derived_from"] = ("these sources; the teacher trains on their fully labelled "
+                               "examples, the student on them with the missing labels "
+                               "predicted by the teacher")
+    if run.test_sources:
+        out["test_sources"] = [{"name": s.name, "alias": s.alias} for s in run.test_sources]
+    return out
+
+
+def describe_json(run: Run, adjust: Callable[[Config], Config] | None = None) -> str:
+    """:func:`describe` as one line of JSON."""
+    return json.dumps(describe(run, adjust), sort_keys=False)

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from tfds_builders.synthetic_echo import synthetic_echo_dataset_builder as seb
@@ -133,3 +134,39 @@ def test_array_record_without_tensorflow_from_outside_the_repo(tmp_path):
         values = set().union(*(res[s]["seg_values"] for s in res))
         assert values == ({0, 1} if style == "echonet_like" else {0, 1, 2, 3})
     np.testing.assert_equal(out["camus_like"]["train"]["n"], 64)
+
+
+def test_echonet_like_annotated_is_the_lv_only_test_set_fully_labelled(tmp_path):
+    """Table 3's phantom EchoNet images: a test split only, the first 10 test subjects of
+    echonet_like (20 images), pixels identical, masks with LVM and LA added."""
+    names = {c.name: c for c in seb.Builder.BUILDER_CONFIGS}
+    for res in (256, 128, 64):
+        assert names[f"echonet_like_annotated_{res}"].test_subjects == 10
+    builder = tfds.builder("synthetic_echo/echonet_like_annotated_64", data_dir=str(tmp_path))
+    builder.download_and_prepare(file_format="array_record")
+    assert set(builder.info.splits) == {"test"}
+    test = builder.as_data_source(split="test")
+    assert len(test) == 20
+    subjects = [i for i in range(1000) if seb.split_of(i) == "test"][:10]
+    lv_only = {}
+    for i in subjects:
+        for ex in seb.phantoms.generate_subject("echonet_like", i, resolution=64):
+            lv_only[(ex["patient_id"], ex["phase"])] = ex
+    seen = set()
+    for k in range(len(test)):
+        ex = test[k]
+        key = (ex["patient_id"].decode(), ex["phase"].decode())
+        seen.add(key)
+        ref = lv_only[key]
+        assert ex["label_mask"].tolist() == [True] * 4
+        assert ref["label_mask"].tolist() == [True, True, False, False]
+        np.testing.assert_array_equal(ex["image"], ref["image"])
+        seg, ref_seg = ex["segmentation"][..., 0], ref["segmentation"][..., 0]
+        np.testing.assert_array_equal(seg == 1, ref_seg == 1)  # the same LV
+        assert (seg == 2).any() and (seg == 3).any()  # LVM and LA annotated
+    assert seen == set(lv_only)
+
+
+def test_test_subjects_is_validated():
+    with pytest.raises(ValueError, match="test_subjects"):
+        seb.SyntheticEchoConfig(name="x", style="unity_like", test_subjects=21, num_subjects=200)
