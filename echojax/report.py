@@ -352,16 +352,25 @@ def data_ratio_table(rows: Sequence[Mapping], *, row_source: str = "unity",
 
 
 def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("setting", "arch", "method"),
-                       order: Sequence[str] = ()) -> str:
+                       order: Sequence[str] = (), dice_sources: Sequence[str] | None = None,
+                       ef_sources: Sequence[str] | None = None) -> str:
     """Table 3: per line of ``group``, mean Dice per structure, their overall mean and
     the EF MAE, each ``mean ± std`` over seeds; test sources pooled by image count.
 
     The overall mean of a run is the mean of its per-structure means. EF MAE pools the
     run's per-source MAEs weighted by their number of ED/ES pairs (``ef_n``).
+    ``dice_sources`` / ``ef_sources`` (default: all) choose the test sources each part
+    pools: the paper scores EchoNet's Dice on 20 images annotated with every structure
+    but its EF on the EchoNet test set.
     """
-    keyf = lambda r: tuple(r[g] for g in group)  # noqa: E731
+    def keyf(r):
+        return tuple(r[g] for g in group)
+
+    dice_rows = [r for r in rows if dice_sources is None or r["test_source"] in dice_sources]
+    rows = [r for r in rows if ef_sources is None or r["test_source"] in ef_sources
+            or dice_sources is None or r["test_source"] in dice_sources]
     keys = sorted({keyf(r) for r in rows}, key=lambda k: tuple(_rank(v, order) for v in k))
-    per_struct = across_seeds(rows, lambda r: keyf(r) + (r["structure"],), pooled_over_sources)
+    per_struct = across_seeds(dice_rows, lambda r: keyf(r) + (r["structure"],), pooled_over_sources)
 
     def overall(run_rows):
         means = [pooled_over_sources([r for r in run_rows if r["structure"] == s]) for s in STRUCTURES]
@@ -369,15 +378,16 @@ def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("sett
         return float(np.mean(means)) if means else math.nan
 
     def ef(run_rows):  # one row per source carries the run's EF error on it
-        per_source = {r["test_source"]: r for r in run_rows}
+        per_source = {r["test_source"]: r for r in run_rows
+                      if ef_sources is None or r["test_source"] in ef_sources}
         return pooled_over_sources(list(per_source.values()), "ef_mae", "ef_n")
 
-    overall_cells = across_seeds(rows, keyf, overall)
+    overall_cells = across_seeds(dice_rows, keyf, overall)
     ef_cells = across_seeds(rows, keyf, ef)
     body = []
     for k in keys:
         line = list(k) + [fmt(*per_struct.get(k + (s,), (math.nan, math.nan, 0))[:2]) for s in STRUCTURES]
-        line.append(fmt(*overall_cells[k][:2]))
+        line.append(fmt(*overall_cells.get(k, (math.nan, math.nan, 0))[:2]))
         line.append(fmt(*ef_cells[k][:2], digits=2))
         body.append(line)
     return markdown_table(list(group) + [s.upper() for s in STRUCTURES] + ["mean", "EF MAE (%)"], body)
