@@ -22,7 +22,11 @@ mean EF down. The rules (all our choice, with the physiology that bounds them):
    by default the larger of 10 % of the curve's amplitude (the 5th to 95th percentile
    range, so that one wrong frame does not set it) and 3 times the frame-to-frame noise
    (the noise's standard deviation estimated robustly from second differences of the
-   raw curve: 1.4826 MAD / sqrt(6), which a smooth cardiac curve hardly touches).
+   raw curve: 1.4826 MAD / sqrt(6), which a smooth cardiac curve hardly touches). The
+   first ED of a loop that began in diastole rose from the loop's first frame, not from
+   a whole ES: with no higher point before it, it needs the prominence on its right
+   (its systolic fall) and half of it on its left (a loop that began in systole falls
+   from its first frame, so a jitter peak there does not rise that far).
 4. **A beat's ES** is the smallest smoothed area between its ED and the next ED (or
    the loop's end: then only if the curve turned back up before the last frame; a beat
    still falling at the end is partial). A peak at the first or last frame is not a
@@ -168,8 +172,7 @@ def analyse_beats(area, *, min_beat_frames: int, min_prominence: float | None = 
         return result([], [], f"the LV area is constant ({a[0]:g} in all {a.size} frames): "
                               "no cardiac cycle")
     s = ndimage.gaussian_filter1d(a, sigma, mode="nearest") if sigma > 0 else a
-    eds, _ = signal.find_peaks(s, distance=beat, prominence=max(prominence, 1e-12 * np.ptp(a)))
-    eds = [int(e) for e in eds]
+    eds = [int(e) for e in _peaks(s, beat, max(prominence, 1e-12 * np.ptp(a)))]
     if not eds:
         return result([], [], f"no peak of the LV area stands out by {prominence:.4g} (the "
                               f"larger of {RELATIVE_PROMINENCE:.0%} of its amplitude {amplitude:.4g} "
@@ -208,6 +211,22 @@ def analyse_beats(area, *, min_beat_frames: int, min_prominence: float | None = 
         reason = "no complete beat (an ED followed by its ES) in the LV area curve: " + "; ".join(
             f"ED {ed} -> ES {es}: {why}" for ed, es, why in rejected)
     return result(beats, rejected, reason)
+
+
+def _peaks(s: np.ndarray, distance: int, prominence: float) -> np.ndarray:
+    """Peaks at least ``distance`` apart that stand out by ``prominence``; a peak with no
+    higher point before it (the loop began before it rose) needs that only on its right
+    and half of it on its left, where the rise was cut by the loop's start."""
+    peaks, _ = signal.find_peaks(s, distance=distance)
+    if peaks.size == 0:
+        return peaks
+    prom, _, right_base = signal.peak_prominences(s, peaks)
+    keep = prom >= prominence
+    for i, p in enumerate(peaks):
+        if not keep[i] and s[:p].max() < s[p]:
+            keep[i] = (s[p] - s[p:right_base[i] + 1].min() >= prominence
+                       and s[p] - s[:p].min() >= prominence / 2)
+    return peaks[keep]
 
 
 def detect_beats(area, *, min_beat_frames: int, min_prominence: float | None = None,

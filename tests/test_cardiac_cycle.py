@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import signal
 
 from echojax import cardiac_cycle
 from echojax.cardiac_cycle import Beat
@@ -66,6 +67,34 @@ def test_loop_starting_in_systole_or_ending_in_systole():
     found = cardiac_cycle.analyse_beats(area, min_beat_frames=15, smooth_frames=0)
     assert found.beats == [Beat(30, 40)]
     assert found.rejected == [(60, 63, "partial beat: the area still falls at the loop's end")]
+
+
+def test_first_ed_of_a_loop_that_began_in_late_diastole():
+    # The loop starts 5 frames before ED, when the LV has refilled all but 9 % of its
+    # stroke area: the first ED rises too little from frame 0 to stand out on its left
+    # by the full prominence (10 % of 400), but its systolic fall does.
+    area, _, _ = skewed_cycle(90, period=40, ed0=5, systole=14, ed_area=1000, es_area=600)
+    rise_before = area[5] - area[0]
+    assert 20 < rise_before < 0.1 * 400
+    assert list(signal.find_peaks(area, distance=15, prominence=0.1 * 400)[0]) == [45, 85]
+    found = cardiac_cycle.detect_beats(area, min_beat_frames=15, smooth_frames=0)
+    assert found == [Beat(5, 19), Beat(45, 59)]
+    # A rise of less than half the prominence on the left is not enough.
+    assert cardiac_cycle.detect_beats(area, min_beat_frames=15, smooth_frames=0,
+                                      min_prominence=2.2 * rise_before) == [Beat(45, 59)]
+
+
+def test_jitter_at_the_start_of_a_loop_that_began_in_systole():
+    # Starts 2 frames after ED: a jitter peak at frame 2, 6 above frame 1 (noise 3), before the
+    # fall; it is not an ED.
+    area, _, _ = skewed_cycle(90, period=40, ed0=42, systole=14, ed_area=1000, es_area=600)
+    area = area[4:].copy()                                # EDs at 38 and 78; falling at 0
+    area[2] = area[1] + 6
+    rng = np.random.default_rng(0)
+    noisy = area + rng.normal(0, 3.0, area.size)
+    assert 2 in signal.find_peaks(noisy)[0]   # a peak, without smoothing
+    found = cardiac_cycle.analyse_beats(noisy, min_beat_frames=15, smooth_frames=0)
+    assert near(found.beats, [(38, 52)], 1), found
 
 
 @pytest.mark.parametrize("seed", range(5))
