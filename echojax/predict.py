@@ -15,9 +15,9 @@ echojax.export`` or a run folder. Per recording, in ``OUT_DIR/<name>/``:
   mL by the method of discs where the file gives the pixel spacing), and ED/ES marks;
 - ``beats.csv``: per beat its ED and ES frames (``echojax.cardiac_cycle``: ED the peaks
   of the lightly smoothed LV area curve that stand out of its amplitude and noise, ES
-  the smallest area before the next ED, with a minimum systole and systolic fall), EF (monoplane, method
-  of discs, ``echojax.biomarkers``; scale-free, so EF needs no spacing) and EDV/ESV in
-  mL where the spacing is known;
+  the smallest area before the next ED, with a minimum systole and systolic fall), EF
+  (monoplane, method of discs, ``echojax.biomarkers``; scale-free, so EF needs no
+  spacing) and EDV/ESV in mL where the spacing is known;
 - ``overlay.gif`` (every frame, classes in colour), ``overlay.png`` (the first beat's ED
   and ES frames side by side, or the first frame), ``area_curve.png`` (ED/ES marked);
 - ``result.json``: all of the above plus what the pre-processing did (sector handling).
