@@ -155,7 +155,8 @@ def analyse_beats(area, *, min_beat_frames: int, min_prominence: float | None = 
     beat = _check_count("min_beat_frames", min_beat_frames, 1)
     systole = (max(1, int(MIN_SYSTOLE_FRACTION * beat)) if min_systole_frames is None
                else _check_count("min_systole_frames", min_systole_frames, 1))
-    sigma = SMOOTH_FRACTION * beat if smooth_frames is None else _check_float("smooth_frames", smooth_frames)
+    sigma = (SMOOTH_FRACTION * beat if smooth_frames is None
+             else _check_float("smooth_frames", smooth_frames))
     fall_fraction = _check_float("min_fall_fraction", min_fall_fraction)
     if fall_fraction >= 1:
         raise ValueError(f"detect_beats: min_fall_fraction must be < 1, got {min_fall_fraction!r}")
