@@ -14,9 +14,10 @@ echojax.export`` or a run folder. Per recording, in ``OUT_DIR/<name>/``:
 - ``areas.csv``: per frame the LV area in pixels (and mm^2 and the monoplane LV volume in
   mL by the method of discs where the file gives the pixel spacing), and ED/ES marks;
 - ``beats.csv``: per beat its ED and ES frames (``echojax.cardiac_cycle``: ED the peaks
-  of the LV area curve, ES the smallest area before the next ED), EF (monoplane, method
-  of discs, ``echojax.biomarkers``; scale-free, so EF needs no spacing) and EDV/ESV in
-  mL where the spacing is known;
+  of the lightly smoothed LV area curve that stand out of its amplitude and noise, ES
+  the smallest area before the next ED, with a minimum systole and systolic fall), EF
+  (monoplane, method of discs, ``echojax.biomarkers``; scale-free, so EF needs no
+  spacing) and EDV/ESV in mL where the spacing is known;
 - ``overlay.gif`` (every frame, classes in colour), ``overlay.png`` (the first beat's ED
   and ES frames side by side, or the first frame), ``area_curve.png`` (ED/ES marked);
 - ``result.json``: all of the above plus what the pre-processing did (sector handling).
@@ -110,9 +111,10 @@ def _beats(px: np.ndarray, fps: float | None, lv: np.ndarray, spacing):
         return [], [], f"{len(px)} frames: too few for a cardiac cycle"
     if fps is None:
         return [], [], "frame rate unknown (the file gives none; pass --fps)"
-    beats = cardiac_cycle.detect_beats(px, min_beat_frames=cardiac_cycle.min_beat_frames(fps))
+    found = cardiac_cycle.analyse_beats(px, min_beat_frames=cardiac_cycle.min_beat_frames(fps))
+    beats = found.beats
     if not beats:
-        return [], [], "no complete beat (an ED followed by an ES) in the LV area curve"
+        return [], [], found.reason
     try:
         efs, _ = cardiac_cycle.ef_per_beat(lv, beats, spacing)
     except ValueError as e:
