@@ -54,7 +54,7 @@ def main() -> None:
                    for f, ph in ((3, "ED"), (9, "ES"), (15, 0.5)))
     with mock.patch.object(mdd, "UNITY_SHAPE", (600, 800)):
         mdd.write_unity(tmp / "unity_imaging", frames=frames)
-    print(f"| builder | examples | seconds | ms/example | full dataset (examples) | est. time |")
+    print("| builder | examples | seconds | ms/example | full dataset (examples) | est. time |")
     print("|---|---|---|---|---|---|")
     for name in ("camus", "echonet_dynamic", "unity_imaging"):
         n, sec = _time(name, tmp / name, args.resolution)

@@ -13,8 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from fixtures_engine import (assert_trees_equal, engine_data_dir, load_state,  # noqa: F401
-                             read_metrics, run_worker, tiny_config, train_losses, WORKER, HERE)
+from fixtures_engine import (  # noqa: F401
+    HERE,
+    WORKER,
+    assert_trees_equal,
+    engine_data_dir,
+    load_state,
+    read_metrics,
+    run_worker,
+    tiny_config,
+    train_losses,
+)
 
 from echojax import train
 from echojax.checkpoint import Checkpoints
