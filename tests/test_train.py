@@ -13,11 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from fixtures_engine import (  # noqa: F401
+from fixtures_engine import (
     HERE,
     WORKER,
     assert_trees_equal,
-    engine_data_dir,
     load_state,
     read_metrics,
     run_worker,
