@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test demo bench clean
+.PHONY: test lint demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(TEST_STAMP): $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+# ruff comes with the test extra; its rules are in pyproject.toml [tool.ruff].
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
 
 demo: $(STAMP)
 	$(BIN)/python experiments/exp3_dropout.py --loss=acce
