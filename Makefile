@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # Installs pin the versions the documented numbers come from (see requirements.lock).
 PIP_INSTALL := $(BIN)/python -m pip install --quiet -c requirements.lock
 
-.PHONY: test demo bench clean lock
+.PHONY: test lint demo bench clean lock
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(TEST_STAMP): $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+# ruff comes with the test extra; its rules are in pyproject.toml [tool.ruff].
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
 
 demo: $(STAMP)
 	$(BIN)/python experiments/exp3_dropout.py --loss=acce

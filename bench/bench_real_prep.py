@@ -50,11 +50,12 @@ def main() -> None:
     with mock.patch.multiple(mdd, ECHONET_SHAPE=(112, 112), ECHONET_PHASES=phases,
                              ECHONET_ED=0, ECHONET_ES=15):
         mdd.write_echonet(tmp / "echonet_dynamic", videos=videos)
-    frames = tuple((k, s, f, "2CH", ph, "lv lvm la") for k, s in (("a", "train"), ("b", "validation"), ("c", "test"))
+    frames = tuple((k, s, f, "2CH", ph, "lv lvm la")
+                   for k, s in (("a", "train"), ("b", "validation"), ("c", "test"))
                    for f, ph in ((3, "ED"), (9, "ES"), (15, 0.5)))
     with mock.patch.object(mdd, "UNITY_SHAPE", (600, 800)):
         mdd.write_unity(tmp / "unity_imaging", frames=frames)
-    print(f"| builder | examples | seconds | ms/example | full dataset (examples) | est. time |")
+    print("| builder | examples | seconds | ms/example | full dataset (examples) | est. time |")
     print("|---|---|---|---|---|---|")
     for name in ("camus", "echonet_dynamic", "unity_imaging"):
         n, sec = _time(name, tmp / name, args.resolution)

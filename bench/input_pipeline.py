@@ -78,7 +78,7 @@ def bench_loader(mix, batch_size, batches, *, num_threads, worker_count):
     it = iter(pipeline.train_dataset(mix, batch_size=batch_size, seed=0, process_index=0,
                                      process_count=1, num_threads=num_threads,
                                      worker_count=worker_count, prefetch_batches=8))
-    for batch in itertools.islice(it, 3):  # warm up: open files, start threads/workers
+    for _ in itertools.islice(it, 3):  # warm up: open files, start threads/workers
         pass
     with _Clock() as clock:
         for batch in itertools.islice(it, batches):

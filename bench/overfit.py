@@ -134,7 +134,8 @@ def main():
           f"{args.steps} steps, Adam lr {args.lr}, 4 images")
     print(f"{'architecture':<16} {'params':>8} {'fg Dice':>8} {'seconds':>8}")
     for name in models.ARCHITECTURES:
-        model = nnx.eval_shape(lambda: models.create(name, impl="cpu", rngs=nnx.Rngs(0), **models.PRESETS[name]["tiny"]))
+        model = nnx.eval_shape(lambda name=name: models.create(
+            name, impl="cpu", rngs=nnx.Rngs(0), **models.PRESETS[name]["tiny"]))
         n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
         dice, seconds = overfit(name, size=args.size, steps=args.steps, lr=args.lr)
         print(f"{name:<16} {n:>8d} {dice:>8.3f} {seconds:>8.1f}")

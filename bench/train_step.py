@@ -45,7 +45,8 @@ CASES = {
     "attention_unet-tiny-32": ("attention_unet", "tiny", 32, 2),
     "swin_unet-tiny-32": ("swin_unet", "tiny", 32, 2),
 }
-CPU_DEFAULT = "unet-ref-64,attention_unet-ref-64,unet-128,attention_unet-128,unet-256,attention_unet-256,swin_unet-256"
+CPU_DEFAULT = ("unet-ref-64,attention_unet-ref-64,unet-128,attention_unet-128,unet-256,"
+               "attention_unet-256,swin_unet-256")
 
 
 def parse_args(argv):

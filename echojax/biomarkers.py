@@ -50,8 +50,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage, spatial
 import skimage.measure
+from scipy import ndimage, spatial
 
 NUM_DISCS = 20
 LONG_AXES = ("apex_base", "principal")

@@ -38,7 +38,8 @@ def plot_domain_matrix(rows: Sequence[Mapping], path, *, structure: str = "lv",
                        order: Sequence[str] = ()) -> None:
     """Figure 2: heat map of mean ``structure`` Dice, training set x test source."""
     rows = report.select(rows, structure=structure)
-    cells = report.across_seeds(rows, lambda r: (r["setting"], r["test_source"]), lambda rs: rs[0]["dice_mean"])
+    cells = report.across_seeds(rows, lambda r: (r["setting"], r["test_source"]),
+                                lambda rs: rs[0]["dice_mean"])
     trains = report.ordered((r["setting"] for r in rows), order)
     tests = report.ordered((r["test_source"] for r in rows), order)
     m = np.array([[cells.get((tr, te), (math.nan,))[0] for te in tests] for tr in trains])
@@ -215,7 +216,8 @@ def plot_overlays(samples: Sequence[Mapping], path, *, methods: Sequence[str], t
         panels = [("image", None), ("ground truth", sample["label"])]
         for m in methods:
             if m not in sample["predictions"]:
-                raise ValueError(f"sample {i} has no prediction for {m!r}; has {sorted(sample['predictions'])}")
+                raise ValueError(f"sample {i} has no prediction for {m!r}; "
+                                 f"has {sorted(sample['predictions'])}")
             panels.append((m, sample["predictions"][m]))
         checked = []
         for name, mask in panels:

@@ -671,7 +671,7 @@ def _markings(subject, view, shape, xs, ys, r, spacing):
         if 0 <= ri < h - sc and 0 <= ci < w - sc:
             marks[ri:ri + sc + 1, ci:ci + sc + 1] = True
     # ECG trace in the band below the arc.
-    band0 = int(((subject.depth - y0) / dy)) + 3
+    band0 = int((subject.depth - y0) / dy) + 3
     amp = (h - 2 - band0) * 0.5
     if amp >= 1.0:
         cols = np.arange(w)

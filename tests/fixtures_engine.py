@@ -1,6 +1,6 @@
-"""Shared fixtures of the engine tests: one tiny dataset per test session, a tiny config,
-and a subprocess runner for runs that must be killed, use fake devices or several
-processes (``tests/engine_worker.py``)."""
+"""Shared helpers of the engine tests: a tiny config and a subprocess runner for runs that
+must be killed, use fake devices or several processes (``tests/engine_worker.py``). Their
+tiny dataset, one per test session, is the ``engine_data_dir`` fixture of ``conftest.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 from echojax import inference
 from echojax.config import Config, LossConfig, ModelConfig, Source
@@ -19,14 +18,6 @@ from echojax.config import Config, LossConfig, ModelConfig, Source
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "engine_worker.py")
 DATASET = "tiny_echo/r16_n20"  # 16x16, 20 train / 5 validation / 5 test examples
-
-
-@pytest.fixture(scope="session")
-def engine_data_dir(tmp_path_factory):
-    from fixtures import tiny_echo
-    data_dir = str(tmp_path_factory.mktemp("engine_tfds"))
-    tiny_echo.prepare(DATASET.split("/")[1], data_dir)
-    return data_dir
 
 
 def tiny_config(data_dir: str, **kw) -> Config:

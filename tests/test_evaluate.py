@@ -9,11 +9,11 @@ import os
 import jax
 import numpy as np
 import pytest
-from fixtures_engine import engine_data_dir, tiny_config  # noqa: F401
+from fixtures import tiny_echo
+from fixtures_engine import tiny_config
 
 from echojax import evaluate as evaluate_lib
 from echojax import files, rundir, train
-from fixtures import tiny_echo
 
 pytestmark = pytest.mark.xdist_group("engine")
 

@@ -6,12 +6,12 @@ import grain
 import numpy as np
 import pytest
 from etils import epath
+from fixtures import tiny_echo  # tests/ on sys.path (rootdir conftest); one module, one TFDS registration
 
 from echojax import labels
 from echojax.config import from_jsonable, to_jsonable
 from echojax.data import pipeline
 from echojax.data.mixture import Mixture, Removal, Source, kept_classes, subset_indices
-from fixtures import tiny_echo  # tests/ is on sys.path (rootdir conftest); one module name, one TFDS registration
 
 A = "tiny_echo/r16_n20"  # 20 train, 5 validation, 5 test
 B = "tiny_echo/r16_n40"  # 40 train, 10 validation, 10 test
@@ -153,6 +153,7 @@ def test_mixture_applies_removals_to_pixels_and_label_mask(data_dir):
 
 def test_fast_decoder_equals_tfds_decoding(data_dir):
     import tensorflow_datasets as tfds
+
     from echojax.data import mixture as mixture_lib
     mix = Mixture([Source(B, "b")], "validation", data_dir=data_dir, seed=0, metadata=True)
     reader = mix._reader(0)

@@ -58,7 +58,7 @@ def test_architectures_and_presets():
 def test_reference_parameter_counts(name):
     # Defaults are the reference sizes, and the "paper" preset says the same thing.
     for overrides in ({}, models.PRESETS[name]["paper"]):
-        model = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **overrides))
+        model = nnx.eval_shape(lambda overrides=overrides: models.create(name, rngs=nnx.Rngs(0), **overrides))
         assert n_params(model) == REFERENCE_PARAMS[name]
     # Parameters are float32 even when computing in bfloat16.
     model = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
@@ -76,7 +76,8 @@ def test_running_statistics_are_not_parameters():
 def test_sizes_of_presets_are_ordered():
     for name in models.ARCHITECTURES:
         counts = [
-            n_params(nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **models.PRESETS[name][s])))
+            n_params(nnx.eval_shape(
+                lambda name=name, s=s: models.create(name, rngs=nnx.Rngs(0), **models.PRESETS[name][s])))
             for s in ("tiny", "cpu")
         ]
         # The paper size is checked against the references above.
@@ -218,7 +219,7 @@ def test_every_impl_has_the_same_parameter_tree(name):
     # Names, shapes, dtypes and (same keys) initial values: a checkpoint written with one
     # implementation loads into any other.
     for size in ("tiny", "paper"):
-        trees = [nnx.state(nnx.eval_shape(lambda: models.create(
+        trees = [nnx.state(nnx.eval_shape(lambda impl=impl, size=size: models.create(
             name, impl=impl, rngs=nnx.Rngs(0), **models.PRESETS[name][size])), nnx.Param)
             for impl in models.IMPLS]
         for tree in trees[1:]:

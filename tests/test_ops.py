@@ -234,7 +234,10 @@ def test_conv_same_bad_input():
 def test_max_pool_matches_flax_values_and_gradients():
     # Continuous random input: no ties, so the gradients agree exactly.
     x = jnp.asarray(_rand(9, 2, 6, 4, 3), jnp.float32)
-    ref = lambda x: nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+    def ref(x):
+        return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
     ct = jnp.asarray(_rand(10, 2, 3, 2, 3), jnp.float32)
     (want, (gw,)), (got, (gg,)) = _value_and_grads(ref, [x], ct), _value_and_grads(ops.max_pool_2x2, [x], ct)
     np.testing.assert_array_equal(got, want)
@@ -322,7 +325,7 @@ def test_apply_batch_norm_matches_nnx_batch_norm_and_its_running_stats():
         norm.bias[...] = jnp.asarray(_rand(43, 3), jnp.float32)
         graphdef, params, rest = nnx.split(norm, nnx.Param, ...)
 
-        def f(p, x):
+        def f(p, x, graphdef=graphdef, rest=rest, impl=impl):
             m = nnx.merge(graphdef, p, rest, copy=True)
             y = layers.apply_batch_norm(m, x, relu=True, impl=impl)
             return y, nnx.state(m, nnx.BatchStat)

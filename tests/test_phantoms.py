@@ -142,7 +142,7 @@ def test_label_ef_agrees_with_analytic_ef():
             (ar, ac), (lr, lc), (rr, rc) = (r.landmarks[k] for k in
                                             ("apex", "mitral_left", "mitral_right"))
             lengths.append(math.hypot(((lr + rr) / 2 - ar) * dy, ((lc + rc) / 2 - ac) * dx))
-        v = [a * a / l for a, l in zip(areas, lengths)]
+        v = [a * a / length for a, length in zip(areas, lengths)]
         assert 100 * (1 - v[1] / v[0]) == pytest.approx(r.ef, abs=3.0)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_engine import engine_data_dir, read_metrics, tiny_config  # noqa: F401
+from fixtures_engine import read_metrics, tiny_config
 from PIL import Image
 
 from echojax import progress
@@ -302,7 +302,7 @@ class Recorder(progress.Reporter):
 
 
 @pytest.mark.xdist_group("engine")
-def test_train_run_leaves_progress_png_and_events(engine_data_dir, tmp_path, capsys):  # noqa: F811
+def test_train_run_leaves_progress_png_and_events(engine_data_dir, tmp_path, capsys):
     from echojax import train
     config = tiny_config(engine_data_dir)
     workdir = str(tmp_path / "run")
@@ -359,7 +359,7 @@ def test_train_run_leaves_progress_png_and_events(engine_data_dir, tmp_path, cap
 
 # --- TFDS preparation -----------------------------------------------------------------
 
-def test_is_prepared_without_tfds_warning(engine_data_dir, tmp_path):  # noqa: F811
+def test_is_prepared_without_tfds_warning(engine_data_dir, tmp_path):
     import tensorflow_datasets as tfds
     from fixtures import tiny_echo  # noqa: F401  registers tiny_echo
     records = []
@@ -407,7 +407,7 @@ def test_prepare_prints_two_lines_and_no_tfds_bars(tmp_path, capsys):
 
 
 @pytest.mark.xdist_group("engine")
-def test_train_main_quiet_prints_results_and_paths_only(engine_data_dir, tmp_path, capsys):  # noqa: F811
+def test_train_main_quiet_prints_results_and_paths_only(engine_data_dir, tmp_path, capsys):
     from echojax import train
     path = tmp_path / "config.json"
     tiny_config(engine_data_dir).save(str(path))

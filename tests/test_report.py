@@ -80,7 +80,8 @@ def test_domain_shift_table_hand_computed():
 def test_structure_ef_table_pools_sources_and_seeds():
     rows = []
     # One run (seed 0): camus 10 images, echonet 30 images.
-    for src, n, dice, ef, ef_n in [("camus", 10, (0.9, 0.8, 0.7), 4.0, 5), ("echonet", 30, (0.5, 0.4, 0.3), 8.0, 15)]:
+    for src, n, dice, ef, ef_n in [("camus", 10, (0.9, 0.8, 0.7), 4.0, 5),
+                                   ("echonet", 30, (0.5, 0.4, 0.3), 8.0, 15)]:
         for s, d in zip(("lv", "lvm", "la"), dice):
             rows.append(_row("a", setting="full", method="acce", test_source=src, structure=s,
                              n=n, mean=d, ef_mae=ef, ef_n=ef_n))

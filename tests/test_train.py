@@ -13,8 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from fixtures_engine import (assert_trees_equal, engine_data_dir, load_state,  # noqa: F401
-                             read_metrics, run_worker, tiny_config, train_losses, WORKER, HERE)
+from fixtures_engine import (
+    HERE,
+    WORKER,
+    assert_trees_equal,
+    load_state,
+    read_metrics,
+    run_worker,
+    tiny_config,
+    train_losses,
+)
 
 from echojax import train
 from echojax.checkpoint import Checkpoints
@@ -183,7 +191,10 @@ def test_train_step_compiles_once_and_dropout_rate_is_traced(reference_run):
     batches = train.pipeline.train_batches(mix, batch_size=4, seed=0)
     keys = ("image", "segmentation", "label_mask")
     state = jax.tree.map(jnp.copy, engine.initial_state)  # the step donates its input
-    put = lambda x: jax.device_put(jnp.float32(x), engine.replicated)
+
+    def put(x):
+        return jax.device_put(jnp.float32(x), engine.replicated)
+
     sizes = []
     for i, rate in enumerate([0.0, 0.3, 1.0, 0.0]):
         batch = engine.global_batch({k: np.asarray(batches[i % 2][k]) for k in keys})
@@ -263,16 +274,18 @@ def test_runs_differing_only_in_lr_or_length_share_the_compiled_step(engine_data
 def test_traced_schedule_equals_optax(name):
     # One compiled schedule (peak lr and length traced) against optax's own schedule
     # built from Python constants, over several lrs, lengths and every step (past the end
-    # too; one shape, so one compilation). Both are float32; optax's values themselves differ by an ulp or so between
-    # eager and jitted evaluation, hence the tolerance of a few ulps of the peak lr.
+    # too; one shape, so one compilation). Both are float32; optax's values themselves differ
+    # by an ulp or so between eager and jitted evaluation, hence the tolerance of a few ulps
+    # of the peak lr.
     optim = OptimConfig(schedule=name)
     traced = jax.jit(lambda t, lr, total: jax.vmap(train.learning_rate_schedule(
         optim, total, peak_lr=lr))(t))
+    optax_schedule = {"poly": lambda peak, total: optax.polynomial_schedule(peak, 0.0, 0.9, total),
+                      "cosine": lambda peak, total: optax.cosine_decay_schedule(peak, total),
+                      "constant": lambda peak, total: optax.constant_schedule(peak)}[name]
     for peak in (0.1, 0.01, 0.001):
         for total in (1, 7, 250):
-            ref = {"poly": lambda: optax.polynomial_schedule(peak, 0.0, 0.9, total),
-                   "cosine": lambda: optax.cosine_decay_schedule(peak, total),
-                   "constant": lambda: optax.constant_schedule(peak)}[name]()
+            ref = optax_schedule(peak, total)
             steps = np.arange(253, dtype=np.int32)
             got = np.asarray(traced(steps, np.float32(peak), np.int32(total)))
             want = np.asarray(ref(jnp.asarray(steps)), np.float32) * np.ones(len(steps))

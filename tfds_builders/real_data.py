@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from echojax import labels
-from echojax.data import cone
+from echojax.data import cone, preprocess
 from echojax.data import features as features_lib
-from echojax.data import preprocess
 
 SPLITS = ("train", "validation", "test")
 MAX_LISTED_FALLBACKS = 100

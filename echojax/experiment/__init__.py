@@ -21,8 +21,7 @@ from echojax.experiment.grid import best_validation_dice, with_grid_search
 from echojax.experiment.options import ARCHS, LOSSES, PRESETS, Options, Preset, csv_list, flag
 from echojax.experiment.reporting import ReportInput, write_report
 from echojax.experiment.results import RESULT_COLUMNS, collect
-from echojax.experiment.runs import (Experiment, Run, check_runs, pseudo_label_runs,
-                                     select_shard)
+from echojax.experiment.runs import Experiment, Run, check_runs, pseudo_label_runs, select_shard
 
 __all__ = ["main", "parse", "PAPER_SOURCES", "DataNotPrepared", "tfds_name", "Backend",
            "execute", "is_finished", "run_dir", "best_validation_dice", "with_grid_search",

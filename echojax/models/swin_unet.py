@@ -131,7 +131,7 @@ def window_merge(x: jax.Array, window: int) -> jax.Array:
     return x.reshape(b, nh * window, nw * window, c)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def relative_position_index(window: int) -> np.ndarray:
     """``int32[window**2, window**2]``: for tokens i, j of a window, the row of the
     ``(2 window - 1)**2``-entry bias table for their offset (dy, dx)."""
@@ -141,7 +141,7 @@ def relative_position_index(window: int) -> np.ndarray:
     return (rel[0] * (2 * window - 1) + rel[1]).astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> np.ndarray:
     """``bool[H/window, W/window, window**2, window**2]``: True where two tokens of a
     window of the grid rolled by ``-shift`` may attend to each other.

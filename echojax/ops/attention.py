@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _one_hot(index_bytes: bytes, shape: tuple[int, ...], rows: int) -> np.ndarray:
     index = np.frombuffer(index_bytes, np.int32).reshape(shape)
     return np.eye(rows, dtype=np.float32)[index.reshape(-1)]

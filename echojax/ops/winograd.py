@@ -17,8 +17,9 @@ additions-only transforms. Both gradients stay in the Winograd domain:
 All transform matrices hold only 0, +-1 and +-1/2, so float32 results stay within a
 few ulps-times-sqrt(terms) of the direct convolution (tests compare to float64).
 F(2x2) requires even ``H`` and ``W`` (whole 2x2 tiles), F(4x4) multiples of 4; F(4x4)'s
-constants (up to 8 and 1/24) make its float32 error 5-10x larger (bench/README.md). Same kernel layout (HWIO) as
-``nnx.Conv``. Measurements against XLA's convolution are in ``bench/README.md``.
+constants (up to 8 and 1/24) make its float32 error 5-10x larger (bench/README.md). Same
+kernel layout (HWIO) as ``nnx.Conv``. Measurements against XLA's convolution are in
+``bench/README.md``.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def _subset(tmp_path, keep_split):
     manual = tmp_path / "manual"
     shutil.copytree(DUMMY, manual)
     lines = (manual / "FileList.csv").read_text().splitlines()
-    rows = [lines[0]] + [l for l in lines[1:] if l.endswith("," + keep_split)]
+    rows = [lines[0]] + [line for line in lines[1:] if line.endswith("," + keep_split)]
     (manual / "FileList.csv").write_text("\n".join(rows) + "\n")
     return manual, len(rows) - 1
 
