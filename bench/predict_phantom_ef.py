@@ -13,7 +13,8 @@ Three stages, each one command (the README's "Segment your own recordings" runs 
 phantom styles together (CAMUS-like and Unity-like fully labelled, EchoNet-like LV
 only), prepared on first use. ``loops``: cine loops of test-split subjects (never seen
 in training or validation: ``synthetic_echo.split_of``) in each style, written as AVI,
-MP4 and DICOM under ``recordings/``, with ``truth.json`` beside that folder (the analytic EF, the ED and ES frames).
+MP4 and DICOM under ``recordings/``, with ``truth.json`` beside that folder (the
+analytic EF, the ED and ES frames).
 ``table``: per style, the absolute error of the predicted mean EF (over the beats
 found) against the analytic EF; per true beat found (a predicted ED within 5 frames of
 its ED), the ED and ES frame errors; how many beats were found, missed and spurious (a

@@ -3,7 +3,8 @@
 LV-only models (LVM and LA removed from every train/validation mask) trained with CCE
 on each dataset alone and on all three together, each tested on every dataset's test
 split. The paper preset trains the U-Net only, as the paper ("We used only the U-Net
-architecture in this experiment"); ``--arch`` adds the others. Reported: the train-source x test-source LV Dice matrix (Figure 2) and the drop
+architecture in this experiment"); ``--arch`` adds the others. Reported: the
+train-source x test-source LV Dice matrix (Figure 2) and the drop
 from in-domain to cross-domain Dice (the paper: 0.08 to 0.21).
 
     python experiments/exp1_domain_shift.py                    # quick preset, phantoms

@@ -12,7 +12,6 @@ import pytest
 from echojax import experiment as X
 from echojax.config import Config, LossConfig, ModelConfig
 from echojax.data.mixture import Removal, Source
-from echojax.experiment import grid as grid_lib
 from echojax.experiment import options as options_lib
 from echojax.experiment.options import DropoutSpec
 from echojax.experiment.runs import describe
@@ -99,7 +98,7 @@ def test_exp4_paper_preset_compares_the_papers_methods(tmp_path):
              for r in _trained(runs)}
     assert rates == {("unet", "acce"): 0.4, ("attention_unet", "acce"): 0.8,
                      ("swin_unet", "acce"): 0.3,
-                     **{(a, l): 0.0 for a in X.ARCHS for l in ("marginal", "abce")}}
+                     **{(a, lo): 0.0 for a in X.ARCHS for lo in ("marginal", "abce")}}
     assert all(_config(r).loss.dropout_classes == ("lvm", "la") for r in _trained(runs)
                if _config(r).loss.dropout_rate)
     assert not any("pseudo" in r.name for r in runs)
@@ -205,7 +204,7 @@ def test_dropout_spec_parsing():
     assert spec.rate("acce", "swin_unet") == 0.2
     assert spec.rate("marginal", "unet") == 0.1
     one = DropoutSpec.parse("0.3")
-    assert {one.rate(l, a) for l in X.LOSSES for a in X.ARCHS} == {0.3}
+    assert {one.rate(lo, a) for lo in X.LOSSES for a in X.ARCHS} == {0.3}
     paper = DropoutSpec.parse("acce:unet=0.4,acce:attention_unet=0.8,acce:swin_unet=0.3")
     assert [paper.rate("acce", a) for a in ("unet", "attention_unet", "swin_unet")] == [0.4, 0.8, 0.3]
     assert paper.rate("abce", "unet") == 0.0  # unlisted: no dropout

@@ -20,10 +20,10 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import echojax.experiment.datasets as datasets
 from echojax import losses, models
 from echojax.config import Config, LossConfig, ModelConfig, OptimConfig
 from echojax.data.mixture import Removal, Source
-import echojax.experiment.datasets as datasets
 from echojax.experiment.datasets import DATA_KINDS
 
 ARCHS: tuple[str, ...] = tuple(models.ARCHITECTURES)
@@ -253,7 +253,7 @@ class DropoutSpec:
     entries: tuple[tuple[str | None, str | None, float], ...] = ()  # (loss, arch, rate)
 
     @classmethod
-    def parse(cls, text: str, flag_name: str = "--dropout") -> "DropoutSpec":
+    def parse(cls, text: str, flag_name: str = "--dropout") -> DropoutSpec:
         entries: dict[tuple[str | None, str | None], float] = {}
         for item in (x.strip() for x in text.split(",")):
             if not item:
@@ -281,19 +281,19 @@ class DropoutSpec:
                 raise ValueError(f"{flag_name}: {item!r} sets "
                                  f"{_spec_key(loss, arch)} a second time")
             entries[(loss, arch)] = rate
-        return cls(tuple((l, a, r) for (l, a), r in entries.items()))
+        return cls(tuple((loss, arch, r) for (loss, arch), r in entries.items()))
 
     def rate(self, loss: str, arch: str) -> float:
         """The rate of ``loss`` on ``arch`` (0 when no entry covers them)."""
-        table = {(l, a): r for l, a, r in self.entries}
+        table = {(lo, a): r for lo, a, r in self.entries}
         for key in ((loss, arch), (loss, None), (None, None)):
             if key in table:
                 return table[key]
         return 0.0
 
     def __str__(self) -> str:
-        return ",".join(f"{_spec_key(l, a)}={r:g}" if l else f"{r:g}"
-                        for l, a, r in self.entries) or "0"
+        return ",".join(f"{_spec_key(lo, a)}={r:g}" if lo else f"{r:g}"
+                        for lo, a, r in self.entries) or "0"
 
 
 def _spec_key(loss: str | None, arch: str | None) -> str:

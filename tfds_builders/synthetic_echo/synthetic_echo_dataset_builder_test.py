@@ -111,7 +111,7 @@ def test_array_record_without_tensorflow_from_outside_the_repo(tmp_path):
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "data")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
     out = json.loads(line[len("RESULT"):])
     assert out["registered"] and not out["tensorflow_imported"]
     assert out["temp_dir"] == [str(tmp_path / "tmp"), []]  # nothing left in TMPDIR
