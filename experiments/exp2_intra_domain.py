@@ -94,14 +94,7 @@ def report(inp):
                                title=f"{arch}: CAMUS test images (LVM in green)")
             lines += [f"![Figure 4b, {arch}](figures/fig4b_overlay_{arch}.png)", ""]
     lines += _significance(images, order)
-    timings = [t for t in R.run_timings((X.run_dir(inp.workdir, r).path, r.tags) for r in inp.runs
-                                        if inp.finished(r.name))
-               if t.get("setting") != "grid" and t["method"] != "pseudo_teacher"]
-    if timings:
-        lines += ["## Wall time per epoch", "",
-                  "Training + test evaluation time of each run (`run_time.json`) over its epochs "
-                  "(includes compilation and validation): mean ± std across runs.", "",
-                  R.epoch_time_table(timings, order=order), ""]
+    lines += inp.epoch_time_section(order=order)
     return "\n".join(lines), "Dice on CAMUS test images:\n" + table
 
 

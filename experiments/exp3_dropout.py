@@ -180,15 +180,8 @@ def report(inp):
             inp.overlay_figure(chosen, "unity", f"fig7_overlay_{arch}.png",
                                title=f"{arch}: Unity test images (LA in blue)")
             lines += [f"![Figure 7b, {arch}](figures/fig7_overlay_{arch}.png)", ""]
-    timings = [t for t in R.run_timings((X.run_dir(inp.workdir, r).path, r.tags) for r in inp.runs
-                                        if inp.finished(r.name))
-               if t.get("setting") != "grid" and t["method"] != "pseudo_teacher"]
-    if timings:
-        lines += ["## Wall time per epoch", "",
-                  "Training + test evaluation time of each run (`run_time.json`) over its epochs "
-                  "(includes compilation and validation), all dropout rates pooled: mean ± std "
-                  "across runs.", "",
-                  R.epoch_time_table(timings, order=arch_order + losses + baselines), ""]
+    lines += inp.epoch_time_section(order=arch_order + losses + baselines,
+                                    note=", all dropout rates pooled")
     return "\n".join(lines), "Median LA Dice on Unity by label-dropout rate:\n" + fig6
 
 

@@ -198,14 +198,7 @@ def report(inp):
                 inp.overlay_figure(chosen, "echonet", name,
                                    title=f"{setting}, {arch}: EchoNet test images")
                 lines += [f"![Figure 8, {setting} {arch}](figures/{name})", ""]
-    timings = [t for t in R.run_timings((X.run_dir(inp.workdir, r).path, r.tags) for r in inp.runs
-                                        if inp.finished(r.name))
-               if t.get("setting") != "grid" and t["method"] != "pseudo_teacher"]
-    if timings:
-        lines += ["## Wall time per epoch", "",
-                  "Training + test evaluation time of each run (`run_time.json`) over its epochs "
-                  "(includes compilation and validation): mean ± std across runs.", "",
-                  R.epoch_time_table(timings, group=("setting", "arch", "method"), order=order), ""]
+    lines += inp.epoch_time_section(group=("setting", "arch", "method"), order=order)
     return "\n".join(lines), "Dice per structure and EF MAE (Table 3):\n" + table3
 
 

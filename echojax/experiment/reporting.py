@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from echojax import figures, files
+from echojax import report as report_lib
 from echojax.config import Config
 from echojax.experiment.execute import Backend, run_dir
 from echojax.experiment.options import Options
@@ -40,6 +41,24 @@ class ReportInput:
         """The run called ``name`` if it is finished, else None."""
         run = next((r for r in self.runs if r.name == name), None)
         return run if run is not None and name not in self.missing else None
+
+    def epoch_time_section(self, *, group: Sequence[str] = ("arch", "method"),
+                           order: Sequence[str] = (),
+                           note: str = "") -> list[str]:
+        """Report lines comparing the wall time per epoch of the finished runs (the paper
+        compares it per loss): training + test evaluation time (``run_time.json``) over
+        the epochs, mean ± std across runs of each ``group``; grid-search runs and
+        pseudo-label teachers left out. Empty when no run has a timing."""
+        timings = [t for t in report_lib.run_timings(
+                       (run_dir(self.workdir, r).path, r.tags) for r in self.runs
+                       if self.finished(r.name))
+                   if t.get("setting") != "grid" and t["method"] != "pseudo_teacher"]
+        if not timings:
+            return []
+        return ["## Wall time per epoch", "",
+                "Training + test evaluation time of each run (`run_time.json`) over its epochs "
+                f"(includes compilation and validation){note}: mean ± std across runs.", "",
+                report_lib.epoch_time_table(timings, group=group, order=order), ""]
 
     def overlay_figure(self, runs_by_method: Mapping[str, Run], alias: str, filename: str, *,
                        count: int = 3, title: str = "") -> str:

@@ -36,12 +36,11 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import skimage.draw
 import tensorflow_datasets as tfds
 
-from echojax import labels
+from echojax import labels, recordings
 from echojax.data import cone
 from echojax.data import features as features_lib
 from tfds_builders import base, real_data
@@ -176,20 +175,9 @@ def clear_video(video: np.ndarray, traces, *, where: str, metadata: dict | None 
 
 
 def read_video(path: Path) -> np.ndarray:
-    """All frames of an AVI as grey ``uint8[T, H, W]``."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
-    finally:
-        capture.release()
-    if not frames:
-        raise ValueError(f"{path}: cannot read any video frame (corrupt or not an AVI)")
-    return np.stack(frames)
+    """All frames of an AVI as grey ``uint8[T, H, W]`` (``echojax.recordings``, the reader
+    ``predict`` uses; a ``RecordingError``, a ValueError, names a file it cannot read)."""
+    return recordings.read_recording(path).frames
 
 
 class Builder(base.EchoBuilder):
