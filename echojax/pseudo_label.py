@@ -121,7 +121,7 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
         name = DERIVED_DATASET
         VERSION = tfds.core.Version("1.0.0")
         # Declared, so that TFDS does not log "Using custom data configuration" for it.
-        BUILDER_CONFIGS = [builder_config]
+        BUILDER_CONFIGS = (builder_config,)
         RELEASE_NOTES = {"1.0.0": "Derived from other echojax datasets."}
 
         def _info(self):

@@ -375,8 +375,8 @@ def test_execute_prints_a_line_per_run_and_hands_each_run_its_reporter(tmp_path,
     # acce: val Dice from the training result, test Dice from each summary.json (0.8).
     assert out.getvalue().splitlines() == [
         "[1/2] cce/s0: skipped (finished before), exp/cce/s0",
-        "[2/2] acce/s0: done, val Dice 0.870, test Dice 0.800, test Dice echonet 0.800, "
-        "1 min 05 s, exp/acce/s0"]
+        ("[2/2] acce/s0: done, val Dice 0.870, test Dice 0.800, test Dice echonet 0.800, "
+         "1 min 05 s, exp/acce/s0")]
     assert json.loads((tmp_path / "exp/acce/s0/run_time.json").read_text()) == {"seconds": 65.0}
     # The run's reporter is the sweep's: its step bar under the run bar.
     reporter = fake.reporters[-1]
