@@ -135,4 +135,4 @@ def _enable_compilation_cache(workdir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-__all__ = ["main", "parse"]
+__all__ = ["main", "parse", "parse_all"]
