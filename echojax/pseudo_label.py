@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from echojax import inference, labels, rundir
+from echojax import inference, labels, progress, rundir
 from echojax.config import Config, LossConfig, to_jsonable
 from echojax.data import features as features_lib
 from echojax.data.mixture import Mixture, Source
@@ -114,10 +114,14 @@ def _examples(source: Source, split: str, *, data_dir, seed: int,
 def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[dict]]], *,
                   resolution: int, data_dir, description: str) -> str:
     """Prepares ``echojax_derived/<config_name>`` from example generators (unless it is
-    already prepared) and returns its TFDS name."""
+    already prepared, silently: it is part of a run's setup) and returns its TFDS name."""
+    builder_config = tfds.core.BuilderConfig(name=config_name, description=description)
+
     class Derived(base.EchoBuilder, skip_registration=True):
         name = DERIVED_DATASET
         VERSION = tfds.core.Version("1.0.0")
+        # Declared, so that TFDS does not log "Using custom data configuration" for it.
+        BUILDER_CONFIGS = (builder_config,)
         RELEASE_NOTES = {"1.0.0": "Derived from other echojax datasets."}
 
         def _info(self):
@@ -133,10 +137,9 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
                 features_lib.check_example(ex, resolution, where=f"{config_name}/{split}[{k}]")
                 yield k, ex
 
-    builder = Derived(data_dir=data_dir, config=tfds.core.BuilderConfig(
-        name=config_name, description=description), file_format="array_record")
-    if not builder.is_prepared():
-        builder.download_and_prepare(file_format="array_record")
+    builder = Derived(data_dir=data_dir, config=config_name, file_format="array_record")
+    if not progress.is_prepared(builder):
+        progress.prepare(builder, verbosity=progress.QUIET, file_format="array_record")
     return f"{DERIVED_DATASET}/{config_name}"
 
 

@@ -28,9 +28,10 @@ import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 import tfds_builders  # noqa: F401  registers the echojax builders
-from echojax import consistency, figures, files
+from echojax import consistency, figures, files, progress
 from echojax import labels as labels_lib
 from echojax import report as R
 
@@ -39,16 +40,16 @@ NAMES = {"synthetic": ("synthetic_echo/camus_like_{r}", "synthetic_echo/unity_li
 _FG = labels_lib.FOREGROUND_CLASSES
 
 
-def load(name: str, *, data_dir: str | None, split: str, limit: int, view: str | None):
+def load(name: str, *, data_dir: str | None, split: str, limit: int, view: str | None,
+         verbosity: int = progress.NORMAL):
     """Images and labels ``u8[N, H, W]`` of the fully-labelled examples of ``split``
     (every foreground class annotated), of ``view`` when given, at most ``limit``."""
     builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
+    if not progress.is_prepared(builder):
         if not name.startswith("synthetic_echo/"):
             raise SystemExit(f"error: {name} is not prepared in data_dir={builder.data_dir}; "
                              f"see tfds_builders/{name.split('/')[0]}/README.md")
-        print(f"preparing {name} (first use only)", flush=True)
-        builder.download_and_prepare(file_format="array_record")
+        progress.prepare(builder, verbosity=verbosity, file_format="array_record")
     source = builder.as_data_source(split=split)
     images, segs = [], []
     for i in range(len(source)):
@@ -68,13 +69,16 @@ def load(name: str, *, data_dir: str | None, split: str, limit: int, view: str |
     return np.stack(images), np.stack(segs)
 
 
-def score(pairs, src, tgt, *, iterations: int, label: str):
+def score(pairs, src, tgt, *, iterations: int, label: str,
+          verbosity: int = progress.NORMAL):
     results = []
-    for k, pair in enumerate(pairs):
+    bar = tqdm.tqdm(pairs, desc=label, unit="pair", leave=False, dynamic_ncols=True,
+                    disable=True if verbosity <= progress.QUIET else None)
+    for k, pair in enumerate(bar):
         results.append(consistency.score_pair(pair, src[0], src[1], tgt[0], tgt[1],
                                               iterations=iterations, seed=k))
-        print(f"\r{label}: registered {k + 1}/{len(pairs)}", end="", flush=True)
-    print()
+    if verbosity >= progress.NORMAL:
+        print(f"{label}: registered {len(pairs)} pairs", flush=True)
     return results
 
 
@@ -116,7 +120,9 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=200, help="optimiser iterations per level")
     p.add_argument("--workdir", default=None,
                    help="output folder (default: ~/echojax_runs/annotation_consistency/<data>_<res>)")
+    progress.add_verbosity_flags(p)
     args = p.parse_args(argv)
+    verbosity = progress.verbosity(args)
     if args.pairs < 1 or args.candidates < 2 or args.resolution < 8:
         p.error("--pairs must be >= 1, --candidates >= 2, --resolution >= 8")
     workdir = os.path.abspath(args.workdir or os.path.join(
@@ -124,18 +130,19 @@ def main(argv=None) -> int:
         f"{args.data}_{args.resolution}"))
     camus_name, unity_name = (n.format(r=args.resolution) for n in NAMES[args.data])
     camus = load(camus_name, data_dir=args.data_dir, split=args.split, limit=args.candidates,
-                 view=args.view or None)
+                 view=args.view or None, verbosity=verbosity)
     unity = load(unity_name, data_dir=args.data_dir, split=args.split, limit=args.candidates,
-                 view=None)
+                 view=None, verbosity=verbosity)
     try:
         cross_pairs = consistency.select_pairs(camus[0], unity[0], args.pairs)
         within_pairs = consistency.select_pairs(unity[0], unity[0], args.pairs,
                                                 exclude_same_index=True)
     except ValueError as e:
         p.error(str(e))
-    cross = score(cross_pairs, camus, unity, iterations=args.iterations, label="CAMUS -> Unity")
+    cross = score(cross_pairs, camus, unity, iterations=args.iterations, label="CAMUS -> Unity",
+                  verbosity=verbosity)
     within = score(within_pairs, unity, unity, iterations=args.iterations,
-                   label="Unity -> Unity (control)")
+                   label="Unity -> Unity (control)", verbosity=verbosity)
 
     rows = []
     for kind, results in (("camus_to_unity", cross), ("unity_to_unity", within)):

@@ -4,9 +4,11 @@ command line."""
 
 import dataclasses
 import importlib.util
+import io
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ def _config(loss="cce", seed=0, dropout=0.0, sources=(CAMUS, UNITY)):
 # Per-image Dice the fake evaluator writes: depends on the source and the loss so that
 # results rows can be checked by hand. Two images per source; LA absent from image 1.
 _DICE = {"cce": (0.5, 0.7), "acce": (0.8, 0.9)}
+_VAL_DICE = {"cce": 0.61, "acce": 0.87, "marginal": 0.7, "abce": 0.75}
 
 
 class FakeEngine:
@@ -40,9 +43,10 @@ class FakeEngine:
 
     def __init__(self):
         self.trained, self.evaluated, self.predicted = [], [], []
+        self.reporters = []
 
     def backend(self, **kw):
-        return X.Backend(train=self.train, evaluate=self.evaluate,
+        return X.Backend(train=kw.pop("train", self.train), evaluate=self.evaluate,
                          prepare=kw.pop("prepare", lambda names, **k: None),
                          train_size=lambda config: 100, predictor=self.predictor,
                          test_examples=self.test_examples, compilation_cache=False, **kw)
@@ -59,20 +63,21 @@ class FakeEngine:
         return [{"image": image, "segmentation": seg, "patient_id": f"p{k}", "view": "4CH",
                  "phase": "ED"} for k in range(count)]
 
-    def train(self, config: Config, workdir: str):
+    def train(self, config: Config, workdir: str, *, reporter=None):
         self.trained.append(workdir)
+        self.reporters.append(reporter)
         os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
         path = os.path.join(workdir, "config.json")
         if not os.path.exists(path):
             config.save(path)
-        return {}
+        return {"best/val_fg_dice": _VAL_DICE[config.loss.name]}
 
     def evaluate(self, workdir: str, *, split: str):
         self.evaluated.append(workdir)
         config = Config.load(os.path.join(workdir, "config.json"))
         d0, d1 = _DICE[config.loss.name]
         lines = ["source,index,patient_id,view,phase,dice_lv,dice_lvm,dice_la"]
-        summary = {"sources": {}}
+        summary = {"sources": {}, "overall": {"fg_dice": d0}}
         for s in config.sources:
             lines += [f"{s.alias},0,p0,4CH,ED,{d0},{d0},{d0}", f"{s.alias},1,p1,4CH,ES,{d1},{d1},"]
             summary["sources"][s.alias] = {"ef": {"monoplane": {"count": 1, "mae": 4.0},
@@ -108,15 +113,15 @@ def test_select_shard_keeps_dependent_runs_together():
 def test_execute_skips_finished_and_resumes_interrupted(tmp_path):
     runs = [X.Run("cce/s0", _config("cce")), X.Run("acce/s0", _config("acce"))]
     fake = FakeEngine()
-    out = X.execute(runs, str(tmp_path), backend=fake.backend(), log=lambda s: None)
+    out = X.execute(runs, str(tmp_path), backend=fake.backend())
     assert [o.status for o in out] == ["trained", "trained"]
     assert len(fake.trained) == 2
     # Second pass: nothing trains.
-    out = X.execute(runs, str(tmp_path), backend=fake.backend(), log=lambda s: None)
+    out = X.execute(runs, str(tmp_path), backend=fake.backend())
     assert [o.status for o in out] == ["skipped", "skipped"] and len(fake.trained) == 2
     # An interrupted run (config and checkpoints, no test summary) is trained again.
     os.remove(tmp_path / "acce" / "s0" / "eval" / "test" / "summary.json")
-    out = X.execute(runs, str(tmp_path), backend=fake.backend(), log=lambda s: None)
+    out = X.execute(runs, str(tmp_path), backend=fake.backend())
     assert [o.status for o in out] == ["skipped", "trained"]
     assert fake.trained[-1] == str(tmp_path / "acce" / "s0")
     # The same run name with a changed config is refused, not mixed.
@@ -131,7 +136,7 @@ def test_collect_rows_per_run_source_structure(tmp_path):
                       test_sources=(Source("synthetic_echo/echonet_like_64", alias="echonet"),)),
             X.Run("unfinished", _config("cce", seed=3))]
     fake = FakeEngine()
-    X.execute(runs[:2], str(tmp_path), backend=fake.backend(), log=lambda s: None)
+    X.execute(runs[:2], str(tmp_path), backend=fake.backend())
     # The external evaluation folder holds the source alone and links the checkpoints.
     ext = tmp_path / "acce-d" / "external" / "echonet"
     assert [s.alias for s in Config.load(ext / "config.json").sources] == ["echonet"]
@@ -343,3 +348,97 @@ def test_typed_experiment_flags():
     for bad in (["--kinds=c"], ["--rates=x"], ["--count=1.5"], ["--fraction=0"]):
         with pytest.raises(SystemExit):
             X.parse(exp, bad)
+
+
+# --------------------------------------------------------------------------- what the terminal shows
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):  # tqdm draws bars only on a terminal
+        return True
+
+
+def test_execute_prints_a_line_per_run_and_hands_each_run_its_reporter(tmp_path, monkeypatch):
+    from echojax import progress
+    monkeypatch.chdir(tmp_path)  # paths in the lines are relative to the current folder
+    extra = Source("synthetic_echo/echonet_like_64", alias="echonet")
+    runs = [X.Run("cce/s0", _config("cce")),
+            X.Run("acce/s0", _config("acce"), test_sources=(extra,))]
+    fake = FakeEngine()
+    X.execute(runs[:1], "exp", backend=fake.backend())  # finished before the sweep below
+    now = [100.0]
+
+    def train(config, workdir, *, reporter):
+        now[0] += 65.0  # the run's training takes 65 s on the sweep's clock
+        return fake.train(config, workdir, reporter=reporter)
+
+    out = io.StringIO()
+    sweep = progress.SweepProgress(2, verbosity=progress.NORMAL, file=out, clock=lambda: now[0])
+    outcomes = X.execute(runs, "exp", backend=fake.backend(train=train), sweep=sweep)
+    sweep.close()
+    assert [(o.status, o.seconds) for o in outcomes] == [("skipped", 0.0), ("trained", 65.0)]
+    # acce: val Dice from the training result, test Dice from each summary.json (0.8).
+    assert out.getvalue().splitlines() == [
+        "[1/2] cce/s0: skipped (finished before), exp/cce/s0",
+        ("[2/2] acce/s0: done, val Dice 0.870, test Dice 0.800, test Dice echonet 0.800, "
+         "1 min 05 s, exp/acce/s0")]
+    assert json.loads((tmp_path / "exp/acce/s0/run_time.json").read_text()) == {"seconds": 65.0}
+    # The run's reporter is the sweep's: its step bar under the run bar.
+    reporter = fake.reporters[-1]
+    assert isinstance(reporter, progress.Reporter)
+    assert reporter.reporters[0].position == 1 and reporter.reporters[0].file is out
+    with pytest.raises(ValueError, match="counts 3 runs, got 2"):
+        X.execute(runs, "exp", backend=fake.backend(), sweep=progress.SweepProgress(3))
+
+
+def test_execute_draws_the_run_bar_on_a_terminal(tmp_path):
+    from echojax import progress
+    fake = FakeEngine()
+    term = _Terminal()
+    sweep = progress.SweepProgress(2, verbosity=progress.NORMAL, file=term)
+    X.execute([X.Run("cce/s0", _config("cce")), X.Run("acce/s0", _config("acce"))],
+              str(tmp_path), backend=fake.backend(), sweep=sweep)
+    sweep.close()
+    text = term.getvalue()
+    assert "run 1/2 cce/s0" in text and "run 2/2 acce/s0" in text and "2/2 runs" in text
+    assert "[2/2] acce/s0: done, val Dice 0.870, test Dice 0.800" in text
+
+
+def _small_experiment():
+    def runs(options):
+        return [X.Run(loss, _config(loss), tags={"setting": "mix"}) for loss in options.losses]
+
+    return X.Experiment("exp_test", "Test experiment", runs=runs,
+                        report=lambda inp: ("body\n", "| compact | table |"))
+
+
+def test_main_quiet_prints_only_the_table_and_paths(tmp_path, capsys):
+    exp, fake = _small_experiment(), FakeEngine()
+    argv = ["--loss=cce,acce", f"--workdir={tmp_path}", "--epochs=1"]
+    expected = (f"| compact | table |\nreport: {tmp_path / 'report.md'}\n"
+                f"results: {tmp_path / 'results.csv'}\nfigures: {tmp_path / 'figures'}\n")
+    for _ in range(2):  # training both runs, then skipping both
+        assert X.main(exp, argv + ["-q"], backend=fake.backend()) == 0
+        out, err = capsys.readouterr()
+        assert (out, err) == (expected, "")
+    assert len(fake.trained) == 2
+
+
+def test_main_normal_prints_header_run_lines_then_table(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp, fake = _small_experiment(), FakeEngine()
+    assert X.main(exp, ["--loss=cce,acce", "--workdir=w", "--epochs=1"],
+                  backend=fake.backend()) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["Test experiment",
+                         "2 runs, 2 in shard 0/1; preset=quick, data=synthetic, workdir=w"]
+    assert re.fullmatch(r"\[1/2\] cce: done, val Dice 0\.610, test Dice 0\.500, \d+ s, w/cce",
+                        lines[2]), lines[2]
+    assert re.fullmatch(r"\[2/2\] acce: done, val Dice 0\.870, test Dice 0\.800, \d+ s, w/acce",
+                        lines[3]), lines[3]
+    assert re.fullmatch(r"2 runs trained, 0 skipped, \d+ s; writing the report \.\.\.", lines[4])
+    w = tmp_path / "w"  # the final paths are absolute
+    assert lines[5:] == ["| compact | table |", f"report: {w / 'report.md'}",
+                         f"results: {w / 'results.csv'}", f"figures: {w / 'figures'}"]
+    with pytest.raises(SystemExit):  # -v and -q exclude each other
+        X.main(exp, ["-v", "-q", "--workdir=w"], backend=fake.backend())

@@ -1,6 +1,8 @@
 """Pseudo-labelling baseline: filling missing classes and the derived teacher/student
 datasets."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -29,11 +31,16 @@ def _phantom_examples(n_subjects, split):
             yield from phantoms.generate_subject("camus_like", i, resolution=32)
 
 
-def test_teacher_and_student_datasets(tmp_path):
+def test_teacher_and_student_datasets(tmp_path, caplog, capsys):
     data_dir = str(tmp_path / "tfds")
-    name = pseudo_label.write_derived(
-        "base_tiny", {s: (lambda s=s: _phantom_examples(20, s)) for s in ("train", "validation", "test")},
-        resolution=32, data_dir=data_dir, description="test data")
+    with caplog.at_level(logging.INFO):
+        name = pseudo_label.write_derived(
+            "base_tiny",
+            {s: (lambda s=s: _phantom_examples(20, s)) for s in ("train", "validation", "test")},
+            resolution=32, data_dir=data_dir, description="test data")
+    # Prepared silently: no TFDS warning (custom config, missing dataset_info.json) or line.
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert capsys.readouterr().out == ""
     base_src = Source(name, alias="camus", removals=(Removal(("lvm",), 0.5),))
     base = Config(sources=(base_src,), resolution=32, data_dir=data_dir, seed=0,
                   loss=LossConfig(name="acce"), model=ModelConfig(name="unet", size="tiny"))

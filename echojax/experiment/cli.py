@@ -9,7 +9,12 @@
 3. trains and evaluates each run (``execute``: finished runs are skipped,
    interrupted ones resume);
 4. collects ``results.csv``, writes ``report.md`` and PNG figures through the
-   experiment's report function, and prints where they are and a compact table.
+   experiment's report function, and prints a compact table and where they are.
+
+What the terminal shows (``echojax.progress``): a line per dataset prepared, a bar over
+the runs with each run's step bar under it and a line per finished run, then the table
+and paths. ``-q`` prints only the table and paths; ``-v`` adds each run's config and a
+line per evaluation.
 
 Re-running a finished command trains nothing: every run is skipped and the report is
 rebuilt from the saved results.
@@ -19,11 +24,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 import jax
 
+from echojax import progress
 from echojax.config import Config
 import echojax.experiment.options as options_lib
 from echojax.experiment.datasets import DataNotPrepared, train_sizes
@@ -36,8 +41,15 @@ from echojax.experiment.runs import Experiment, Run, check_runs, describe_json, 
 def parse(experiment: Experiment, argv: Sequence[str] | None = None) -> Options:
     """The experiment's ``Options`` from command-line arguments; a bad flag exits with
     argparse's usage error naming it."""
+    return parse_all(experiment, argv)[0]
+
+
+def parse_all(experiment: Experiment, argv: Sequence[str] | None = None
+              ) -> tuple[Options, int]:
+    """:func:`parse` and the verbosity of ``-v``/``-q`` (``echojax.progress`` levels)."""
     parser = options_lib.build_parser(
         f"{experiment.title}\n\nEvery run of this experiment: see experiments/README.md.")
+    progress.add_verbosity_flags(parser)
     if experiment.default_losses is not None:
         parser.set_defaults(loss=",".join(experiment.default_losses))
     if experiment.flags is not None:
@@ -46,7 +58,8 @@ def parse(experiment: Experiment, argv: Sequence[str] | None = None) -> Options:
     try:
         flags = (options_lib.flags_from_args(experiment.flags, args)
                  if experiment.flags is not None else None)
-        return options_lib.options_from_args(experiment.name, args, flags)
+        return options_lib.options_from_args(experiment.name, args, flags), \
+            progress.verbosity(args)
     except ValueError as e:
         parser.error(str(e))
 
@@ -56,7 +69,7 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     """Command-line entry of an experiment script; returns the exit status.
     ``backend`` does the work (default: echojax's trainer, evaluator and data)."""
     backend = backend or Backend()
-    options = parse(experiment, argv)
+    options, verbosity = parse_all(experiment, argv)
     try:
         runs = experiment.runs(options)
         check_runs(runs)
@@ -64,9 +77,11 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
         print(f"error: {e}", file=sys.stderr)
         return 2
     mine = select_shard(runs, *options.shard)
-    print(f"{experiment.title}\n{len(runs)} runs, {len(mine)} in shard "
-          f"{options.shard[0]}/{options.shard[1]}; preset={options.preset.name}, "
-          f"data={options.data}, workdir={options.workdir}", flush=True)
+    if verbosity >= progress.NORMAL:
+        print(f"{experiment.title}\n{len(runs)} runs, {len(mine)} in shard "
+              f"{options.shard[0]}/{options.shard[1]}; preset={options.preset.name}, "
+              f"data={options.data}, workdir={progress.short_path(options.workdir)}",
+              flush=True)
 
     def adjust(config: Config) -> Config:
         return options.adjust(config, backend.train_size)
@@ -80,20 +95,26 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     try:
         needed = [s.name for r in mine
                   for s in (r.config.sources if r.config else ()) + r.test_sources + r.uses]
-        backend.prepare(needed, data=options.data, data_dir=options.data_dir)
+        backend.prepare(needed, data=options.data, data_dir=options.data_dir,
+                        verbosity=verbosity)
     except DataNotPrepared as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    outcomes = execute(mine, options.workdir, backend=backend, adjust=adjust)
-    wall = time.perf_counter() - t0
+    sweep = progress.SweepProgress(len(mine), verbosity=verbosity)
+    try:
+        outcomes = execute(mine, options.workdir, backend=backend, adjust=adjust, sweep=sweep)
+    finally:
+        sweep.close()
     trained = [o for o in outcomes if o.status == "trained"]
-    print(f"{len(trained)} runs trained, {len(outcomes) - len(trained)} skipped, "
-          f"{wall:.0f} s", flush=True)
+    if verbosity >= progress.NORMAL:
+        print(f"{len(trained)} runs trained, {len(outcomes) - len(trained)} skipped, "
+              f"{progress.format_seconds(sum(o.seconds for o in trained))}; writing the "
+              "report ...", flush=True)
     path, compact = write_report(experiment, options, runs, backend=backend)
+    # Printed at every verbosity, after the bars are closed.
     print(compact)
     print(f"report: {path}\nresults: {os.path.join(options.workdir, 'results.csv')}\n"
-          f"figures: {os.path.join(options.workdir, 'figures')}")
+          f"figures: {os.path.join(options.workdir, 'figures')}", flush=True)
     return 0
 
 
@@ -114,4 +135,4 @@ def _enable_compilation_cache(workdir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-__all__ = ["main", "parse"]
+__all__ = ["main", "parse", "parse_all"]

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfds_builders  # noqa: F401  registers the echojax builders, to prepare datasets
-from echojax import phantoms
+from echojax import phantoms, progress
 from echojax.config import Config
 from echojax.data.mixture import Mixture, Source
 
@@ -49,21 +49,22 @@ class DataNotPrepared(RuntimeError):
     """A real dataset the sweep needs is not prepared."""
 
 
-def prepare_datasets(names: Sequence[str], *, data: str, data_dir: str | None) -> None:
-    """Prepares the synthetic datasets among ``names`` that are not yet prepared (TFDS
-    shows a progress bar); for real data, raises ``DataNotPrepared`` naming each
-    missing dataset and how to prepare it. Derived (pseudo-label) datasets are skipped.
+def prepare_datasets(names: Sequence[str], *, data: str, data_dir: str | None,
+                     verbosity: int = progress.NORMAL) -> None:
+    """Prepares the synthetic datasets among ``names`` that are not yet prepared (one
+    line before and after each, ``progress.prepare``; TFDS's own bars and lines only when
+    verbose); for real data, raises ``DataNotPrepared`` naming each missing dataset and
+    how to prepare it. Derived (pseudo-label) datasets are skipped.
     """
     missing = []
     for name in dict.fromkeys(names):
         if name.startswith(DERIVED_PREFIX):
             continue
         builder = tfds.builder(name, data_dir=data_dir)
-        if builder.is_prepared():
+        if progress.is_prepared(builder):
             continue
         if name.startswith("synthetic_echo/"):
-            print(f"preparing {name} in {builder.data_dir} (first use only)", flush=True)
-            builder.download_and_prepare(file_format="array_record")
+            progress.prepare(builder, verbosity=verbosity, file_format="array_record")
         else:
             missing.append(name)
     if missing:
@@ -85,7 +86,7 @@ def train_size(config: Config) -> int:
             total += s.train_examples
             continue
         builder = tfds.builder(s.name, data_dir=config.data_dir)
-        if not builder.is_prepared():
+        if not progress.is_prepared(builder):
             raise DataNotPrepared(f"{s.name} is not prepared in data_dir={config.data_dir!r}: "
                                   f"its training-set size is unknown")
         total += builder.info.splits["train"].num_examples

@@ -8,20 +8,25 @@ trained on get ``<run>/external/<alias>/`` (``rundir.prepare_external``).
 
 What a sweep calls to do the work is a :class:`Backend`: by default echojax's trainer,
 evaluator, dataset preparation and inference; tests pass a fake one.
+
+Progress goes through an ``echojax.progress.SweepProgress``: the bar over the runs, each
+run's step bar (the reporter handed to ``Backend.train``) and one line per finished or
+skipped run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from echojax import evaluate as evaluate_lib
-from echojax import files, inference, rundir
+from echojax import files, inference, progress, rundir
 from echojax import train as train_lib
 from echojax.config import Config
 from echojax.data.mixture import Source
@@ -37,15 +42,18 @@ def _predictor(directory: str) -> Callable[[np.ndarray], np.ndarray]:
 class Backend:
     """The work a sweep delegates.
 
-    ``train(config, run_dir)``, ``evaluate(run_dir, split=)``,
-    ``prepare(tfds_names, data=, data_dir=)``, ``train_size(config) -> int``,
+    ``train(config, run_dir, *, reporter) -> dict`` (``reporter``: an
+    ``echojax.progress.Reporter`` to drive as ``train_and_evaluate`` does; the result's
+    ``best/val_fg_dice``, if any, goes in the run's line), ``evaluate(run_dir, split=)``
+    (writes ``eval/<split>/summary.json``), ``prepare(tfds_names, data=, data_dir=,
+    verbosity=)``, ``train_size(config) -> int``,
     ``predictor(run_dir) -> (uint8[N,R,R,1] -> int32[N,R,R])`` (best checkpoint) and
     ``test_examples(source, data_dir=, count=) -> [example dict]`` (for figures);
     ``compilation_cache``: keep XLA's persistent compilation cache in
     ``<workdir>/.jax_cache`` (runs of a sweep differ mostly in values that are arguments
     of the compiled step, so their recompilation becomes a load).
     """
-    train: Callable[[Config, str], Any] = train_lib.train_and_evaluate
+    train: Callable[..., Any] = train_lib.train_and_evaluate
     evaluate: Callable[..., Any] = evaluate_lib.evaluate
     prepare: Callable[..., None] = datasets.prepare_datasets
     train_size: Callable[[Config], int] = datasets.train_size
@@ -96,18 +104,44 @@ class Outcome:
     seconds: float
 
 
+def _test_dice(folder: rundir.RunDir) -> float | None:
+    """Foreground Dice over all test images of a folder's ``summary.json`` (None when the
+    summary has no ``overall`` entry)."""
+    with open(folder.summary()) as f:
+        overall = json.load(f).get("overall") or {}
+    value = overall.get("fg_dice")
+    return None if value is None else float(value)
+
+
+def run_scores(run: Run, directory: rundir.RunDir, result: Any) -> dict[str, float | None]:
+    """What a finished run's line shows: the best validation foreground Dice (from the
+    training result) and the test foreground Dice of its own and each extra test source."""
+    val = result.get("best/val_fg_dice") if isinstance(result, dict) else None
+    scores = {"val Dice": None if val is None or not math.isfinite(val) else float(val),
+              "test Dice": _test_dice(directory)}
+    for source in run.test_sources:
+        scores[f"test Dice {source.alias}"] = _test_dice(directory.external(source.alias))
+    return scores
+
+
 def execute(runs: Sequence[Run], workdir: str, *, backend: Backend,
             adjust: Callable[[Config], Config] | None = None,
-            log: Callable[[str], None] = print) -> list[Outcome]:
+            sweep: progress.SweepProgress | None = None) -> list[Outcome]:
     """Trains and evaluates ``runs`` in order, skipping finished ones (see module doc).
 
     ``adjust`` maps each run's final config (after its ``setup``) to the one trained,
-    e.g. the preset's epochs for its training-set size (``Options.adjust``).
+    e.g. the preset's epochs for its training-set size (``Options.adjust``). ``sweep``
+    shows the progress (made for ``len(runs)`` runs; the caller closes it); default: a
+    quiet one, which prints nothing.
     """
     check_runs(runs)
+    if sweep is None:
+        sweep = progress.SweepProgress(len(runs), verbosity=progress.QUIET)
+    if sweep.total != len(runs):
+        raise ValueError(f"the sweep's progress counts {sweep.total} runs, got {len(runs)}")
     outcomes = []
     dirs = {r.name: run_dir(workdir, r) for r in runs}
-    for k, run in enumerate(runs, start=1):
+    for run in runs:
         directory = dirs[run.name]
         config = run.config
         if run.setup is not None:
@@ -115,16 +149,19 @@ def execute(runs: Sequence[Run], workdir: str, *, backend: Backend,
         if adjust is not None:
             config = adjust(config)
         if is_finished(config, directory, run.test_sources):
-            log(f"[{k}/{len(runs)}] {run.name}: finished before, skipped")
+            sweep.skip(run.name, directory.path)
             outcomes.append(Outcome(run.name, "skipped", 0.0))
             continue
-        resumed = os.path.exists(directory.checkpoints)
-        log(f"[{k}/{len(runs)}] {run.name}: {'resuming' if resumed else 'training'} in "
-            f"{directory.path}")
-        t0 = time.perf_counter()
-        backend.train(config, directory.path)
+        sweep.start(run.name)
+        if os.path.exists(directory.checkpoints):
+            sweep.log(f"{run.name}: resuming from its checkpoint in "
+                      f"{progress.short_path(directory.path)}")
+        t0 = sweep.clock()
+        result = backend.train(config, directory.path, reporter=sweep.run_reporter())
         evaluate_run(directory, run.test_sources, evaluate_fn=backend.evaluate)
-        seconds = time.perf_counter() - t0
+        seconds = sweep.clock() - t0
         files.write_json(directory.run_time, {"seconds": seconds})
+        sweep.finish(run.name, directory.path, seconds=seconds,
+                     scores=run_scores(run, directory, result))
         outcomes.append(Outcome(run.name, "trained", seconds))
     return outcomes
