@@ -17,7 +17,8 @@ from echojax import experiment as X
 from echojax import files, report
 from echojax.config import Config, LossConfig, ModelConfig
 from echojax.data.mixture import Removal, Source
-from echojax.experiment import datasets, options as options_lib
+from echojax.experiment import datasets
+from echojax.experiment import options as options_lib
 
 CAMUS = Source("synthetic_echo/camus_like_64", alias="camus")
 UNITY = Source("synthetic_echo/unity_like_64", alias="unity",

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 
 import jax
 
+import echojax.experiment.options as options_lib
 from echojax import progress
 from echojax.config import Config
-import echojax.experiment.options as options_lib
 from echojax.experiment.datasets import DataNotPrepared, train_sizes
 from echojax.experiment.execute import Backend, execute
 from echojax.experiment.options import Options

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+import echojax.experiment.datasets as datasets
 from echojax import evaluate as evaluate_lib
 from echojax import files, inference, progress, rundir
 from echojax import train as train_lib
 from echojax.config import Config
 from echojax.data.mixture import Source
-import echojax.experiment.datasets as datasets
 from echojax.experiment.runs import Run, check_runs
 
 
