@@ -23,6 +23,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which must not happen
+# while other threads (a progress.png drawing thread, writers) create files.
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[str]:
     """Yields a temporary path beside ``path``; renames it to ``path`` when the block ends
@@ -41,6 +52,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[str]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 -> what open() would give
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

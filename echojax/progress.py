@@ -42,7 +42,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -50,6 +49,8 @@ from typing import Any, TextIO
 
 import numpy as np
 import tqdm
+
+from echojax import files
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 
@@ -501,28 +502,8 @@ def plot_progress(curves: Curves, path: str | os.PathLike, *, title: str = "") -
     """Draws ``curves`` into a PNG at ``path``, atomically (a temporary file in the same
     folder, then renamed): a reader never sees a half-written picture."""
     fig = progress_figure(curves, title=title)
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix=".progress-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 -> what open() would give
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: os.umask can only be read by setting it, which must not happen
-# while other threads (the drawing thread, writers) create files.
-_UMASK = _read_umask()
+    with files.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
 
 
 def write_progress_png(workdir: str | os.PathLike) -> str:

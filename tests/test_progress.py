@@ -120,10 +120,11 @@ def test_progress_plot_reporter_draws_the_rows_it_was_given(tmp_path, background
 
 def test_progress_plot_error_reaches_the_caller(tmp_path):
     plot = progress.ProgressPlot()
-    plot.on_start(config=None, workdir=str(tmp_path / "missing"), total_steps=10,
+    (tmp_path / "a_file").write_text("")
+    plot.on_start(config=None, workdir=str(tmp_path / "a_file" / "run"), total_steps=10,
                   start_step=0, steps_per_epoch=5)
     plot.on_log(TRAIN_ROWS[0])
-    plot.on_eval(VAL_ROWS[0])  # the folder does not exist: the drawing thread fails
+    plot.on_eval(VAL_ROWS[0])  # the run folder cannot exist: the drawing thread fails
     with pytest.raises(RuntimeError, match="progress.png failed"):
         plot.close()
 
