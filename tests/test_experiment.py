@@ -3,7 +3,6 @@ skipping finished runs, resuming, results rows, grid search, typed flags and the
 command line."""
 
 import dataclasses
-import importlib.util
 import io
 import json
 import math
@@ -12,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from experiment_scripts import load_experiment
 
 from echojax import experiment as X
 from echojax import files, report
@@ -270,14 +270,6 @@ def test_tfds_names():
 # --------------------------------------------------------------------------- experiment scripts
 
 
-def _experiment(name):
-    path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.EXPERIMENT
-
-
 _DICE.update({"marginal": (0.6, 0.8), "abce": (0.7, 0.9)})
 
 
@@ -294,7 +286,7 @@ _DICE.update({"marginal": (0.6, 0.8), "abce": (0.7, 0.9)})
      "| LV | cce vs acce | 6 | -0.250 | 0.031 | 0.094 |"),
 ])
 def test_experiment_scripts_with_fake_engine(tmp_path, capsys, name, argv, runs, heading):
-    exp = _experiment(name)
+    exp = load_experiment(name)
     fake = FakeEngine()
     kw = dict(backend=fake.backend())
     argv = argv + ["--epochs=1"]
@@ -317,7 +309,7 @@ def test_paper_preset_run_counts(tmp_path):
     # 11 rates x 4 losses x 5 seeds x 3 archs + benchmark and pseudo-label pairs, plus
     # one 3 x 3 LR/batch grid per model: per arch 44 (loss, rate) models + the benchmark
     # (the pseudo-label pair tunes on the CCE rate-0 model's grid).
-    exp = _experiment("exp3_dropout")
+    exp = load_experiment("exp3_dropout")
     o = X.parse(exp, ["--preset=paper", f"--workdir={tmp_path}",
                       "--baselines=benchmark,pseudo_label"])
     assert o.flags.rates is None and o.flags.baselines == ("benchmark", "pseudo_label")

@@ -3,11 +3,12 @@ per-loss/architecture label-dropout spec, the grid-search modes and ``--dry_run`
 JSON lines. No training: run lists only."""
 
 import collections
-import importlib.util
 import json
 import os
 
 import pytest
+from experiment_scripts import SCRIPTS as _SCRIPTS
+from experiment_scripts import load_experiment
 
 from echojax import experiment as X
 from echojax.config import Config, LossConfig, ModelConfig
@@ -17,20 +18,9 @@ from echojax.experiment.options import DropoutSpec
 from echojax.experiment.runs import describe
 from tfds_builders.synthetic_echo import synthetic_echo_dataset_builder as seb
 
-_SCRIPTS = ("exp1_domain_shift", "exp2_intra_domain", "exp3_dropout", "exp3_data_ratio",
-            "exp4_all_datasets")
-
-
-def _experiment(name):
-    path = os.path.join(os.path.dirname(__file__), "..", "experiments", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.EXPERIMENT
-
 
 def _runs(name, tmp_path, *argv):
-    exp = _experiment(name)
+    exp = load_experiment(name)
     options = X.parse(exp, ["--preset=paper", f"--workdir={tmp_path}", *argv])
     runs = exp.runs(options)
     X.check_runs(runs)
@@ -87,7 +77,7 @@ def test_exp1_paper_preset_is_unet_cce_only(tmp_path):
     assert settings == {"camus": 5, "unity": 5, "echonet": 5, "all": 5}
     # --arch still chooses; other presets keep their own architectures.
     assert _runs("exp1_domain_shift", tmp_path, "--arch=swin_unet")[0].archs == ("swin_unet",)
-    quick = X.parse(_experiment("exp1_domain_shift"), ["--preset=quick"])
+    quick = X.parse(load_experiment("exp1_domain_shift"), ["--preset=quick"])
     assert quick.archs == options_lib.PRESETS["quick"].archs
 
 
@@ -133,11 +123,11 @@ def test_exp4_echonet_annotated_flag(tmp_path):
     _, runs = _runs("exp4_all_datasets", tmp_path, "--data=real", "--seeds=0", "--arch=unet")
     assert all(not r.test_sources for r in runs)
     with pytest.raises(SystemExit):
-        X.parse(_experiment("exp4_all_datasets"), ["--echonet_annotated= "])
+        X.parse(load_experiment("exp4_all_datasets"), ["--echonet_annotated= "])
 
 
 def test_exp4_quick_preset_keeps_every_loss_and_pseudo_labels():
-    exp = _experiment("exp4_all_datasets")
+    exp = load_experiment("exp4_all_datasets")
     options = X.parse(exp, ["--preset=quick"])
     runs = exp.runs(options)
     assert options.losses == X.LOSSES
@@ -223,7 +213,7 @@ def test_dropout_spec_bad_input(text, message):
     with pytest.raises(ValueError, match=message):
         DropoutSpec.parse(text)
     with pytest.raises(SystemExit):  # the flag fails when the command starts
-        X.parse(_experiment("exp4_all_datasets"), [f"--dropout={text}"])
+        X.parse(load_experiment("exp4_all_datasets"), [f"--dropout={text}"])
 
 
 def test_exp4_dropout_flag_overrides_the_preset(tmp_path):
@@ -317,7 +307,7 @@ def test_describe_fields(tmp_path):
 
 
 def test_dry_run_prints_one_json_object_per_run(tmp_path, capsys):
-    exp = _experiment("exp4_all_datasets")
+    exp = load_experiment("exp4_all_datasets")
     assert X.main(exp, ["--preset=paper", f"--workdir={tmp_path}", "--dry_run"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = [json.loads(x) for x in out if x.startswith("{")]
