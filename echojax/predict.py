@@ -8,7 +8,9 @@ for them (``echojax.recordings``). ``--model`` is a folder from ``python -m
 echojax.export`` or a run folder. Per recording, in ``OUT_DIR/<name>/``:
 
 - ``masks.nii.gz`` (``[frames, rows, columns]`` class ids 0 background, 1 LV, 2 LV
-  myocardium, 3 LA; NIfTI inputs always get NIfTI) or ``mask.png`` for a single image,
+  myocardium, 3 LA; NIfTI inputs always get NIfTI, with the input header's origin,
+  spacing and direction, so the masks overlay the input in a viewer) or ``mask.png`` for a
+  single image,
   at the recording's own size (``echojax.predict_io``: frames are stretched to the
   model's square input as in training; masks are mapped back exactly);
 - ``areas.csv``: per frame the LV area in pixels (and mm^2 and the monoplane LV volume in
@@ -156,15 +158,17 @@ def segment_recording(path: Path, segment: Segmenter, *, fps: float | None = Non
         "beats": beat_rows, "num_beats": len(beats),
         "ef_mean": float(np.mean(efs)) if efs else None, "ef_reason": reason,
     }
-    return result, {"frames": frames, "masks": masks, "px": px, "mm2": mm2, "ml": ml}
+    return result, {"frames": frames, "masks": masks, "px": px, "mm2": mm2, "ml": ml,
+                    "geometry": rec.geometry}
 
 
-def _write_outputs(folder: Path, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+def _write_outputs(folder: Path, result: dict[str, Any], arrays: dict[str, Any]) -> None:
     frames, masks, px = arrays["frames"], arrays["masks"], arrays["px"]
     spacing = (result["spacing_row_mm"], result["spacing_col_mm"]) \
         if result["spacing_row_mm"] is not None else None
     as_png = masks.shape[0] == 1 and result["kind"] != "volume"
-    result["masks_file"] = io.write_masks(folder, masks, as_png=as_png, spacing_mm=spacing)
+    result["masks_file"] = io.write_masks(folder, masks, as_png=as_png, spacing_mm=spacing,
+                                          geometry=arrays["geometry"])
     phase, beat_of = [""] * len(px), [""] * len(px)
     for b in result["beats"]:
         phase[b["ed"]], phase[b["es"]] = "ED", "ES"

@@ -81,11 +81,27 @@ def to_frame_grid(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- masks
 
 
+def volume_geometry(geometry: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+    """The input header's geometry for a ``[T, H, W]`` mask volume: a 3-D header as it is;
+    a 2-D one (one frame) extended by a third axis (origin 0, spacing 1, orthogonal)."""
+    origin, spacing, direction = geometry["origin"], geometry["spacing"], geometry["direction"]
+    if len(origin) == 3:
+        return {"origin": origin, "spacing": spacing, "direction": direction}
+    if len(origin) != 2 or len(direction) != 4:
+        raise ValueError(f"a header geometry of {len(origin)} axes; expected 2 or 3")
+    d = direction
+    return {"origin": (*origin, 0.0), "spacing": (*spacing, 1.0),
+            "direction": (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0)}
+
+
 def write_masks(folder: Path, masks: np.ndarray, *, as_png: bool,
-                spacing_mm: tuple[float, float] | None) -> str:
+                spacing_mm: tuple[float, float] | None,
+                geometry: dict[str, tuple[float, ...]] | None = None) -> str:
     """Writes ``uint8[T, H, W]`` class ids as ``mask.png`` (``as_png``, one frame) or
     ``masks.nii.gz`` (``[T, H, W]``, x = column, y = row, z = frame; pixel spacing in
-    mm where known, else 1). Returns the file name."""
+    mm where known, else 1). ``geometry`` (a NIfTI/MetaImage input's header,
+    ``Recording.geometry``) puts the masks on the input's grid: same origin, spacing and
+    direction, so they overlay the input in any viewer. Returns the file name."""
     if as_png:
         if masks.shape[0] != 1:
             raise ValueError(f"a PNG mask holds one frame, got {masks.shape[0]}")
@@ -95,8 +111,14 @@ def write_masks(folder: Path, masks: np.ndarray, *, as_png: bool,
         return name
     name = "masks.nii.gz"
     image = sitk.GetImageFromArray(masks)
-    row, col = spacing_mm if spacing_mm is not None else (1.0, 1.0)
-    image.SetSpacing((float(col), float(row), 1.0))
+    if geometry is not None:
+        g = volume_geometry(geometry)
+        image.SetOrigin(g["origin"])
+        image.SetSpacing(g["spacing"])
+        image.SetDirection(g["direction"])
+    else:
+        row, col = spacing_mm if spacing_mm is not None else (1.0, 1.0)
+        image.SetSpacing((float(col), float(row), 1.0))
     sitk.WriteImage(image, str(folder / name), useCompression=True)
     return name
 

@@ -70,6 +70,9 @@ class Recording:
         ``"pixel_spacing"``, ``"header"`` (NIfTI/MetaImage) or ``"none"``.
       fps: frames per second, or ``None`` when unknown.
       kind: ``"video"``, ``"dicom"``, ``"volume"``, ``"image"`` or ``"frames"``.
+      geometry: for NIfTI/MetaImage files, the header's ``origin``, ``spacing`` and
+        ``direction`` (SimpleITK's order, as many axes as the file has), so that masks can
+        be written on the same grid in physical space; ``None`` for other kinds.
     """
     path: Path
     frames: np.ndarray
@@ -77,6 +80,7 @@ class Recording:
     spacing_source: str
     fps: float | None
     kind: str
+    geometry: dict[str, tuple[float, ...]] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -243,7 +247,10 @@ def _read_volume(path: Path) -> Recording:
         raise RecordingError(f"{path}: image of shape {array.shape}; expected a 2-D frame "
                              f"or a [frames, rows, columns] sequence")
     sx, sy = image.GetSpacing()[:2]
-    return Recording(path, array, (float(sy), float(sx)), "header", None, "volume")
+    geometry = {"origin": tuple(map(float, image.GetOrigin())),
+                "spacing": tuple(map(float, image.GetSpacing())),
+                "direction": tuple(map(float, image.GetDirection()))}
+    return Recording(path, array, (float(sy), float(sx)), "header", None, "volume", geometry)
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -281,3 +281,33 @@ def test_real_echonet_video_end_to_end(model_dir, tmp_path):
     masks = io.read_masks(folder / "masks.nii.gz")
     assert masks.shape == (row["frames"], 112, 112)
     assert (folder / "overlay.gif").exists() and (folder / "area_curve.png").exists()
+
+
+@pytest.mark.parametrize("frames", [1, 8])
+def test_nifti_masks_keep_the_input_header_geometry(model_dir, loop, tmp_path, frames):
+    """Masks of a NIfTI/MetaImage input lie on the input's grid in physical space: same
+    origin, spacing and direction (a one-frame 2-D header gains an orthogonal third axis)."""
+    import SimpleITK as sitk
+    if frames == 1:
+        image = sitk.GetImageFromArray(loop.frames[0])
+        image.SetOrigin((12.5, -3.0))
+        image.SetSpacing((0.31, 0.27))
+        image.SetDirection((0.0, 1.0, 1.0, 0.0))
+        want = {"origin": (12.5, -3.0, 0.0), "spacing": (0.31, 0.27, 1.0),
+                "direction": (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)}
+    else:
+        image = sitk.GetImageFromArray(loop.frames[:frames])
+        image.SetOrigin((12.5, -3.0, 7.0))
+        image.SetSpacing((0.31, 0.27, 40.0))
+        image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+        want = {"origin": (12.5, -3.0, 7.0), "spacing": (0.31, 0.27, 40.0),
+                "direction": (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)}
+    src = tmp_path / "clip.nii.gz"
+    sitk.WriteImage(image, str(src))
+    summary = predict.run(str(model_dir), [str(src)], str(tmp_path / "out"), progress=False)
+    assert summary["recordings"][0]["status"] == "ok"
+    out = sitk.ReadImage(str(tmp_path / "out" / "clip" / "masks.nii.gz"))
+    assert out.GetSize() == (SHAPE[1], SHAPE[0], frames)
+    assert out.GetOrigin() == pytest.approx(want["origin"], abs=1e-5)
+    assert out.GetSpacing() == pytest.approx(want["spacing"], abs=1e-5)
+    assert out.GetDirection() == pytest.approx(want["direction"], abs=1e-6)
