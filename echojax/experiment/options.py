@@ -117,9 +117,10 @@ PAPER_GRID_RUNS = {
 
 
 PRESETS: dict[str, Preset] = {
-    # Islam et al., MELBA 2026, Sec. 4.4: 256 x 256, 500 epochs, 5 seeds (3 for the
-    # data-size grid), initial LR and batch size from a grid search "separately for each
-    # model evaluated", best-val model. The grid's values are not given in the paper
+    # Islam et al., MELBA 2026, Sec. 4.4: 256 x 256, 500 epochs; 5 seeds in Exp. 2 and
+    # 3 for the data-size grid (Table 2), 5 elsewhere our choice (not stated); initial
+    # LR and batch size from a grid search "separately for each model evaluated",
+    # best-val model. The grid's values are not given in the paper
     # (our choice: these span the usual SGD range). Exp. 1 trains the U-Net only ("We
     # used only the U-Net architecture in this experiment"); Exp. 4 compares aCCE (with
     # label dropout, see exp4_all_datasets.py), marginal and aBCE.
