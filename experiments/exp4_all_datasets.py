@@ -124,7 +124,6 @@ def report(inp):
     order = list(SETTINGS) + list(X.ARCHS) + list(o.losses) + ["pseudo_label"]
     paper = {"camus", "unity", "echonet"}
     res = [r for r in inp.results if r["method"] != "pseudo_teacher" and r["setting"] != "grid"]
-    internal = [r for r in res if r["test_source"] in paper]
     # Table 3 (Sec. 5.4): EchoNet's Dice on its images annotated with every structure
     # (``echonet_annotated``) when the runs were tested on them, else on its LV-only test
     # set; EF on the test sets that publish it.
@@ -142,18 +141,21 @@ def report(inp):
              "points on the CAMUS, Unity and EchoNet test sets, biplane where a subject has "
              "both views, else monoplane, pooled over the ED/ES pairs. Cells: mean ± std over "
              "seeds.", "", table3, ""]
-    for source in sorted(paper):
+    per_source = sorted(paper) + ([ANNOTATED_ALIAS] if annotated else [])
+    for source in per_source:
         lines += [f"Test source {source}:", "",
-                  R.structure_table(internal, group=("setting", "arch", "method"),
+                  R.structure_table(res, group=("setting", "arch", "method"),
                                     test_source=source, order=order), ""]
-    images = [i for i in inp.per_image if i["source"] in paper and i["setting"] != "grid"]
+    # The tests pair Table 3's own images: those its Dice columns pool.
+    images = [i for i in inp.per_image if i["source"] in dice_sources and i["setting"] != "grid"]
     methods = [m for m in order[len(SETTINGS) + len(X.ARCHS):]
                if any(i["method"] == m for i in images)]
     if len(methods) > 1:
         lines += ["## Wilcoxon signed-rank tests between methods", "",
                   "Pairs: the same test image (source and index in its test split) under two "
                   "methods of one set-up and architecture, each image's Dice averaged over seeds; "
-                  "images without the structure and zero differences dropped (scipy's default).", "",
+                  "images without the structure and zero differences dropped (scipy's default). "
+                  f"Images: Table 3's, the test sets {', '.join(dice_sources)}.", "",
                   "The paper's tests as it words them: LVM Dice, marginal vs aBCE and aBCE vs aCCE, "
                   "U-Net and Attention U-Net, each at p < 0.05 on its own p-value. The paper states "
                   "no side; we test two-sided and name the higher method by the median "
