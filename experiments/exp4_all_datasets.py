@@ -197,8 +197,10 @@ def report(inp):
                     chosen[m] = run
             if chosen:
                 name = f"fig8_overlay_{setting}_{arch}.png"
-                inp.overlay_figure(chosen, "echonet", name,
-                                   title=f"{setting}, {arch}: EchoNet test images")
+                # Figure 8 shows EchoNet images with every structure drawn where they exist.
+                inp.overlay_figure(chosen, ANNOTATED_ALIAS if annotated else "echonet", name,
+                                   title=f"{setting}, {arch}: EchoNet test images"
+                                   + (" annotated with LV, LVM and LA" if annotated else ""))
                 lines += [f"![Figure 8, {setting} {arch}](figures/{name})", ""]
     lines += inp.epoch_time_section(group=("setting", "arch", "method"), order=order)
     return "\n".join(lines), "Dice per structure and EF MAE (Table 3):\n" + table3

@@ -62,15 +62,19 @@ class ReportInput:
 
     def overlay_figure(self, runs_by_method: Mapping[str, Run], alias: str, filename: str, *,
                        count: int = 3, title: str = "") -> str:
-        """Figures 4b/7b/8: ``count`` test images of source ``alias`` (evenly spaced
-        through its test split), their ground truth, and each method's prediction (best
-        checkpoint), written to ``figures_dir/filename``. Returns the path."""
+        """Figures 4b/7b/8: ``count`` test images of source ``alias`` (a training source
+        or an extra test source of the first run; evenly spaced through its test split),
+        their ground truth, and each method's prediction (best checkpoint), written to
+        ``figures_dir/filename``. Returns the path."""
         if not runs_by_method:
             raise ValueError("overlay_figure needs at least one run")
-        first = Config.load(run_dir(self.workdir, next(iter(runs_by_method.values()))).config)
-        source = next((s for s in first.sources if s.alias == alias), None)
+        first_run = next(iter(runs_by_method.values()))
+        first = Config.load(run_dir(self.workdir, first_run).config)
+        source = next((s for s in (*first.sources, *first_run.test_sources) if s.alias == alias),
+                      None)
         if source is None:
-            raise ValueError(f"{alias!r} is not a source of the overlay's first run")
+            raise ValueError(f"{alias!r} is neither a training nor a test source of the "
+                             f"overlay's first run")
         examples = self.backend.test_examples(source, data_dir=first.data_dir, count=count)
         images = np.stack([ex["image"] for ex in examples])
         predictions = {m: self.backend.predictor(run_dir(self.workdir, r).path)(images)
