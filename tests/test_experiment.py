@@ -438,3 +438,30 @@ def test_main_normal_prints_header_run_lines_then_table(tmp_path, capsys, monkey
                          f"results: {w / 'results.csv'}", f"figures: {w / 'figures'}"]
     with pytest.raises(SystemExit):  # -v and -q exclude each other
         X.main(exp, ["-v", "-q", "--workdir=w"], backend=fake.backend())
+
+
+def test_run_line_scores_the_structures_the_run_was_trained_on(tmp_path):
+    """Exp. 1 removes LVM and LA from every source: its run line shows the LV test Dice
+    (named), not the three-structure foreground Dice that the never-trained LVM and LA
+    pull to a third; a class kept by one source counts as trained."""
+    from echojax import rundir
+    from echojax.experiment.execute import run_scores, trained_structures
+    from echojax.experiment.runs import Run
+    lv_only = tuple(Source(s.name, alias=s.alias, removals=(Removal(("lvm", "la"), 1.0),))
+                    for s in (CAMUS, UNITY))
+    assert trained_structures(_config(sources=lv_only)) == ("lv",)
+    assert trained_structures(_config()) == ("lv", "lvm", "la")  # CAMUS keeps LA
+    half = (Source(CAMUS.name, alias="camus", removals=(Removal(("lvm",), 0.5),)),)
+    assert trained_structures(_config(sources=half)) == ("lv", "lvm", "la")
+    summary = {"overall": {"fg_dice": 0.33, "dice": {
+        "lv": {"mean": 0.97, "n": 4}, "lvm": {"mean": 0.0, "n": 4}, "la": {"mean": 0.02, "n": 4}}}}
+    for name, sources, want in (("lv", lv_only, {"test Dice (lv)": 0.97}),
+                                ("all", (CAMUS, UNITY), {"test Dice": (0.97 + 0.0 + 0.02) / 3})):
+        directory = rundir.RunDir(str(tmp_path / name))
+        os.makedirs(os.path.dirname(directory.summary()), exist_ok=True)
+        _config(sources=sources).save(directory.config)
+        files.write_atomic(directory.summary(), json.dumps(summary))
+        run = Run(name=name, config=_config(sources=sources))
+        scores = run_scores(run, directory, {"best/val_fg_dice": 0.9})
+        assert scores.pop("val Dice") == pytest.approx(0.9)
+        assert scores == pytest.approx(want)

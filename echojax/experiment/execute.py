@@ -27,7 +27,7 @@ import numpy as np
 
 import echojax.experiment.datasets as datasets
 from echojax import evaluate as evaluate_lib
-from echojax import files, inference, progress, rundir
+from echojax import files, inference, labels, progress, rundir
 from echojax import train as train_lib
 from echojax.config import Config
 from echojax.data.mixture import Source
@@ -104,23 +104,47 @@ class Outcome:
     seconds: float
 
 
-def _test_dice(folder: rundir.RunDir) -> float | None:
-    """Foreground Dice over all test images of a folder's ``summary.json`` (None when the
-    summary has no ``overall`` entry)."""
+def trained_structures(config: Config) -> tuple[str, ...]:
+    """The structures a run's training labels can hold: all but those every training
+    source removes from all its masks (Exp. 1 trains the LV alone); all three if that
+    leaves none."""
+    gone = set(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES)
+    for source in config.sources:
+        full = {c for r in source.removals if r.fraction >= 1.0 for c in r.classes}
+        gone &= full
+    kept = tuple(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES
+                 if labels.CLASS_NAMES[c] not in gone)
+    return kept or tuple(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES)
+
+
+def _test_dice(folder: rundir.RunDir, structures: Sequence[str]) -> float | None:
+    """Mean over ``structures`` of the test Dice in a folder's ``summary.json`` (those
+    with test images; over all three this is the summary's foreground Dice). None when
+    the summary has no such entry."""
     with open(folder.summary()) as f:
         overall = json.load(f).get("overall") or {}
-    value = overall.get("fg_dice")
+    per = overall.get("dice") or {}
+    values = [per[c]["mean"] for c in structures
+              if (per.get(c) or {}).get("n") and per[c].get("mean") is not None]
+    if values:
+        return float(np.mean(values))
+    value = overall.get("fg_dice") if len(structures) == len(labels.FOREGROUND_CLASSES) else None
     return None if value is None else float(value)
 
 
 def run_scores(run: Run, directory: rundir.RunDir, result: Any) -> dict[str, float | None]:
     """What a finished run's line shows: the best validation foreground Dice (from the
-    training result) and the test foreground Dice of its own and each extra test source."""
+    training result) and the test Dice of its own and each extra test source, over the
+    structures it was trained on (named when not all three, e.g. ``test Dice (lv)``)."""
     val = result.get("best/val_fg_dice") if isinstance(result, dict) else None
+    structures = trained_structures(Config.load(directory.config))
+    label = "test Dice" + ("" if len(structures) == len(labels.FOREGROUND_CLASSES)
+                           else f" ({', '.join(structures)})")
     scores = {"val Dice": None if val is None or not math.isfinite(val) else float(val),
-              "test Dice": _test_dice(directory)}
+              label: _test_dice(directory, structures)}
     for source in run.test_sources:
-        scores[f"test Dice {source.alias}"] = _test_dice(directory.external(source.alias))
+        scores[f"{label} {source.alias}"] = _test_dice(directory.external(source.alias),
+                                                       structures)
     return scores
 
 
