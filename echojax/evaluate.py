@@ -25,8 +25,9 @@ foreground Dice, the model the paper keeps) and writes, under ``RUN/eval/<split>
     (Simpson's biplane, 4CH as the main view), only where both views have a known
     spacing (the two views' scales cannot be related otherwise);
 
-  each with ``count`` pairs, ``failed`` (no LV predicted in a frame: no EF, left out
-  of the errors), ``mae`` against the dataset's reference EF (the ``ef`` feature) and
+  each with ``count`` pairs, ``failed`` (no LV predicted in a frame, or a predicted LV
+  of volume 0 by the discs, such as a line of pixels: no EF, left out of the errors),
+  ``mae`` against the dataset's reference EF (the ``ef`` feature) and
   ``mae_vs_gt_masks`` against the EF of the same method on the ground-truth masks
   (which isolates the segmentation error from the reference's own method).
 
@@ -162,7 +163,12 @@ def _ef_summary(rows: list[dict[str, Any]], masks) -> dict[str, Any] | None:
                 parts.append(other[which])
             if not all(m.any() for m in parts):
                 return math.nan  # no LV predicted: no volume (counted as a failure)
-            vols.append(float(biomarkers.lv_volume(main[which], main[2], **kw)))
+            volume = float(biomarkers.lv_volume(main[which], main[2], **kw))
+            if not (math.isfinite(volume) and volume > 0):
+                # Our choice: a mask without a measurable cavity (e.g. a line of pixels,
+                # volume 0 by the discs) gives no EF, counted as a failure like an empty one.
+                return math.nan
+            vols.append(volume)
         return float(biomarkers.ejection_fraction(vols[0], vols[1]))
 
     mono = {"pred": [], "gt_masks": [], "reference": []}

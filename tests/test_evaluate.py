@@ -152,3 +152,32 @@ def test_restore_uses_abstract_shapes_and_predictor_compiles_once(run_dir):
     assert predict.compiled_shapes == 1  # 6 and 1 images: one padded shape
     with pytest.raises(ValueError, match=r"uint8\[N, 16, 16, 1\]"):
         predict(images.astype(np.float32))
+
+
+def test_ef_pair_with_a_degenerate_predicted_lv_counts_as_failed():
+    """A predicted LV of two scattered pixels (as a cross-domain Exp. 1 model predicted
+    on an EchoNet-like image) has volume 0 by the discs: the pair gets no EF and is
+    counted as failed (it used to stop the whole evaluation), while the other pair's
+    error is exact."""
+    from echojax import biomarkers
+    yy, xx = np.mgrid[:64, :64]
+    big = ((yy - 32) / 20.0) ** 2 + ((xx - 32) / 10.0) ** 2 <= 1.0
+    small = ((yy - 34) / 15.0) ** 2 + ((xx - 32) / 7.0) ** 2 <= 1.0
+    scattered = np.zeros_like(big)
+    scattered[14, 32] = scattered[57, 33] = True
+    spacing = (0.3, 0.3)
+    assert biomarkers.lv_volume(scattered, spacing) == 0.0
+    truth_ef = biomarkers.ef_from_masks(big, small, spacing)
+    rows, masks = [], {}
+    for k, (patient, phase, pred, true) in enumerate([
+            ("p0", "ED", scattered, big), ("p0", "ES", small, small),  # degenerate ED
+            ("p1", "ED", big, big), ("p1", "ES", small, small)]):       # exact prediction
+        rows.append({"source": "s", "index": k, "patient_id": patient, "view": "4CH",
+                     "phase": phase, "_ef": truth_ef + 5.0, "_lv_annotated": True,
+                     "_spacing_known": True})
+        masks[("s", k)] = (pred, true, spacing)
+    ef = evaluate_lib._ef_summary(rows, masks)
+    mono = ef["monoplane"]
+    assert (mono["count"], mono["failed"]) == (2, 1)
+    assert mono["mae"] == pytest.approx(5.0) and mono["mae_vs_gt_masks"] == pytest.approx(0.0)
+    assert ef["biplane"]["count"] == 0  # one view only
