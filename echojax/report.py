@@ -277,6 +277,18 @@ def structure_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("arch", 
     return markdown_table(list(group) + [s.upper() for s in structures], body)
 
 
+def structure_tables(rows: Sequence[Mapping], sources: Sequence[str], *,
+                     group: Sequence[str] = ("arch", "method"),
+                     order: Sequence[str] = ()) -> list[str]:
+    """Report lines: one :func:`structure_table` per test source, each under a
+    ``Test source: NAME`` line."""
+    lines = []
+    for source in sources:
+        lines += [f"Test source: {source}", "",
+                  structure_table(rows, group=group, test_source=source, order=order), ""]
+    return lines
+
+
 def _rank(value, order: Sequence) -> tuple:
     return (order.index(value), "") if value in order else (len(order), str(value))
 

@@ -82,10 +82,8 @@ def report(inp):
              "the fully-labelled benchmark (and pseudo-labels), (a) mean Dice per structure "
              "on Unity's test images with error bars of one std across runs, (b) that std "
              "across runs. Cells: mean ± std across runs of each run's mean Dice.", ""]
-    for source in ("unity", "camus"):
-        lines += [f"Test source: {source}", "",
-                  R.structure_table(no_dropout, group=("arch", "method"), test_source=source,
-                                    order=arch_order + losses + baselines), ""]
+    lines += R.structure_tables(no_dropout, ("unity", "camus"),
+                                order=arch_order + losses + baselines)
     for arch in o.archs:
         rows = [r for r in no_dropout if r["arch"] == arch]
         if rows:
@@ -153,10 +151,7 @@ def report(inp):
               "Best rate per loss as above, chosen on Unity's test LA Dice (so optimistic, as a "
               "ceiling). Dice per structure on each test source (mean ± std across runs of each "
               "run's mean):", ""]
-    for source in ("unity", "camus"):
-        lines += [f"Test source: {source}", "",
-                  R.structure_table(picked, group=("arch", "method"), test_source=source,
-                                    order=arch_order + fig7_order), ""]
+    lines += R.structure_tables(picked, ("unity", "camus"), order=arch_order + fig7_order)
     for arch in o.archs:
         sel = [i for i in picked_images if i["arch"] == arch and i["source"] == "unity"]
         if sel:

@@ -141,11 +141,8 @@ def report(inp):
              "points on the CAMUS, Unity and EchoNet test sets, biplane where a subject has "
              "both views, else monoplane, pooled over the ED/ES pairs. Cells: mean ± std over "
              "seeds.", "", table3, ""]
-    per_source = sorted(paper) + ([ANNOTATED_ALIAS] if annotated else [])
-    for source in per_source:
-        lines += [f"Test source {source}:", "",
-                  R.structure_table(res, group=("setting", "arch", "method"),
-                                    test_source=source, order=order), ""]
+    lines += R.structure_tables(res, sorted(paper) + ([ANNOTATED_ALIAS] if annotated else []),
+                                group=("setting", "arch", "method"), order=order)
     # The tests pair Table 3's own images: those its Dice columns pool.
     images = [i for i in inp.per_image if i["source"] in dice_sources and i["setting"] != "grid"]
     methods = [m for m in order[len(SETTINGS) + len(X.ARCHS):]
@@ -181,10 +178,8 @@ def report(inp):
     ext = [r for r in res if r["test_source"] not in paper | {ANNOTATED_ALIAS}]
     lines += ["## External validation (Table 4)", ""]
     if ext:
-        for source in sorted({r["test_source"] for r in ext}):
-            lines += [f"Test source {source}:", "",
-                      R.structure_table(ext, group=("setting", "arch", "method"), test_source=source,
-                                        order=order), ""]
+        lines += R.structure_tables(ext, sorted({r["test_source"] for r in ext}),
+                                    group=("setting", "arch", "method"), order=order)
     else:
         lines += ["No external source was prepared for this run: name one with "
                   "`--external=<tfds name>:<alias>`.", ""]

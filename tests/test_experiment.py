@@ -296,7 +296,7 @@ def test_experiment_scripts_with_fake_engine(tmp_path, capsys, name, argv, runs,
     assert heading in text, text
     assert f"runs finished: {runs} of {runs}" in text
     if name == "exp4_all_datasets":  # Table 3's annotated EchoNet images: a block, and tested
-        assert "Test source echonet_annotated:" in text
+        assert "Test source: echonet_annotated" in text
         assert "Images: Table 3's, the test sets camus, unity, echonet_annotated." in text
     for png in os.listdir(tmp_path / "figures") if (tmp_path / "figures").exists() else ():
         assert (tmp_path / "figures" / png).read_bytes()[:4] == b"\x89PNG"
