@@ -84,11 +84,7 @@ def report(inp):
                         title=f"{arch}: mean Dice vs its std across runs")
         lines += [f"![Figure 3, {arch}](figures/fig3_boxes_{arch}.png)",
                   f"![Figure 4a, {arch}](figures/fig4a_mean_std_{arch}.png)", ""]
-        chosen = {}
-        for m in order[len(X.ARCHS):]:
-            run = inp.finished(f"{arch}/{m}/s{o.seeds[0]}")
-            if run is not None:
-                chosen[m] = run
+        chosen = inp.finished_runs({m: f"{arch}/{m}/s{o.seeds[0]}" for m in order[len(X.ARCHS):]})
         if chosen:
             inp.overlay_figure(chosen, "camus", f"fig4b_overlay_{arch}.png",
                                title=f"{arch}: CAMUS test images (LVM in green)")

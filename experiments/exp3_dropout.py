@@ -160,17 +160,13 @@ def report(inp):
                          order=fig7_order, title=f"{arch}: per-image LA Dice on Unity (all seeds)")
             lines += [f"![Figure 7a, {arch}](figures/{name})", ""]
     for arch in o.archs:
-        chosen = {}
+        names = {}
         for loss in losses:
             rate = best.get((arch, loss), {}).get("rate", 0.0)
             for d in dict.fromkeys((0.0, rate)):
-                run = inp.finished(f"{arch}/{loss}/d{d:g}/s{o.seeds[0]}")
-                if run is not None:
-                    chosen[f"{loss} d={d:g}"] = run
-        for m in ("benchmark", "pseudo_label"):
-            run = inp.finished(f"{arch}/{m}/s{o.seeds[0]}")
-            if run is not None:
-                chosen[m] = run
+                names[f"{loss} d={d:g}"] = f"{arch}/{loss}/d{d:g}/s{o.seeds[0]}"
+        names.update({m: f"{arch}/{m}/s{o.seeds[0]}" for m in ("benchmark", "pseudo_label")})
+        chosen = inp.finished_runs(names)
         if chosen:
             inp.overlay_figure(chosen, "unity", f"fig7_overlay_{arch}.png",
                                title=f"{arch}: Unity test images (LA in blue)")

@@ -185,11 +185,7 @@ def report(inp):
                   "`--external=<tfds name>:<alias>`.", ""]
     for setting in SETTINGS:
         for arch in o.archs:
-            chosen = {}
-            for m in methods:
-                run = inp.finished(f"{setting}/{arch}/{m}/s{o.seeds[0]}")
-                if run is not None:
-                    chosen[m] = run
+            chosen = inp.finished_runs({m: f"{setting}/{arch}/{m}/s{o.seeds[0]}" for m in methods})
             if chosen:
                 name = f"fig8_overlay_{setting}_{arch}.png"
                 # Figure 8 shows EchoNet images with every structure drawn where they exist.

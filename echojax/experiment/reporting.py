@@ -42,6 +42,12 @@ class ReportInput:
         run = next((r for r in self.runs if r.name == name), None)
         return run if run is not None and name not in self.missing else None
 
+    def finished_runs(self, names: Mapping[str, str]) -> dict[str, Run]:
+        """``{label: run}`` for the ``{label: run name}`` entries whose run is finished,
+        in the given order (e.g. the methods of an overlay figure)."""
+        found = {label: self.finished(name) for label, name in names.items()}
+        return {label: run for label, run in found.items() if run is not None}
+
     def epoch_time_section(self, *, group: Sequence[str] = ("arch", "method"),
                            order: Sequence[str] = (),
                            note: str = "") -> list[str]:
