@@ -59,7 +59,8 @@ def runs(options):
             if "pseudo_label" in baselines:
                 base = options.config([camus, unity_partial], arch=arch, loss="cce", seed=seed)
                 out += X.pseudo_label_runs(base, ("la",), teacher_name=f"{arch}/pseudo_teacher/s{seed}",
-                                           student_name=f"{arch}/pseudo_label/s{seed}", tags=tags)
+                                           student_name=f"{arch}/pseudo_label/s{seed}", tags=tags,
+                                           teacher_test_sources=(unity_full,))
     return X.with_grid_search(out, options)
 
 

@@ -108,19 +108,23 @@ def select_shard(runs: Sequence[Run], index: int, count: int) -> list[Run]:
 
 def pseudo_label_runs(base: Config, classes: Sequence[str], *, teacher_name: str,
                       student_name: str, tags: Mapping[str, str],
-                      test_sources: Sequence[Source] = ()) -> list[Run]:
+                      test_sources: Sequence[Source] = (),
+                      teacher_test_sources: Sequence[Source] = ()) -> list[Run]:
     """The two runs of the pseudo-labelling baseline (``echojax.pseudo_label``): the
     teacher, then the student that needs it.
 
     ``base`` is the partially-labelled mixture the other methods train on (its model,
     schedule and seed are kept; the loss becomes CCE). The teacher is tagged
     ``method=pseudo_teacher``; the student gets ``tags`` with ``method=pseudo_label``
-    and is also tested on ``test_sources``, like the methods it is compared with.
+    and is also tested on ``test_sources``, like the methods it is compared with. The
+    teacher is tested on its own sources' test splits and on ``teacher_test_sources``
+    (Exp. 3: Unity's, which measures the LA's own cross-domain drop of a model trained
+    on CAMUS alone).
     """
     tags = {**tags, "grid_key": f"{base.model.name}_cce"}  # tuned like other CCE runs
     teacher = Run(teacher_name, None, tags={**tags, "method": "pseudo_teacher"},
                   setup=lambda run_dir, dirs: pseudo_label.teacher_config(base, classes),
-                  uses=base.sources, preview=base)
+                  uses=base.sources, preview=base, test_sources=tuple(teacher_test_sources))
     student = Run(student_name, None, tags={**tags, "method": "pseudo_label"},
                   needs=(teacher_name,), uses=base.sources, preview=base,
                   test_sources=tuple(test_sources),
