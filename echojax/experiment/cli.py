@@ -123,7 +123,7 @@ def _describe(run: Run, adjust) -> str:
         return f"config set up at run time (after {len(run.needs)} needed runs)"
     c = run.config
     try:
-        epochs = str(adjust(c).epochs)
+        epochs = str((c if run.epochs_fixed else adjust(c)).epochs)
     except DataNotPrepared:  # its size is unknown until it is
         epochs = f"{c.epochs}+ (set from the training-set size once prepared)"
     return (f"{c.model.name} {c.loss.name} dropout={c.loss.dropout_rate:g} seed={c.seed} "

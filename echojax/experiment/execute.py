@@ -170,7 +170,7 @@ def execute(runs: Sequence[Run], workdir: str, *, backend: Backend,
         config = run.config
         if run.setup is not None:
             config = run.setup(directory.path, {n: dirs[n].path for n in run.needs})
-        if adjust is not None:
+        if adjust is not None and not run.epochs_fixed:
             config = adjust(config)
         if is_finished(config, directory, run.test_sources):
             sweep.skip(run.name, directory.path)

@@ -210,27 +210,32 @@ class Options:
                        alias=style.removesuffix("_like"))
                 for style in datasets.other_phantom_styles(exclude)]
 
-    def adjust(self, config: Config, train_size: int | Callable[[Config], int]) -> Config:
+    def adjust(self, config: Config, train_size: int | Callable[[Config], int],
+               examples: int | None = None) -> Config:
         """The config with :meth:`epochs_for` its ``train_size`` training images;
         unchanged without ``examples_per_run`` or with ``--epochs``. ``train_size`` may
         be a function of the config, called only when the size matters (it may need
-        the datasets prepared)."""
+        the datasets prepared); ``examples`` replaces the preset's ``examples_per_run``."""
         if self.epochs is not None or not self.preset.examples_per_run:
             return config
         if callable(train_size):
             train_size = train_size(config)
-        epochs = self.epochs_for(train_size)
+        epochs = self.epochs_for(train_size, examples)
         # A few validations per run: on a tiny training set an evaluation and a
         # checkpoint every epoch would cost more than the training.
         return dataclasses.replace(config, epochs=epochs,
                                    eval_every=max(self.preset.eval_every, epochs // 4))
 
-    def epochs_for(self, train_size: int) -> int:
+    def epochs_for(self, train_size: int, examples: int | None = None) -> int:
         """Epochs of a run with ``train_size`` training images: the preset's, or, with
-        ``examples_per_run`` and no ``--epochs``, enough to see that many images."""
+        ``examples_per_run`` and no ``--epochs``, enough to see that many images
+        (``examples`` instead of the preset's number when given)."""
         if self.epochs is not None or not self.preset.examples_per_run:
             return self.epochs or self.preset.epochs
-        return max(self.preset.epochs, math.ceil(self.preset.examples_per_run / train_size))
+        if train_size < 1:
+            raise ValueError(f"a training set of {train_size} images has no epochs")
+        examples = examples or self.preset.examples_per_run
+        return max(self.preset.epochs, math.ceil(examples / train_size))
 
     def size(self, paper_size: int) -> int:
         """Training images for a dataset size as the paper counts it (whole-dataset

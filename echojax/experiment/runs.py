@@ -35,6 +35,10 @@ class Run:
         grid search.
       grid: the name prefix of the grid-search runs that choose this run's learning
         rate and batch size (``echojax.experiment.grid``); ``""`` when not tuned.
+      epochs_fixed: the experiment chose ``config.epochs`` itself, so the sweep's
+        ``adjust`` (the preset's epochs for the training-set size, ``Options.adjust``)
+        leaves them: Table 2 gives every cell of a CAMUS column the epochs of its
+        no-Unity cell, so that adding Unity images takes no CAMUS epochs away.
     """
     name: str
     config: Config | None
@@ -45,6 +49,7 @@ class Run:
     uses: tuple[Source, ...] = ()
     preview: Config | None = None
     grid: str = ""
+    epochs_fixed: bool = False
 
     def __post_init__(self):
         if not self.name or self.name.startswith("/") or ".." in self.name.split("/"):
@@ -137,7 +142,7 @@ def describe(run: Run, adjust: Callable[[Config], Config] | None = None) -> dict
     """What ``--dry_run`` prints for a run: name, table placement, architecture, loss,
     label dropout, seeds, training sources (size: ``train_examples`` or ``"all"``;
     removals), learning rate and batch size (``"grid"`` when a grid search sets them),
-    epochs (after ``adjust``; ``None`` while a source it needs to count is not
+    epochs (after ``adjust`` unless ``run.epochs_fixed``; ``None`` while a source it needs to count is not
     prepared) and extra test sources. A pseudo-label teacher or student shows the
     partially labelled mixture its data is derived from (``"derived_from"``)."""
     config = run.config if run.config is not None else run.preview
@@ -165,7 +170,8 @@ def describe(run: Run, adjust: Callable[[Config], Config] | None = None) -> dict
         "batch_size": "grid" if run.grid else config.batch_size,
     })
     try:
-        out["epochs"] = (adjust(config) if adjust is not None else config).epochs
+        out["epochs"] = (adjust(config) if adjust is not None and not run.epochs_fixed
+                         else config).epochs
     except DataNotPrepared:  # the epochs follow the training-set size, unknown until prepared
         out["epochs"] = None
         out["epochs_note"] = "set from the training-set size once the datasets are prepared"
