@@ -28,19 +28,42 @@ CAMUS ground-truth masks (``*_gt.nii.gz``/``*_gt.mhd``) and MetaImage ``.raw`` d
 are not recordings; anything else is returned as skipped, with the reason.
 
 Bad input raises :class:`RecordingError` (a ``ValueError``) whose message names the file
-and says what was expected; nothing is guessed or dropped silently.
+and says what was expected; nothing is guessed or dropped silently: any error of the
+underlying reader (OpenCV, pydicom, SimpleITK) on a damaged file becomes a
+``RecordingError`` naming the file and the reader's own error, on one line.
+
+Truncated files: a recording that decodes fewer frames than its header declares keeps the
+frames that decoded completely, and says so: ``Recording.declared_frames`` (the header's
+count) and ``Recording.truncation`` (a sentence, empty when all frames decoded). The
+header's count is, for videos, OpenCV's ``CAP_PROP_FRAME_COUNT`` (the AVI header's frame
+total, the MP4 sample table; the last frame decoded from a cut video is the one the cut
+went through, its missing part concealed by the decoder, and is dropped); for DICOM,
+``NumberOfFrames`` (uncompressed pixel data cut short keeps its whole frames, compressed
+pixel data the fragments that arrived whole and decode); for NIfTI, the header's
+dimensions (SimpleITK reads a cut ``.nii``/``.nii.gz`` without an error, the missing
+voxels as zeros: the bytes actually present are counted first). A MetaImage data file cut
+short, or any file holding less than one whole frame, is an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import re
+import struct
+import tempfile
+import warnings
+import zlib
 from pathlib import Path
 
 import cv2
+import nibabel
 import numpy as np
 import pydicom
+import pydicom.dataelem
+import pydicom.encaps
 import pydicom.errors
 import pydicom.pixels
 import SimpleITK as sitk
@@ -73,6 +96,8 @@ class Recording:
       geometry: for NIfTI/MetaImage files, the header's ``origin``, ``spacing`` and
         ``direction`` (SimpleITK's order, as many axes as the file has), so that masks can
         be written on the same grid in physical space; ``None`` for other kinds.
+      declared_frames: the number of frames the file's header declares, or ``None`` where
+        it declares none (images, frame folders, a video container without a count).
     """
     path: Path
     frames: np.ndarray
@@ -81,10 +106,19 @@ class Recording:
     fps: float | None
     kind: str
     geometry: dict[str, tuple[float, ...]] | None = None
+    declared_frames: int | None = None
 
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def truncation(self) -> str:
+        """Empty when every frame the header declares decoded; else what is missing."""
+        if self.declared_frames is None or self.num_frames >= self.declared_frames:
+            return ""
+        return (f"truncated or damaged: decoded {self.num_frames} of the "
+                f"{self.declared_frames} frames its header declares")
 
 
 def _suffix(path: Path) -> str:
@@ -120,23 +154,53 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def _maybe_dicom(path: Path) -> bool:
+    """``_is_dicom``, and True for a file that cannot be opened (the reader says why)."""
+    try:
+        return _is_dicom(path)
+    except OSError:
+        return True
+
+
 def read_recording(path) -> Recording:
     """Reads one recording (see the module docstring for the formats).
 
+    A file with the DICOM preamble is read as DICOM whatever its suffix.
+
     Raises:
-      RecordingError: missing path, unknown format, unreadable or empty file, a DICOM
-        without pixel data, a folder without images or with images of different sizes.
+      RecordingError: missing path, unknown format, unreadable, damaged or empty file, a
+        DICOM without pixel data, a folder without images or with images of different
+        sizes; also any other error of the reader on this file (named, on one line).
     """
     path = Path(path)
     if not path.exists():
         raise RecordingError(f"{path}: no such file or folder")
+    try:
+        return _read_any(path)
+    except RecordingError:
+        raise
+    except MemoryError:
+        raise RecordingError(f"{path}: too large to read into memory") from None
+    except Exception as e:  # a damaged file makes readers fail in their own ways
+        raise RecordingError(f"{path}: cannot be read "
+                             f"({one_line(e).replace(str(path), path.name)})") from None
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``"Type: message"`` of an exception on one line, at most ``limit`` characters."""
+    text = " ".join(str(error).split())
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_any(path: Path) -> Recording:
     if path.is_dir():
         return _read_frame_folder(path)
     suffix = _suffix(path)
-    if suffix in VIDEO_SUFFIXES:
-        return _read_video(path)
     if suffix in DICOM_SUFFIXES or _is_dicom(path):
         return _read_dicom(path)
+    if suffix in VIDEO_SUFFIXES:
+        return _read_video(path)
     if suffix in VOLUME_SUFFIXES:
         return _read_volume(path)
     if suffix in IMAGE_SUFFIXES:
@@ -153,6 +217,7 @@ def _read_video(path: Path) -> Recording:
             raise RecordingError(f"{path}: OpenCV cannot open it as a video; expected a "
                                  f"readable {path.suffix} video")
         fps = _finite_positive(capture.get(cv2.CAP_PROP_FPS))
+        declared = _finite_positive(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         while True:
             ok, frame = capture.read()
             if not ok:
@@ -161,9 +226,18 @@ def _read_video(path: Path) -> Recording:
     finally:
         capture.release()
     if not frames:
-        raise RecordingError(f"{path}: no video frame could be decoded; expected a "
-                             f"readable {path.suffix} video with at least one frame")
-    return Recording(path, np.stack(frames), None, "none", fps, "video")
+        raise RecordingError(f"{path}: no video frame could be decoded"
+                             + (f" of the {int(declared)} its header declares" if declared else "")
+                             + f"; expected a readable {path.suffix} video with at least one frame")
+    if declared and len(frames) < declared and len(frames) > 1:
+        # Cut (or damaged) inside a frame: the decoder conceals the missing part of the
+        # last frame it returns (checked on cut MJPEG AVIs). Our choice: drop that frame.
+        frames.pop()
+    if len({f.shape for f in frames}) > 1:
+        raise RecordingError(f"{path}: decoded frames of different sizes "
+                             f"{sorted({f.shape for f in frames})}; expected one frame size")
+    return Recording(path, np.stack(frames), None, "none", fps, "video",
+                     declared_frames=int(declared) if declared else None)
 
 
 def _dicom_spacing(ds, path: Path) -> tuple[tuple[float, float] | None, str]:
@@ -187,22 +261,38 @@ def _dicom_spacing(ds, path: Path) -> tuple[tuple[float, float] | None, str]:
     return None, "none"
 
 
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM, _SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
+
+
 def _read_dicom(path: Path) -> Recording:
     try:
-        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings():  # a cut file: said below, in our words
+            warnings.filterwarnings("ignore", message="End of file reached before delimiter")
+            ds = pydicom.dcmread(path)
     except (pydicom.errors.InvalidDicomError, EOFError, OSError) as e:
         raise RecordingError(f"{path}: not a readable DICOM file ({e}); expected a DICOM "
                              f"image or cine") from None
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    declared = int(ds.get("NumberOfFrames", 1) or 1)
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_pixels and _transfer_syntax(ds).is_compressed:
+        tail = _encapsulated_tail(path)
+        if tail is not None:  # cut inside compressed pixel data: pydicom returns no element
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            declared = int(ds.get("NumberOfFrames", 1) or 1)
+            _keep_whole_fragments(ds, tail, declared, path)
+            has_pixels = True
+    if not has_pixels and "Rows" in ds and "Columns" in ds:
+        raise RecordingError(f"{path}: an image's DICOM header without its pixel data: the "
+                             f"file ends before it (truncated) or is damaged")
+    if not has_pixels:
         raise RecordingError(
             f"{path}: DICOM without pixel data (SOP class "
             f"{getattr(ds.get('SOPClassUID'), 'name', ds.get('SOPClassUID'))}); expected an "
             f"image or multi-frame cine")
-    try:
-        pixels = pydicom.pixels.pixel_array(ds, as_rgb=True)
-    except Exception as e:  # a missing decoder, a truncated file, ...
-        raise RecordingError(f"{path}: cannot decode the DICOM pixel data "
-                             f"({type(e).__name__}: {e})") from None
+    _keep_whole_native_frames(ds, path)
+    pixels = _decode_dicom_pixels(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     samples = int(ds.get("SamplesPerPixel", 1))
     frames_n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -226,31 +316,246 @@ def _read_dicom(path: Path) -> Recording:
     else:
         fps = _finite_positive(ds.get("RecommendedDisplayFrameRate")) or _finite_positive(
             ds.get("CineRate"))
-    return Recording(path, np.ascontiguousarray(pixels), spacing, source, fps, "dicom")
+    return Recording(path, np.ascontiguousarray(pixels), spacing, source, fps, "dicom",
+                     declared_frames=declared)
+
+
+def _transfer_syntax(ds) -> pydicom.uid.UID:
+    meta = getattr(ds, "file_meta", None)
+    return pydicom.uid.UID(str(meta.get("TransferSyntaxUID", "") if meta is not None else "")
+                           or pydicom.uid.ExplicitVRLittleEndian)
+
+
+def _encapsulated_tail(path: Path) -> bytes | None:
+    """The bytes after the last encapsulated (undefined-length) Pixel Data element header
+    of the file, or ``None`` where there is none. Encapsulated pixel data is always
+    explicit VR little endian: tag, VR ``OB``, two reserved bytes, length 0xFFFFFFFF."""
+    data = path.read_bytes()
+    at = data.rfind(struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\x00\x00\xff\xff\xff\xff")
+    return None if at < 0 else data[at + 12:]
+
+
+def _keep_whole_fragments(ds, tail: bytes, declared: int, path: Path) -> None:
+    """Puts the frames of a cut encapsulated pixel data value into ``ds``: the items (basic
+    offset table, fragments) that arrived whole, grouped into frames by pydicom (a frame
+    of several fragments cut between them fails to decode and is dropped then)."""
+    pos = 0
+    while pos + 8 <= len(tail):
+        group, element, length = struct.unpack_from("<HHI", tail, pos)
+        if (group, element) != _ITEM or pos + 8 + length > len(tail):
+            break
+        pos += 8 + length
+    frames = []
+    try:
+        for frame in pydicom.encaps.generate_frames(tail[:pos], number_of_frames=declared):
+            frames.append(frame)
+    except Exception:  # e.g. an offset table pointing past the cut: the frames before stand
+        pass
+    if not frames:
+        raise RecordingError(f"{path}: truncated: the file ends inside its compressed pixel "
+                             f"data before one whole frame ({declared} declared)")
+    ds["PixelData"] = pydicom.dataelem.DataElement(
+        _PIXEL_DATA, "OB", pydicom.encaps.encapsulate(frames))
+    ds["PixelData"].is_undefined_length = True
+    ds.NumberOfFrames = len(frames)
+
+
+def _keep_whole_native_frames(ds, path: Path) -> None:
+    """Uncompressed pixel data that the file cuts short (its element declares more bytes
+    than the file holds; pydicom reads what is there): keeps the whole frames."""
+    raw = ds.get_item("PixelData")
+    if not isinstance(raw, pydicom.dataelem.RawDataElement) or raw.length == _UNDEFINED_LENGTH \
+            or raw.value is None or len(raw.value) >= raw.length:
+        return
+    bits = int(ds.get("BitsAllocated", 8))
+    frame_bytes = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits // 8
+    whole = len(raw.value) // frame_bytes if frame_bytes > 0 and bits % 8 == 0 else 0
+    if whole == 0:
+        raise RecordingError(f"{path}: truncated: the file holds {len(raw.value)} of the "
+                             f"{raw.length} bytes of pixel data its header declares, less "
+                             f"than one frame")
+    ds["PixelData"] = pydicom.dataelem.DataElement(_PIXEL_DATA, raw.VR or "OB",
+                                                   raw.value[: whole * frame_bytes])
+    if whole < int(ds.get("NumberOfFrames", 1) or 1):
+        ds.NumberOfFrames = whole
+
+
+def _decode_dicom_pixels(ds, path: Path) -> np.ndarray:
+    """``pixel_array`` (as RGB where colour); where the whole decode fails on a cine, the
+    frames that decode one by one from the first, with ``NumberOfFrames`` set to them."""
+    try:
+        return pydicom.pixels.pixel_array(ds, as_rgb=True)
+    except Exception as e:  # a missing decoder, damaged data, ...
+        error = e
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = []
+    if n > 1:
+        for i in range(n):
+            try:
+                frames.append(pydicom.pixels.pixel_array(ds, as_rgb=True, index=i))
+            except Exception:
+                break
+    if not frames:
+        raise RecordingError(f"{path}: cannot decode the DICOM pixel data "
+                             f"({one_line(error)})") from None
+    ds.NumberOfFrames = len(frames)
+    return np.stack(frames)
 
 
 def _read_volume(path: Path) -> Recording:
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-        raise RecordingError(f"{path}: not a readable NIfTI/MetaImage file ({first})") from None
-    array = sitk.GetArrayFromImage(image)  # [T, H, W] or [H, W]
-    if image.GetNumberOfComponentsPerPixel() == 3:
+    cut = _check_metaimage_data(path) if _suffix(path) == ".mhd" else _nifti_whole_frames(path)
+    reader = sitk.ImageFileReader()
+    with contextlib.ExitStack() as stack:
+        reader.SetFileName(_nifti_alone(path, stack))
+        try:
+            reader.ReadImageInformation()
+            image = reader.Execute() if cut is None else None
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+            raise RecordingError(f"{path}: not a readable NIfTI/MetaImage file ({first})") from None
+    components = reader.GetNumberOfComponents()
+    if cut is None:
+        array = sitk.GetArrayFromImage(image)  # [T, H, W] or [H, W]
+    else:  # SimpleITK would fill the missing voxels with zeros: the whole frames only
+        array = _nifti_frames(path, cut[0])
+    if components == 3:
         array = _grey(array)
-    elif image.GetNumberOfComponentsPerPixel() != 1:
-        raise RecordingError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per "
-                             f"pixel; expected grey or RGB")
+    elif components != 1:
+        raise RecordingError(f"{path}: {components} components per pixel; expected grey or RGB")
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or min(array.shape) == 0:
         raise RecordingError(f"{path}: image of shape {array.shape}; expected a 2-D frame "
                              f"or a [frames, rows, columns] sequence")
-    sx, sy = image.GetSpacing()[:2]
-    geometry = {"origin": tuple(map(float, image.GetOrigin())),
-                "spacing": tuple(map(float, image.GetSpacing())),
-                "direction": tuple(map(float, image.GetDirection()))}
-    return Recording(path, array, (float(sy), float(sx)), "header", None, "volume", geometry)
+    sx, sy = reader.GetSpacing()[:2]
+    geometry = {"origin": tuple(map(float, reader.GetOrigin())),
+                "spacing": tuple(map(float, reader.GetSpacing())),
+                "direction": tuple(map(float, reader.GetDirection()))}
+    declared = int(reader.GetSize()[2]) if len(reader.GetSize()) == 3 else 1
+    return Recording(path, array, (float(sy), float(sx)), "header", None, "volume", geometry,
+                     declared_frames=declared)
+
+
+def _nifti_alone(path: Path, stack: contextlib.ExitStack) -> str:
+    """The name to give SimpleITK for ``path``. Its NIfTI library, asked for ``x.nii.gz``,
+    reads ``x.nii`` when that file exists beside it: such a file is read through a link of
+    its own in a temporary folder (removed when ``stack`` closes)."""
+    if _suffix(path) != ".nii.gz" or not path.with_name(path.name[:-3]).exists():
+        return str(path)
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="echojax-nifti-"))
+    link = os.path.join(folder, path.name)
+    os.symlink(path.resolve(), link)
+    return link
+
+
+def _data_stream(path: Path, limit: int, *, keep: bool) -> tuple[int, bytes]:
+    """How many bytes the file's data stream has, counted up to ``limit`` (a ``.gz``
+    file's decompressed bytes up to where its stream ends or breaks, else the file's), and
+    those bytes when ``keep``."""
+    kept = []
+    if not path.name.lower().endswith(".gz"):
+        size = min(path.stat().st_size, limit)
+        if keep:
+            with path.open("rb") as f:
+                kept.append(f.read(size))
+        return size, b"".join(kept)
+    count, inflate = 0, zlib.decompressobj(wbits=31)
+    with path.open("rb") as f:
+        while count < limit:
+            compressed = f.read(1 << 20)
+            if not compressed:
+                break
+            try:
+                out = inflate.decompress(compressed, limit - count)
+            except zlib.error:  # damaged: what came before counts
+                break
+            count += len(out)
+            if keep:
+                kept.append(out)
+            if inflate.eof:
+                break
+    return count, b"".join(kept)
+
+
+def _nifti_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int, float, float]:
+    """A NIfTI file's voxel layout from its header: ``(shape, dtype, offset of the voxels
+    in the data stream, scl_slope, scl_inter)`` (nibabel's reading of them)."""
+    try:
+        proxy = nibabel.load(str(path)).dataobj
+        return (tuple(int(n) for n in proxy.shape), np.dtype(proxy.dtype), int(proxy.offset),
+                float(proxy.slope), float(proxy.inter))
+    except Exception as e:
+        raise RecordingError(f"{path}: not a readable NIfTI/MetaImage file "
+                             f"({one_line(e).replace(str(path), path.name)})") from None
+
+
+def _nifti_whole_frames(path: Path) -> tuple[int, int] | None:
+    """``None`` when the NIfTI file holds every voxel its header declares; else ``(whole
+    frames present, frames declared)`` of a ``[x, y, frames]`` volume cut short. Raises
+    when less than one frame is there, or when the header cannot be read."""
+    shape, dtype, offset, _, _ = _nifti_layout(path)
+    itemsize = dtype.itemsize
+    expected = math.prod(shape) * itemsize
+    present = max(_data_stream(path, offset + expected, keep=False)[0] - offset, 0)
+    if present >= expected:
+        return None
+    whole = present // (math.prod(shape[:2]) * itemsize) if len(shape) == 3 and itemsize else 0
+    if whole == 0:
+        raise RecordingError(f"{path}: truncated: the file holds {present} of the {expected} "
+                             f"bytes of voxels its header declares ({'x'.join(map(str, shape))}), "
+                             f"less than one whole frame")
+    return whole, shape[2]
+
+
+def _nifti_frames(path: Path, whole: int) -> np.ndarray:
+    """The first ``whole`` frames ``[whole, y, x]`` of a NIfTI ``[x, y, frames]`` volume,
+    read from its bytes (x varies fastest), with the header's intensity scaling."""
+    (x, y, *_), dtype, offset, slope, inter = _nifti_layout(path)
+    _, data = _data_stream(path, offset + whole * x * y * dtype.itemsize, keep=True)
+    frames = np.frombuffer(data[offset:], dtype).reshape(whole, y, x)
+    if (slope, inter) != (1.0, 0.0):
+        return frames * np.float32(slope) + np.float32(inter)
+    return frames.astype(dtype.newbyteorder("="))
+
+
+_MET_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4,
+              "MET_UINT": 4, "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8,
+              "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def _check_metaimage_data(path: Path) -> None:
+    """Raises when a MetaImage header's separate, uncompressed data file holds fewer bytes
+    than the header declares (SimpleITK would fail on it with a message on stderr)."""
+    fields = {}
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    for line in head.split(b"\n"):
+        key, sep, value = line.partition(b"=")
+        if sep:
+            fields[key.strip().decode("latin-1")] = value.strip().decode("latin-1")
+        if key.strip() == b"ElementDataFile":
+            break
+    name = fields.get("ElementDataFile", "")
+    if (not name or name.upper() == "LOCAL" or name.upper().startswith("LIST") or "%" in name
+            or fields.get("CompressedData", "False").lower() == "true"):
+        return None
+    try:
+        dims = [int(v) for v in fields["DimSize"].split()]
+        item = _MET_BYTES[fields["ElementType"]] * int(fields.get("ElementNumberOfChannels", 1))
+        skip = max(int(fields.get("HeaderSize", 0)), 0)
+    except (KeyError, ValueError):
+        return None  # SimpleITK says what is wrong
+    data = path.parent / name
+    if not data.is_file():
+        raise RecordingError(f"{path}: its data file {name} (ElementDataFile) does not exist")
+    present, expected = max(data.stat().st_size - skip, 0), math.prod(dims) * item
+    if present < expected:
+        frames = dims[2] if len(dims) == 3 else 1
+        whole = present // max(math.prod(dims[:2]) * item, 1)
+        raise RecordingError(f"{path}: truncated: its data file {name} holds {present} of the "
+                             f"{expected} bytes its header declares ({whole} of {frames} whole "
+                             f"frames)")
+    return None
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -329,7 +634,7 @@ def find_recordings(path) -> tuple[list[Path], list[tuple[Path, str]]]:
                 continue  # a CAMUS ground-truth mask
             elif _suffix(p) == ".raw" and p.with_suffix(".mhd").exists():
                 continue  # the data file of a MetaImage header
-            elif _suffix(p) in _KNOWN or _is_dicom(p):
+            elif _suffix(p) in _KNOWN or _maybe_dicom(p):
                 found.append(p)
             else:
                 skipped.append((p, f"not a recording: unknown format; expected {_expected()}"))

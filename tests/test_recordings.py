@@ -2,6 +2,7 @@
 ultrasound test files, the shared real EchoNet-Dynamic videos, and bad input."""
 
 import csv
+import gzip
 from pathlib import Path
 
 import cv2
@@ -282,3 +283,112 @@ def test_find_recordings_in_a_camus_like_tree(loop, tmp_path):
     assert recordings.find_recordings(frames) == ([frames], [])
     with pytest.raises(RecordingError, match="no such file or folder"):
         recordings.find_recordings(tmp_path / "absent")
+
+
+# --- truncated and damaged files --------------------------------------------------------
+
+
+def _cut(src, out, fraction):
+    data = Path(src).read_bytes()
+    Path(out).write_bytes(data[: int(len(data) * fraction)])
+    return Path(out)
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4"])
+def test_whole_videos_declare_the_frames_they_decode(loop, tmp_path, suffix):
+    rec = read_recording(phantoms.write_video(loop, tmp_path / f"loop{suffix}"))
+    assert rec.declared_frames == rec.num_frames == 9 and rec.truncation == ""
+
+
+def test_avi_cut_short_keeps_the_frames_that_decode_and_says_so(tmp_path):
+    long = phantoms.render_cine("camus_like", 2, "4CH", shape=(40, 48), num_frames=30,
+                                frames_per_beat=10, fps=30.0)
+    whole = read_recording(phantoms.write_video(long, tmp_path / "loop.avi"))
+    rec = read_recording(_cut(tmp_path / "loop.avi", tmp_path / "cut.avi", 0.5))
+    assert rec.declared_frames == 30 and 5 < rec.num_frames < 30
+    assert rec.truncation == f"truncated or damaged: decoded {rec.num_frames} of the 30 frames " \
+                             f"its header declares"
+    np.testing.assert_array_equal(rec.frames, whole.frames[: rec.num_frames])
+
+
+def test_uncompressed_dicom_cut_short_keeps_its_whole_frames(loop, tmp_path):
+    src = phantoms.write_dicom(loop, tmp_path / "loop.dcm")
+    rec = read_recording(_cut(src, tmp_path / "cut.dcm", 0.6))
+    assert rec.declared_frames == 9 and 0 < rec.num_frames < 9 and rec.truncation
+    np.testing.assert_array_equal(rec.frames, loop.frames[: rec.num_frames])
+    assert rec.spacing_source == "ultrasound_region"
+    data = src.read_bytes()
+    start = data.rfind(b"\xe0\x7f\x10\x00") + 12  # the pixel data's first byte
+    (tmp_path / "cut2.dcm").write_bytes(data[: start + 100])
+    with pytest.raises(RecordingError, match=r"cut2\.dcm: truncated: the file holds 100 of "
+                                             r"the 17280 bytes .* less than one frame"):
+        read_recording(tmp_path / "cut2.dcm")
+    (tmp_path / "cut3.dcm").write_bytes(data[: start - 20])
+    with pytest.raises(RecordingError, match=r"cut3\.dcm: an image's DICOM header without its "
+                                             r"pixel data: the file ends before it"):
+        read_recording(tmp_path / "cut3.dcm")
+
+
+def test_jpeg_dicom_cine_cut_short_keeps_the_frames_that_arrived_whole(tmp_path):
+    src = pydicom_file("examples_ybr_color.dcm")  # JPEG baseline, 30 frames
+    whole = read_recording(src)
+    rec = read_recording(_cut(src, tmp_path / "cut.dcm", 0.5))
+    assert rec.declared_frames == 30 and 5 < rec.num_frames < 30
+    assert "decoded" in rec.truncation and "of the 30 frames" in rec.truncation
+    np.testing.assert_array_equal(rec.frames, whole.frames[: rec.num_frames])
+
+
+def test_any_reader_error_becomes_a_recording_error_naming_the_file(loop, tmp_path):
+    # The issue's case: a bit flip gave pydicom an unknown VR ('UK'), and its
+    # NotImplementedError stopped a whole batch.
+    data = bytearray(phantoms.write_dicom(loop, tmp_path / "loop.dcm").read_bytes())
+    at = data.find(b"\x28\x00\x08\x00IS")  # NumberOfFrames, explicit VR
+    data[at + 4: at + 6] = b"UK"
+    (tmp_path / "uk.dcm").write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match=r"uk\.dcm: cannot be read \(NotImplementedError"):
+        read_recording(tmp_path / "uk.dcm")
+
+
+def test_dicom_is_read_by_its_preamble_whatever_its_suffix(loop, tmp_path):
+    path = phantoms.write_dicom(loop, tmp_path / "loop.dcm").rename(tmp_path / "loop.avi")
+    np.testing.assert_array_equal(read_recording(path).frames, loop.frames)
+
+
+@pytest.mark.parametrize("name", ["seq.nii.gz", "seq.nii"])
+def test_nifti_cut_short_keeps_its_whole_frames(tmp_path, name):
+    # SimpleITK reads a cut NIfTI without an error, the missing voxels as zeros.
+    frames = np.random.default_rng(0).integers(1, 255, (10, 12, 20), dtype=np.uint8)
+    image = sitk.GetImageFromArray(frames)
+    image.SetSpacing((0.3, 0.2, 1.0))
+    sitk.WriteImage(image, str(tmp_path / name))
+    assert read_recording(tmp_path / name).truncation == ""
+    rec = read_recording(_cut(tmp_path / name, tmp_path / f"cut_{name}", 0.6))
+    assert rec.declared_frames == 10 and 0 < rec.num_frames < 10 and rec.truncation
+    np.testing.assert_array_equal(rec.frames, frames[: rec.num_frames])
+    assert rec.spacing_mm == pytest.approx((0.2, 0.3))
+    # The header and 100 bytes of voxels (a whole gzip stream of them for .nii.gz).
+    raw = (tmp_path / name).read_bytes()
+    plain = gzip.decompress(raw) if name.endswith(".gz") else raw
+    head = plain[: 352 + 100]
+    (tmp_path / f"tiny_{name}").write_bytes(gzip.compress(head) if name.endswith(".gz") else head)
+    with pytest.raises(RecordingError, match="truncated: the file holds 100 of the 2400 bytes "
+                                             r"of voxels .* \(20x12x10\), less than one whole"):
+        read_recording(tmp_path / f"tiny_{name}")
+
+
+def test_metaimage_with_a_cut_data_file_is_an_error(tmp_path):
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((6, 8, 10), np.uint8)), str(tmp_path / "s.mhd"))
+    raw = tmp_path / "s.raw"
+    raw.write_bytes(raw.read_bytes()[:250])
+    with pytest.raises(RecordingError, match=r"s\.mhd: truncated: its data file s\.raw holds "
+                                             r"250 of the 480 bytes .* \(3 of 6 whole frames\)"):
+        read_recording(tmp_path / "s.mhd")
+
+
+def test_nifti_gz_beside_a_nii_of_the_same_name_reads_its_own_voxels(tmp_path):
+    # SimpleITK's NIfTI library, asked for x.nii.gz, reads x.nii when it exists.
+    a = np.random.default_rng(1).integers(0, 255, (3, 8, 10), dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / "x.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(a[::-1].copy()), str(tmp_path / "x.nii"))
+    np.testing.assert_array_equal(read_recording(tmp_path / "x.nii.gz").frames, a)
+    np.testing.assert_array_equal(read_recording(tmp_path / "x.nii").frames, a[::-1])
