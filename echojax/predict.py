@@ -26,8 +26,15 @@ echojax.export`` or a run folder. Per recording, in ``OUT_DIR/<name>/``:
 
 Each recording's folder is written under a temporary name and renamed when complete.
 ``OUT_DIR/summary.csv`` and ``summary.json`` hold one row per recording (``status`` ok
-or failed, with the reason); a recording that fails is reported on one line and the rest
-go on. One-frame recordings get masks and areas but no EF (``ef_reason`` says why);
+or failed, with the reason). Any exception while reading, segmenting or writing one
+recording is that recording's failure: one ``error:`` line naming the file, its row in
+the summary, and the rest go on; nothing of it is left in ``OUT_DIR``. The summary is
+written also when the run stops early (Ctrl-C: the recordings not reached are listed as
+failed). A recording that decodes fewer frames than its header declares (a truncated or
+damaged file; ``echojax.recordings``) is segmented on the frames that decoded and
+flagged: ``declared_frames`` and ``warning`` in the summary, a ``warning:`` line on the
+terminal. The readers' own warnings go to ``result.json`` (``reader_warnings``), not
+the terminal. One-frame recordings get masks and areas but no EF (``ef_reason`` says why);
 so does a recording without a frame rate (pass ``--fps``) or without a complete beat.
 
 Biplane EF: ``--pair A2C_FILE:A4C_FILE`` names a 2-chamber and a 4-chamber recording of
@@ -35,8 +42,12 @@ one patient; both are segmented as usual, and ``biplane.csv`` gives, for the i-t
 each (our choice: the views are not recorded together, so beats are paired in order),
 the biplane EF from the two views' ED and ES masks, and the mean over the paired beats.
 
-Exit status: 0 when every recording succeeded, 1 when some failed, 2 when there was
-nothing to segment (no recording found, bad arguments).
+Exit status: 0 when every recording succeeded (truncated ones included), 1 when some
+failed, 2 when there was nothing to segment (no recording found, bad arguments, a model
+folder that cannot be read).
+
+Loading a model never unpickles anything: an exported folder is JSON (``model.json``,
+``config.json``) and an Orbax checkpoint of arrays; a run folder the same.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +69,16 @@ import tqdm
 from echojax import biomarkers, cardiac_cycle, export, files, inference
 from echojax import predict_io as io
 from echojax.data import cone
-from echojax.recordings import RecordingError, find_recordings, read_recording
+from echojax.recordings import RecordingError, find_recordings, one_line, read_recording
 
 SUMMARY_COLUMNS = (
-    "input", "status", "error", "output", "kind", "frames", "height", "width", "fps",
+    "input", "status", "error", "warning", "output", "kind", "frames", "declared_frames",
+    "height", "width", "fps",
     "spacing_row_mm", "spacing_col_mm", "spacing_source", "sector", "sector_zeroed_signal_pct",
     "num_beats", "ed_frames", "es_frames", "ef_beats", "ef_mean", "ef_reason", "seconds")
 AREA_COLUMNS = ("frame", "lv_area_px", "lv_area_mm2", "lv_volume_ml", "phase", "beat")
 BEAT_COLUMNS = ("beat", "ed_frame", "es_frame", "ef", "edv_ml", "esv_ml")
+MAX_READER_WARNINGS = 5  # distinct reader warnings kept per recording in result.json
 
 
 class Segmenter:
@@ -129,9 +143,12 @@ def segment_recording(path: Path, segment: Segmenter, *, fps: float | None = Non
     """Reads and segments one recording; returns its result (``result.json`` content)
     and the arrays to write (``frames`` uint8[T,H,W], ``masks`` uint8[T,H,W], areas).
 
-    Raises ``RecordingError`` for a file that cannot be read as a recording.
+    Raises ``RecordingError`` for a file that cannot be read as a recording. The readers'
+    warnings (pydicom's on odd values, ...) go into ``reader_warnings``, not the terminal.
     """
-    rec = read_recording(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = read_recording(path)
     frames, rounded = io.to_uint8_frames(rec.frames, where=str(path))
     sector = segment.spec["sector"]
     cleared, report = cone.clear_outside_sector(
@@ -149,6 +166,9 @@ def segment_recording(path: Path, segment: Segmenter, *, fps: float | None = Non
                   "esv_ml": float(ml[b.es]) if spacing else None} for i, b in enumerate(beats)]
     result = {
         "input": str(path), "kind": rec.kind, "frames": rec.num_frames,
+        "declared_frames": rec.declared_frames, "warning": rec.truncation,
+        "reader_warnings": list(dict.fromkeys(
+            " ".join(str(w.message).split()) for w in caught))[:MAX_READER_WARNINGS],
         "height": int(frames.shape[1]), "width": int(frames.shape[2]),
         "fps": loop_fps, "fps_source": "file" if rec.fps else ("--fps" if fps else "none"),
         "spacing_row_mm": spacing[0] if spacing else None,
@@ -239,6 +259,10 @@ def collect(inputs: list[str]) -> tuple[list[Path], list[dict[str, Any]]]:
         except RecordingError as e:
             failed.append({"input": item, "status": "failed", "error": str(e)})
             continue
+        except OSError as e:  # e.g. a folder that cannot be listed
+            failed.append({"input": item, "status": "failed",
+                           "error": f"{item}: cannot be searched ({one_line(e)})"})
+            continue
         if not recs and not skipped:
             failed.append({"input": item, "status": "failed",
                            "error": f"{item}: no recordings in this folder (empty)"})
@@ -271,8 +295,8 @@ def _biplane(pairs, results: dict[str, dict], kept: dict[str, dict]) -> list[dic
                                               other_spacing_mm=sp2)
                 row["beats"].append({"a2c_ed": b2["ed"], "a2c_es": b2["es"], "a4c_ed": b4["ed"],
                                      "a4c_es": b4["es"], "ef": ef})
-        except ValueError as e:
-            row["reason"], row["beats"] = str(e), []
+        except Exception as e:  # that pair's failure, never the batch's
+            row["reason"], row["beats"] = one_line(e), []
             continue
         row["ef_mean"] = float(np.mean([b["ef"] for b in row["beats"]]))
     return rows
@@ -293,8 +317,7 @@ def run(model, inputs: list[str], out: str, *, pairs=(), fps: float | None = Non
     summary = {"model": None, "recordings": [], "failed": failed, "biplane": []}
     if not paths:
         return summary
-    segment = model if callable(model) else Segmenter(model, checkpoint=checkpoint,
-                                                      batch_size=batch_size)
+    segment = model if callable(model) else _load(model, checkpoint, batch_size)
     summary["model"] = segment.describe()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -302,30 +325,66 @@ def run(model, inputs: list[str], out: str, *, pairs=(), fps: float | None = Non
     paired = {p for pair in pairs for p in pair}
     bar = tqdm.tqdm(list(zip(paths, _output_names(paths))), unit="recording",
                     disable=not progress, dynamic_ncols=True, file=sys.stderr)
-    for path, name in bar:
-        t0 = time.perf_counter()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out_dir))
-        try:
-            result, arrays = segment_recording(path, segment, fps=fps)
-            result.update(status="ok", error="", output=name)
-            _write_outputs(tmp, result, arrays)
-            _place(tmp, out_dir / name)
-            if str(path) in paired:
-                kept[str(path)] = {"masks": arrays["masks"]}
-        except (RecordingError, ValueError, OSError) as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
-            result = {"input": str(path), "status": "failed", "error": msg}
-            tqdm.tqdm.write(f"error: {msg}", file=sys.stderr)
-        result["seconds"] = time.perf_counter() - t0
-        results[str(path)] = result
-        summary["recordings"].append(result)
-        if result["status"] == "ok":
-            bar.set_postfix(frames_per_s=f"{result['frames'] / result['seconds']:.0f}")
-    summary["recordings"] += failed
-    summary["biplane"] = _biplane(pairs, results, kept)
-    _write_summary(out_dir, summary)
+    try:
+        for path, name in bar:
+            result = _one(path, name, segment, out_dir, fps=fps, keep=str(path) in paired,
+                          kept=kept)
+            results[str(path)] = result
+            summary["recordings"].append(result)
+            if result["status"] == "ok":
+                bar.set_postfix(frames_per_s=f"{result['frames'] / result['seconds']:.0f}")
+    finally:  # also when interrupted: the summary lists every recording
+        bar.close()
+        done = set(results)
+        summary["recordings"] += [
+            {"input": str(p), "status": "failed",
+             "error": f"{p}: not segmented: the run stopped before it"}
+            for p in paths if str(p) not in done]
+        summary["recordings"] += failed
+        summary["biplane"] = _biplane(pairs, results, kept)
+        _write_summary(out_dir, summary)
     return summary
+
+
+def _load(model, checkpoint, batch_size) -> Segmenter:
+    """The ``Segmenter`` of a model or run folder; any error reading it is a ValueError
+    naming the folder (the run stops: nothing can be segmented without it)."""
+    try:
+        return Segmenter(model, checkpoint=checkpoint, batch_size=batch_size)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{model}: cannot load the model ({one_line(e)})") from e
+
+
+def _one(path: Path, name: str, segment, out_dir: Path, *, fps: float | None, keep: bool,
+         kept: dict[str, dict]) -> dict[str, Any]:
+    """Segments one recording into ``out_dir/name`` (written under a temporary name,
+    renamed when complete); returns its summary row. Any exception while reading,
+    segmenting or writing it is this recording's failure: one line naming the file on
+    the terminal, ``status`` failed with the reason; nothing of it is left in ``out_dir``."""
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out_dir))
+    try:
+        result, arrays = segment_recording(path, segment, fps=fps)
+        result.update(status="ok", error="", output=name)
+        _write_outputs(tmp, result, arrays)
+        _place(tmp, out_dir / name)
+        if keep:
+            kept[str(path)] = {"masks": arrays["masks"]}
+        if result["warning"]:
+            tqdm.tqdm.write(f"warning: {path}: {result['warning']}; segmented the "
+                            f"{result['frames']} that decoded", file=sys.stderr)
+    except Exception as e:  # one recording's failure, never the batch's
+        text = str(e) if isinstance(e, RecordingError) else one_line(e)
+        text = " ".join(text.split())
+        msg = text if str(path) in text else f"{path}: {text}"
+        result = {"input": str(path), "status": "failed", "error": msg}
+        tqdm.tqdm.write(f"error: {msg}", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when placed
+    result["seconds"] = time.perf_counter() - t0
+    return result
 
 
 def _write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
@@ -373,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=None, help="frames per model call")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
+    # FFmpeg (inside OpenCV) prints its decoder complaints on damaged videos ("[mjpeg @
+    # 0x...] overread 8") without naming the file; what matters reaches the summary.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if not args.inputs and not args.pair:
         parser.error("give at least one INPUT or --pair")
     if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
@@ -386,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ok = [r for r in summary["recordings"] if r["status"] == "ok"]
     bad = [r for r in summary["recordings"] if r["status"] != "ok"]
+    cut = [r for r in ok if r.get("warning")]
     if summary["model"] is None:
         for r in summary["failed"]:
             print(f"error: {r['error']}", file=sys.stderr)
@@ -393,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for r in summary["failed"]:
         print(f"error: {r['error']}", file=sys.stderr)
-    print(f"{len(ok)} recording(s) segmented, {len(bad)} failed; summary in "
-          f"{Path(args.out) / 'summary.csv'}")
+    print(f"{len(ok)} recording(s) segmented"
+          + (f" ({len(cut)} truncated: only the frames that decoded)" if cut else "")
+          + f", {len(bad)} failed; summary in {Path(args.out) / 'summary.csv'}")
     return 1 if bad else 0
 
 

@@ -311,3 +311,121 @@ def test_nifti_masks_keep_the_input_header_geometry(model_dir, loop, tmp_path, f
     assert out.GetOrigin() == pytest.approx(want["origin"], abs=1e-5)
     assert out.GetSpacing() == pytest.approx(want["spacing"], abs=1e-5)
     assert out.GetDirection() == pytest.approx(want["direction"], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_any_exception_on_one_recording_is_its_failure_and_the_summary_is_written(
+        model_dir, loop, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.avi", "b.avi", "c.avi"):
+        phantoms.write_video(loop, src / name)
+    real_segment = predict.segment_recording
+
+    def flaky(path, segment, **kw):
+        if path.name == "b.avi":  # an error no reader anticipates (the pydicom one)
+            raise NotImplementedError("Unknown Value Representation 'UK'\nsecond line")
+        return real_segment(path, segment, **kw)
+
+    monkeypatch.setattr(predict, "segment_recording", flaky)
+    out = tmp_path / "out"
+    code = predict.main(["--model", str(model_dir), str(src), "--out", str(out), "--no_progress"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "b.avi" in line]
+    assert lines == [f"error: {src / 'b.avi'}: NotImplementedError: Unknown Value "
+                     f"Representation 'UK' second line"]
+    rows = {Path(r["input"]).name: r for r in files.read_csv(out / "summary.csv")}
+    assert {n: r["status"] for n, r in rows.items()} == {"a.avi": "ok", "b.avi": "failed",
+                                                         "c.avi": "ok"}
+    assert sorted(os.listdir(out)) == ["a", "c", "summary.csv", "summary.json"]
+
+
+def test_a_failing_model_call_fails_that_recording_only(loop, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    phantoms.write_dicom(loop, src / "good.dcm")
+    cv2.imwrite(str(src / "odd.png"), loop.frames[0])
+
+    class Picky(Oracle):
+        def __call__(self, images):
+            if len(images) == 1:
+                raise RuntimeError("XLA ran out of memory")
+            return super().__call__(images)
+
+    summary = predict.run(Picky(loop), [str(src)], str(tmp_path / "out"), progress=False)
+    by = {Path(r["input"]).name: r for r in summary["recordings"]}
+    assert by["good.dcm"]["status"] == "ok"
+    assert by["odd.png"]["error"] == f"{src / 'odd.png'}: RuntimeError: XLA ran out of memory"
+
+
+def test_interrupted_run_still_writes_the_summary_and_leaves_nothing_half_written(
+        loop, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.dcm", "b.dcm", "c.dcm"):
+        phantoms.write_dicom(loop, src / name)
+    real_write = predict._write_outputs
+
+    def stop_in_b(folder, result, arrays):
+        if result["input"].endswith("b.dcm"):
+            (folder / "areas.csv").write_text("half")
+            raise KeyboardInterrupt
+        real_write(folder, result, arrays)
+
+    monkeypatch.setattr(predict, "_write_outputs", stop_in_b)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        predict.run(Oracle(loop), [str(src)], str(out), progress=False)
+    assert sorted(os.listdir(out)) == ["a", "summary.csv", "summary.json"]
+    rows = {Path(r["input"]).name: r for r in files.read_csv(out / "summary.csv")}
+    assert rows["a.dcm"]["status"] == "ok"
+    for name in ("b.dcm", "c.dcm"):
+        assert rows[name]["status"] == "failed" and "stopped before it" in rows[name]["error"]
+
+
+def test_truncated_video_is_segmented_on_its_frames_and_flagged(model_dir, loop, tmp_path,
+                                                                 capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    data = phantoms.write_video(loop, tmp_path / "whole.avi").read_bytes()
+    (src / "cut.avi").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    code = predict.main(["--model", str(model_dir), str(src), "--out", str(out), "--no_progress"])
+    captured = capsys.readouterr()
+    assert code == 0
+    row = files.read_csv(out / "summary.csv", required=predict.SUMMARY_COLUMNS)[0]
+    frames = int(row["frames"])
+    assert row["status"] == "ok" and row["declared_frames"] == "30" and 0 < frames < 30
+    assert row["warning"] == f"truncated or damaged: decoded {frames} of the 30 frames its " \
+                             f"header declares"
+    assert f"warning: {src / 'cut.avi'}: {row['warning']}" in captured.err
+    assert "1 truncated" in captured.out
+    assert io.read_masks(out / "cut" / "masks.nii.gz").shape == (frames,) + SHAPE
+    with open(out / "cut" / "result.json") as f:
+        assert json.load(f)["declared_frames"] == 30
+
+
+def test_loading_a_model_never_unpickles(tiny_run, model_dir, loop, monkeypatch):
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling while loading a model")
+
+    real_np_load = np.load
+
+    def np_load(*args, allow_pickle=False, **kwargs):
+        assert not allow_pickle, "np.load(allow_pickle=True) while loading a model"
+        return real_np_load(*args, allow_pickle=False, **kwargs)
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(np, "load", np_load)
+    for path in (model_dir, tiny_run.path):
+        segment = predict.Segmenter(path)
+        masks = segment(io.to_model_grid(loop.frames[:2], segment.resolution))
+        assert masks.shape == (2, 16, 16)
