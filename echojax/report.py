@@ -269,7 +269,7 @@ def structure_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("arch", 
     if test_source is not None:
         rows = select(rows, test_source=test_source)
     keys = sorted({tuple(r[g] for g in group) for r in rows},
-                  key=lambda k: tuple(_rank(v, order) for v in k))
+                  key=lambda k: tuple(order_key(v, order) for v in k))
     cells = across_seeds(rows, lambda r: tuple(r[g] for g in group) + (r["structure"],),
                          pooled_over_sources)
     body = [list(k) + [fmt(*cells.get(k + (s,), (math.nan, math.nan, 0))[:2]) for s in structures]
@@ -289,7 +289,8 @@ def structure_tables(rows: Sequence[Mapping], sources: Sequence[str], *,
     return lines
 
 
-def _rank(value, order: Sequence) -> tuple:
+def order_key(value, order: Sequence) -> tuple:
+    """Sort key: values in ``order`` first, in that order, then the others by name."""
     return (order.index(value), "") if value in order else (len(order), str(value))
 
 
@@ -306,7 +307,7 @@ def dropout_table(rows: Sequence[Mapping], *, structure: str = "la", test_source
                          lambda rs: rs[0][statistic])
     rates = sorted({r["dropout"] for r in rows})
     keys = sorted({tuple(r[g] for g in group) for r in rows},
-                  key=lambda k: tuple(_rank(v, order) for v in k))
+                  key=lambda k: tuple(order_key(v, order) for v in k))
     body = [list(k) + [fmt(*cells.get(k + (d,), (math.nan, math.nan, 0))[:2]) for d in rates]
             for k in keys]
     return markdown_table(list(group) + [f"{d:g}" for d in rates], body)
@@ -355,7 +356,7 @@ def data_ratio_table(rows: Sequence[Mapping], *, row_source: str = "unity",
 
     cells = across_seeds(rows, sizes, lambda rs: rs[0]["dice_median"])
     as_num = lambda v: (0, int(v)) if v.isdigit() else (1, v)  # noqa: E731
-    heads = sorted({k[:-2] for k in cells}, key=lambda k: tuple(_rank(v, order) for v in k))
+    heads = sorted({k[:-2] for k in cells}, key=lambda k: tuple(order_key(v, order) for v in k))
     rs_ = sorted({k[-2] for k in cells}, key=as_num)
     cs_ = sorted({k[-1] for k in cells}, key=as_num)
     body = [list(h) + [r] + [fmt(*cells.get(h + (r, c), (math.nan, math.nan, 0))[:2]) for c in cs_]
@@ -363,11 +364,11 @@ def data_ratio_table(rows: Sequence[Mapping], *, row_source: str = "unity",
     return markdown_table(list(group) + [f"{row_source} \\ {col_source}"] + cs_, body)
 
 
-def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("setting", "arch", "method"),
-                       order: Sequence[str] = (), dice_sources: Sequence[str] | None = None,
-                       ef_sources: Sequence[str] | None = None) -> str:
-    """Table 3: per line of ``group``, mean Dice per structure, their overall mean and
-    the EF MAE, each ``mean ± std`` over seeds; test sources pooled by image count.
+def structure_ef_cells(rows: Sequence[Mapping], *, group: Sequence[str] = ("setting", "arch", "method"),
+                       dice_sources: Sequence[str] | None = None,
+                       ef_sources: Sequence[str] | None = None) -> dict[tuple, dict[str, tuple]]:
+    """Table 3's cells: per ``group`` value, ``{"lv", "lvm", "la", "mean", "ef_mae"}``
+    each ``(mean, std, runs)`` over seeds; Dice test sources pooled by image count.
 
     The overall mean of a run is the mean of its per-structure means. EF MAE pools the
     run's per-source MAEs weighted by their number of ED/ES pairs (``ef_n``).
@@ -381,7 +382,7 @@ def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("sett
     dice_rows = [r for r in rows if dice_sources is None or r["test_source"] in dice_sources]
     rows = [r for r in rows if ef_sources is None or r["test_source"] in ef_sources
             or dice_sources is None or r["test_source"] in dice_sources]
-    keys = sorted({keyf(r) for r in rows}, key=lambda k: tuple(_rank(v, order) for v in k))
+    keys = {keyf(r) for r in rows}
     per_struct = across_seeds(dice_rows, lambda r: keyf(r) + (r["structure"],), pooled_over_sources)
 
     def overall(run_rows):
@@ -396,12 +397,21 @@ def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("sett
 
     overall_cells = across_seeds(dice_rows, keyf, overall)
     ef_cells = across_seeds(rows, keyf, ef)
-    body = []
-    for k in keys:
-        line = list(k) + [fmt(*per_struct.get(k + (s,), (math.nan, math.nan, 0))[:2]) for s in STRUCTURES]
-        line.append(fmt(*overall_cells.get(k, (math.nan, math.nan, 0))[:2]))
-        line.append(fmt(*ef_cells[k][:2], digits=2))
-        body.append(line)
+    none = (math.nan, math.nan, 0)
+    return {k: {**{s: per_struct.get(k + (s,), none) for s in STRUCTURES},
+                "mean": overall_cells.get(k, none), "ef_mae": ef_cells.get(k, none)}
+            for k in keys}
+
+
+def structure_ef_table(rows: Sequence[Mapping], *, group: Sequence[str] = ("setting", "arch", "method"),
+                       order: Sequence[str] = (), dice_sources: Sequence[str] | None = None,
+                       ef_sources: Sequence[str] | None = None) -> str:
+    """Table 3 as markdown: :func:`structure_ef_cells` per line of ``group`` (in
+    ``order``), each cell ``mean ± std`` over seeds."""
+    cells = structure_ef_cells(rows, group=group, dice_sources=dice_sources, ef_sources=ef_sources)
+    keys = sorted(cells, key=lambda k: tuple(order_key(v, order) for v in k))
+    body = [list(k) + [fmt(*cells[k][s][:2]) for s in STRUCTURES] + [fmt(*cells[k]["mean"][:2]),
+            fmt(*cells[k]["ef_mae"][:2], digits=2)] for k in keys]
     return markdown_table(list(group) + [s.upper() for s in STRUCTURES] + ["mean", "EF MAE (%)"], body)
 
 
@@ -609,7 +619,7 @@ def epoch_time_table(entries: Sequence[Mapping], *, group: Sequence[str] = ("arc
     """Wall time per epoch, one line per ``group`` value: mean ± std over runs of each
     run's ``seconds_per_epoch`` (:func:`run_timing`), and the number of runs."""
     keyf = lambda e: tuple(e[g] for g in group)  # noqa: E731
-    keys = sorted({keyf(e) for e in entries}, key=lambda k: tuple(_rank(v, order) for v in k))
+    keys = sorted({keyf(e) for e in entries}, key=lambda k: tuple(order_key(v, order) for v in k))
     body = []
     for k in keys:
         m, sd, n = mean_std(e["seconds_per_epoch"] for e in entries if keyf(e) == k)

@@ -111,7 +111,7 @@ PAPER_GRID_RUNS = {
     "exp1_domain_shift": {"per_model": 36, "shared": 9},
     "exp2_intra_domain": {"per_model": 135, "shared": 108},
     "exp3_dropout": {"per_model": 1215, "shared": 108},
-    "exp3_data_ratio": {"per_model": 1728, "shared": 108},
+    "exp3_data_ratio": {"per_model": 1296, "shared": 81},
     "exp4_all_datasets": {"per_model": 162, "shared": 81},
 }
 
