@@ -297,6 +297,8 @@ def test_experiment_scripts_with_fake_engine(tmp_path, capsys, name, argv, runs,
     text = (tmp_path / "report.md").read_text()
     assert heading in text, text
     assert f"runs finished: {runs} of {runs}" in text
+    if name == "exp2_intra_domain":  # Sec. 5.2's claim: each method against CCE on the LVM
+        assert "| LVM | acce vs cce | 2 |" in text and "| LVM | abce vs cce | 2 |" in text
     if name == "exp4_all_datasets":  # Table 3's annotated EchoNet images: a block, and tested
         assert "Test source: echonet_annotated" in text
         assert "Images: Table 3's, the test set `echonet_annotated`." in text
