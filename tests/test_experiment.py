@@ -49,7 +49,8 @@ class FakeEngine:
     def backend(self, **kw):
         return X.Backend(train=kw.pop("train", self.train), evaluate=self.evaluate,
                          prepare=kw.pop("prepare", lambda names, **k: None),
-                         train_size=lambda config: 100, predictor=self.predictor,
+                         train_size=kw.pop("train_size", lambda config: 100),
+                         predictor=self.predictor,
                          test_examples=self.test_examples, compilation_cache=False, **kw)
 
     def predictor(self, run_dir):
@@ -471,3 +472,17 @@ def test_run_line_scores_the_structures_the_run_was_trained_on(tmp_path):
         scores = run_scores(run, directory, {"best/val_fg_dice": 0.9})
         assert scores.pop("val Dice") == pytest.approx(0.9)
         assert scores == pytest.approx(want)
+
+
+def test_a_size_smaller_than_the_batch_stops_the_sweep_before_anything_trains(tmp_path, capsys):
+    # --preset=smoke scales CAMUS 100 to 1 training image, fewer than its batches of 2:
+    # the command stops at the start naming the run and its sizes, nothing is trained.
+    exp = load_experiment("exp3_data_ratio")
+    fake = FakeEngine()
+    argv = ["--preset=smoke", "--loss=acce", "--camus_sizes=100,1000", "--unity_sizes=0",
+            f"--workdir={tmp_path}"]
+    # the real count of explicit training sizes (no data needed for them)
+    assert X.main(exp, argv, backend=fake.backend(train_size=datasets.train_size)) == 2
+    err = capsys.readouterr().err
+    assert "run unet/acce/c100_u0/s0 (setting c100_u0)" in err and "camus=1 give 1" in err
+    assert "batch size 2" in err and fake.trained == []

@@ -83,6 +83,12 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
               f"data={options.data}, workdir={progress.short_path(options.workdir)}",
               flush=True)
 
+    try:  # sizes known without the data (explicit training counts) fail before anything runs
+        check_batch_fits(mine, backend.train_size)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
     def adjust(config: Config) -> Config:
         return options.adjust(config, backend.train_size)
 
@@ -98,6 +104,11 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
         backend.prepare(needed, data=options.data, data_dir=options.data_dir,
                         verbosity=verbosity)
     except DataNotPrepared as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:  # the rest, now that every dataset's size is known
+        check_batch_fits(mine, backend.train_size)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sweep = progress.SweepProgress(len(mine), verbosity=verbosity)
@@ -136,3 +147,24 @@ def _enable_compilation_cache(workdir: str) -> None:
 
 
 __all__ = ["main", "parse", "parse_all"]
+
+
+def check_batch_fits(runs: Sequence[Run], train_size) -> None:
+    """Raises ValueError naming the first run whose training set is smaller than its
+    batch size (e.g. ``--preset=smoke --camus_sizes=100``: 1 image for batches of 2), so
+    that a sweep stops when it starts instead of in its middle. Runs whose size needs
+    an unprepared dataset, or whose config is set up at run time, are left for later."""
+    for r in runs:
+        c = r.config if r.config is not None else r.preview
+        if c is None:
+            continue
+        try:
+            n = train_size(c)
+        except DataNotPrepared:
+            continue
+        if n < c.batch_size:
+            setting = r.tags.get("setting", "")
+            raise ValueError(
+                f"run {r.name}{f' (setting {setting})' if setting else ''}: training sizes "
+                f"{train_sizes(c)} give {n} training images, fewer than the batch size "
+                f"{c.batch_size}; choose larger sizes or a smaller --batch_size")
