@@ -53,6 +53,7 @@ Loading a model never unpickles anything: an exported folder is JSON (``model.js
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -60,6 +61,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,17 +140,39 @@ def _beats(px: np.ndarray, fps: float | None, lv: np.ndarray, spacing):
     return beats, efs, ""
 
 
+@contextlib.contextmanager
+def _stderr_into(lines: list[str]) -> Iterator[None]:
+    """The process's stderr (file descriptor 2) goes into ``lines`` inside the block: on a
+    damaged file the C libraries under the readers (FFmpeg, libpng, OpenCV's AVI parser,
+    ITK) and pydicom's log print lines there that name no file, tracebacks included."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines += tmp.read().decode("utf-8", errors="replace").splitlines()
+
+
 def segment_recording(path: Path, segment: Segmenter, *, fps: float | None = None
                       ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Reads and segments one recording; returns its result (``result.json`` content)
     and the arrays to write (``frames`` uint8[T,H,W], ``masks`` uint8[T,H,W], areas).
 
-    Raises ``RecordingError`` for a file that cannot be read as a recording. The readers'
-    warnings (pydicom's on odd values, ...) go into ``reader_warnings``, not the terminal.
+    Raises ``RecordingError`` for a file that cannot be read as a recording. What the
+    readers say while reading (Python warnings, pydicom's log, the C libraries' lines on
+    stderr) goes into ``reader_warnings``, not the terminal.
     """
-    with warnings.catch_warnings(record=True) as caught:
+    said: list[str] = []
+    with warnings.catch_warnings(record=True) as caught, _stderr_into(said):
         warnings.simplefilter("always")
         rec = read_recording(path)
+    said = [" ".join(str(w.message).split()) for w in caught] + said
     frames, rounded = io.to_uint8_frames(rec.frames, where=str(path))
     sector = segment.spec["sector"]
     cleared, report = cone.clear_outside_sector(
@@ -167,8 +191,8 @@ def segment_recording(path: Path, segment: Segmenter, *, fps: float | None = Non
     result = {
         "input": str(path), "kind": rec.kind, "frames": rec.num_frames,
         "declared_frames": rec.declared_frames, "warning": rec.truncation,
-        "reader_warnings": list(dict.fromkeys(
-            " ".join(str(w.message).split()) for w in caught))[:MAX_READER_WARNINGS],
+        "reader_warnings": list(dict.fromkeys(line for line in said
+                                              if line.strip()))[:MAX_READER_WARNINGS],
         "height": int(frames.shape[1]), "width": int(frames.shape[2]),
         "fps": loop_fps, "fps_source": "file" if rec.fps else ("--fps" if fps else "none"),
         "spacing_row_mm": spacing[0] if spacing else None,
@@ -432,9 +456,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=None, help="frames per model call")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
-    # FFmpeg (inside OpenCV) prints its decoder complaints on damaged videos ("[mjpeg @
-    # 0x...] overread 8") without naming the file; what matters reaches the summary.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if not args.inputs and not args.pair:
         parser.error("give at least one INPUT or --pair")
     if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):

@@ -283,14 +283,13 @@ def _read_dicom(path: Path) -> Recording:
             declared = int(ds.get("NumberOfFrames", 1) or 1)
             _keep_whole_fragments(ds, tail, declared, path)
             has_pixels = True
-    if not has_pixels and "Rows" in ds and "Columns" in ds:
+    sop = str(getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID")))
+    if not has_pixels and (("Rows" in ds and "Columns" in ds) or sop.endswith("Image Storage")):
         raise RecordingError(f"{path}: an image's DICOM header without its pixel data: the "
                              f"file ends before it (truncated) or is damaged")
     if not has_pixels:
-        raise RecordingError(
-            f"{path}: DICOM without pixel data (SOP class "
-            f"{getattr(ds.get('SOPClassUID'), 'name', ds.get('SOPClassUID'))}); expected an "
-            f"image or multi-frame cine")
+        raise RecordingError(f"{path}: DICOM without pixel data (SOP class {sop}); expected "
+                             f"an image or multi-frame cine")
     _keep_whole_native_frames(ds, path)
     pixels = _decode_dicom_pixels(ds, path)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
