@@ -14,8 +14,8 @@ cell for 500 (Sec. 4.4), and so does the paper preset. The quick preset sizes ep
 the CAMUS training images of the column, ``max(2, ceil(E / CAMUS images))`` with E =
 ``--camus_exposure`` (our choice), and gives every cell of a column those epochs, so
 each cell sees its CAMUS images as often as the no-Unity cell does: adding Unity
-images adds steps and never removes CAMUS exposure. Reported: the median LA Dice on Unity's test images, mean ±
-std across runs, Unity sizes down the rows and CAMUS sizes across, one block per loss,
+images adds steps and never removes CAMUS exposure. Reported: the median LA Dice on
+Unity's test images, mean ± std across runs, Unity sizes down the rows and CAMUS sizes across, one block per loss,
 one table per architecture (Table 2).
 
     python experiments/exp3_data_ratio.py --loss=acce          # quick preset, phantoms
