@@ -15,8 +15,9 @@ the CAMUS training images of the column, ``max(2, ceil(E / CAMUS images))`` with
 ``--camus_exposure`` (our choice), and gives every cell of a column those epochs, so
 each cell sees its CAMUS images as often as the no-Unity cell does: adding Unity
 images adds steps and never removes CAMUS exposure. Reported: the median LA Dice on
-Unity's test images, mean ± std across runs, Unity sizes down the rows and CAMUS sizes across, one block per loss,
-one table per architecture (Table 2).
+Unity's test images, mean ± std across runs, Unity sizes down the rows and CAMUS
+sizes across, one block per loss, one table per architecture (Table 2), with the
+paper's cells beside ours.
 
     python experiments/exp3_data_ratio.py --loss=acce          # quick preset, phantoms
     python experiments/exp3_data_ratio.py --preset=paper --data=real --data_dir=...
