@@ -8,7 +8,8 @@ whole dataset like Table 1, so 80 % of them train (1120 in the paper preset,
 ``echojax.experiment.options.TRAIN_SHARE``; the CPU presets scale EchoNet further but
 keep CAMUS and Unity whole too, so that balance is not confounded with data size).
 The paper preset compares the paper's methods: aCCE with label dropout on LVM and LA
-at each architecture's best rate from Exp. 3 (U-Net 0.4, Attention U-Net 0.8, Swin-UNet 0.3), marginal and aBCE without dropout;
+at each architecture's best rate from Exp. 3 (U-Net 0.4, Attention U-Net 0.8,
+Swin-UNet 0.3), marginal and aBCE without dropout;
 CCE (``--loss``) and pseudo-labelling (``--baselines=pseudo_label``, a CCE teacher on
 CAMUS + Unity labels EchoNet's LVM and LA) only on request. The other presets train
 every loss without dropout, with the pseudo-labelling baseline.
