@@ -55,15 +55,18 @@ class ModelConfig:
     ``overrides`` are constructor keyword arguments applied on top of
     ``echojax.models.PRESETS[name][size]``; pass a dict, it is stored as sorted pairs.
     ``impl`` is the layer implementation (``echojax.models.IMPLS``: same parameters,
-    different computation): ``"cpu"`` by default; ``"gpu"`` on a GPU; ``"auto"`` is
-    resolved here from JAX's default backend (``echojax.models.resolve_impl``, which
-    starts the backend: make such a config after ``jax.distributed.initialize``), so
-    ``config.json`` always records the implementation used.
+    different computation). The default, ``"auto"``, is resolved here, once, to the
+    fastest for JAX's default backend (``echojax.models.resolve_impl``: ``"cpu"`` on a
+    CPU, ``"gpu"`` elsewhere), so the field, and ``config.json``, always hold the
+    concrete implementation the run used; a ``config.json`` naming one (``"cpu"``,
+    ``"flax"``, ``"gpu"``) loads as exactly that on any backend. Resolving starts the
+    backend: build the config after ``jax.distributed.initialize`` (``Config``'s own
+    default is made per instance, so importing echojax starts nothing).
     """
     name: str = "unet"
     size: str = "tiny"
     overrides: tuple[tuple[str, Any], ...] = ()
-    impl: str = "cpu"
+    impl: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "overrides", _freeze(dict(self.overrides)))
@@ -145,7 +148,7 @@ class Config:
     """
     sources: tuple[Source, ...]
     resolution: int
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # resolves impl
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -5,7 +5,8 @@
 writes::
 
     MODEL_DIR/
-      config.json   the run's Config (architecture, size, loss, resolution, ...)
+      config.json   the run's Config (architecture, size, loss, resolution, ...; the
+                    layer implementation it trained with, ``model.impl``)
       model.json    what a user of the model needs besides the weights (below)
       params/       Orbax checkpoint of {"params", "rest", "step"}: the parameters and
                     the other model state (BatchNorm statistics), no optimiser state
@@ -19,9 +20,13 @@ scores at the exported step, from ``metrics.jsonl``) and ``evaluation`` (the run
 ``eval/<split>/summary.json`` files, when evaluated).
 
 ``echojax.inference.restore(MODEL_DIR)`` and ``python -m echojax.predict --model
-MODEL_DIR`` read it; no training data is needed. The folder is written under a
-temporary name beside ``MODEL_DIR`` and renamed when complete, so it appears whole or
-not at all; an existing ``MODEL_DIR`` is never overwritten.
+MODEL_DIR`` read it; no training data is needed. The parameters do not depend on the
+layer implementation: ``restore`` computes with the fastest one for the backend it runs
+on (``impl="auto"``), whichever the run trained with, and predicts the same masks.
+
+The folder is written under a temporary name beside ``MODEL_DIR`` and renamed when
+complete, so it appears whole or not at all; an existing ``MODEL_DIR`` is never
+overwritten.
 """
 
 from __future__ import annotations
@@ -120,7 +125,7 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *,
     out = os.path.abspath(os.path.expanduser(os.fspath(out)))
     if os.path.lexists(out):
         raise ValueError(f"{out} already exists; choose a new --out or delete it first")
-    model = inference.restore(run.path, checkpoint=checkpoint)
+    model = inference.restore(run.path, checkpoint=checkpoint, impl=None)  # copied as trained
     run_env = None
     if os.path.exists(run.environment):
         with open(run.environment) as f:

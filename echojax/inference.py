@@ -13,14 +13,21 @@ API:
 
 - ``restore_state(path, *, checkpoint="best")``: the whole train state of that
   checkpoint (with the optimiser state), restored the same way.
-- ``restore(path, *, checkpoint="best") -> Model``: reads ``config.json`` and one
-  checkpoint of the run folder ``path`` (``"best"``, ``"latest"`` or a step number).
+- ``restore(path, *, checkpoint="best", impl="auto") -> Model``: reads ``config.json``
+  and one checkpoint of the run folder ``path`` (``"best"``, ``"latest"`` or a step
+  number). ``impl`` is the layer implementation the predictor computes with:
+  ``"auto"`` (default) the fastest for this process's backend
+  (``echojax.models.resolve_impl``), a name of ``echojax.models.IMPLS``, or ``None`` for
+  the one the run trained with. The parameters are the same for all, and so are the
+  masks (tested); ``Model.config`` stays the run's own, naming the implementation it
+  trained with.
   The checkpoint is restored into abstract shapes (``jax.eval_shape`` of the train
   state's initialiser): no parameter is initialised and no training ``Engine`` is
   built. Only what prediction needs is kept (parameters and the other model state,
   e.g. BatchNorm statistics; not the optimiser state).
-- ``Model``: ``config`` (the run's ``Config``), ``params`` and ``rest`` (host-side
-  pytrees), ``step``, ``path``, ``decision_rule`` (the loss whose ``predict`` turns
+- ``Model``: ``config`` (the run's ``Config``, as in its ``config.json``), ``params``
+  and ``rest`` (host-side pytrees), ``step``, ``path``, ``impl`` (what the predictor
+  computes with; ``None``: ``config.model.impl``), ``decision_rule`` (the loss whose ``predict`` turns
   logits into classes, ``echojax.losses.LOSSES[name].predict``: argmax, or background
   unless a sigmoid exceeds 0.5 for ``abce``), ``resolution``;
   ``Model.predictor(batch_size=None) -> Predictor``.
@@ -55,7 +62,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from echojax import rundir
+from echojax import models, rundir
 from echojax import train as train_lib
 from echojax.checkpoint import Checkpoints
 from echojax.config import Config
@@ -76,6 +83,19 @@ class Model:
     rest: Any
     step: int
     path: str
+    impl: str | None = None  # None: config.model.impl, the one the run trained with
+
+    def __post_init__(self):
+        if self.impl is not None:
+            object.__setattr__(self, "impl", models.resolve_impl(self.impl))
+
+    @property
+    def compute_config(self) -> Config:
+        """``config`` with the layer implementation the predictor computes with."""
+        if self.impl is None or self.impl == self.config.model.impl:
+            return self.config
+        return dataclasses.replace(
+            self.config, model=dataclasses.replace(self.config.model, impl=self.impl))
 
     @property
     def decision_rule(self) -> str:
@@ -95,21 +115,25 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.path.expanduser(os.fspath(path)), MODEL_FILE))
 
 
-def restore(path: str | os.PathLike, *, checkpoint: str | int = "best") -> Model:
+def restore(path: str | os.PathLike, *, checkpoint: str | int = "best",
+            impl: str | None = "auto") -> Model:
     """Restores ``checkpoint`` of the run folder ``path``, or the model of the exported
-    model folder ``path`` (see the module doc).
+    model folder ``path``, to predict with layer implementation ``impl`` (see the
+    module doc).
 
     Raises ValueError naming the folder if it is neither, has no such checkpoint, or
     is a model folder and ``checkpoint`` is not ``"best"``.
     """
+    if impl is not None:
+        impl = models.resolve_impl(impl)  # an unknown name fails before any reading
     if is_model_dir(path):
-        return _restore_model_dir(path, checkpoint)
+        return dataclasses.replace(_restore_model_dir(path, checkpoint), impl=impl)
     run = rundir.RunDir(path)
     state = restore_state(run.path, checkpoint=checkpoint)
     state = jax.device_get({"params": state["params"], "rest": state["rest"],
                             "step": state["step"]})
     return Model(config=run.load_config(), params=state["params"], rest=state["rest"],
-                 step=int(state["step"]), path=run.path)
+                 step=int(state["step"]), path=run.path, impl=impl)
 
 
 def _restore_model_dir(path: str | os.PathLike, checkpoint: str | int) -> Model:
@@ -187,7 +211,7 @@ class Predictor:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.model = model
         self.batch_size = -(-int(size) // n) * n
-        self._fn, mesh = _compiled(train_lib.program_key(model.config), devices)
+        self._fn, mesh = _compiled(train_lib.program_key(model.compute_config), devices)
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         self._params = jax.device_put(model.params, replicated)
         self._rest = jax.device_put(model.rest, replicated)

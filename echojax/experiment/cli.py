@@ -22,9 +22,10 @@ rebuilt from the saved results.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 
@@ -95,6 +96,8 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     if options.dry_run:
         for r in mine:
             print(describe_json(r, adjust))
+        for line in sweep_cost(mine, options, backend.train_size):
+            print(line)
         return 0
     if backend.compilation_cache:
         _enable_compilation_cache(options.workdir)
@@ -141,12 +144,148 @@ def _describe(run: Run, adjust) -> str:
             f"epochs={epochs} {train_sizes(c)}")
 
 
+# Measured training-step images/s on one accelerator (bench/README.md): what the
+# dry run's hour estimate divides by. Part of a checkout, not of an installed package.
+THROUGHPUT_TABLE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "bench", "measured_throughput.json")
+
+
+def sweep_cost(runs: Sequence[Run], options: Options, train_size: Callable[[Config], int],
+               table: str = THROUGHPUT_TABLE) -> list[str]:
+    """What ``--dry_run`` prints after the runs: the images they train on (runs x epochs
+    x training images, per architecture, size, resolution and compute dtype) and the
+    hours that takes on one accelerator at the images/s measured for that model in
+    ``table`` (``bench/measured_throughput.json``), labelled with the machine; no
+    estimate where nothing was measured.
+
+    Training-set sizes come from ``train_size`` (the prepared datasets); a phantom
+    dataset not yet prepared is counted from its builder's split (nothing is generated).
+    A run set up at run time is counted from its ``preview`` config (a pseudo-label
+    teacher trains on fewer images: an upper bound); runs whose size stays unknown (real
+    data not prepared) are named as not counted.
+    """
+    groups: dict[tuple, list[int]] = {}  # (arch, size, resolution, dtype) -> [runs, images]
+    previews, teachers, unknown = 0, 0, []
+    for r in runs:
+        config = r.config if r.config is not None else r.preview
+        if config is None:
+            unknown.append(r.name)
+            continue
+        n = _train_images(config, train_size)
+        if n is None:
+            unknown.append(r.name)
+            continue
+        epochs = config.epochs if r.epochs_fixed else options.adjust(config, n).epochs
+        previews += r.config is None
+        teachers += r.config is None and r.tags.get("method") == "pseudo_teacher"
+        key = (config.model.name, config.model.size, config.resolution, config.compute_dtype)
+        g = groups.setdefault(key, [0, 0])
+        g[0] += 1
+        g[1] += epochs * n
+    counted = sum(g[0] for g in groups.values())
+    total = sum(g[1] for g in groups.values())
+    lines = [f"sweep: {len(runs)} runs; {total:,} images to train on (runs x epochs x "
+             f"training images) over the {counted} runs counted"]
+    if previews:
+        lines.append(f"  {previews} of them set up at run time (after a grid search or a "
+                     "teacher), counted from their preview config"
+                     + (f"; {teachers} pseudo-label teachers train on fewer images (their "
+                        "fully labelled ones): an upper bound" if teachers else ""))
+    if unknown:
+        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        lines.append(f"  not counted: {len(unknown)} runs whose training-set size is unknown "
+                     f"until their datasets are prepared ({shown})")
+    rows = _measured_rows(table)
+    hours, machines, estimated = 0.0, set(), 0
+    for (arch, size, res, dtype), (count, images) in sorted(groups.items()):
+        row = next((x for x in rows if (x.get("architecture"), x.get("model_size"),
+                                        x.get("resolution"), x.get("compute_dtype"))
+                    == (arch, size, res, dtype)), None)
+        what = f"  {arch} {size} {res}x{res} {dtype}: {count} runs, {images:,} images"
+        if row is None:
+            lines.append(f"{what}; no estimate: no throughput measured for this model and "
+                         "dtype")
+            continue
+        h = images / float(row["images_per_s"]) / 3600.0
+        hours += h
+        estimated += count
+        machines.add(row["machine"])
+        lines.append(f"{what}; {h:,.1f} h on {row['machine']} at {row['images_per_s']} "
+                     f"images/s (batch {row.get('batch_size', '?')}, impl "
+                     f"{row.get('impl', '?')}, measured {row.get('date', '?')} by "
+                     f"`{row.get('command', '?')}`)")
+    if not counted:
+        lines.append("estimated hours: unavailable until the training-set sizes are known")
+    elif not rows:
+        lines.append(f"estimated hours: unavailable: no accelerator throughput has been "
+                     f"measured ({os.path.relpath(table) if os.path.exists(table) else table}"
+                     " holds no rows)")
+    elif not estimated:
+        lines.append("estimated hours: unavailable: no throughput has been measured for "
+                     "these models on any accelerator")
+    else:
+        rest = counted - estimated
+        lines.append(
+            f"estimated hours: {hours:,.1f} h of training steps on {' / '.join(sorted(machines))}"
+            f" for {estimated} of the {counted} runs counted"
+            + (f" ({rest} without a measured throughput not included)" if rest else "")
+            + "; at the measured batch size; evaluation, checkpoints and compilation not "
+            "included")
+    return lines
+
+
+def _train_images(config: Config, train_size: Callable[[Config], int]) -> int | None:
+    """Training images of ``config``'s mixture, or None while unknown."""
+    try:
+        return train_size(config)
+    except DataNotPrepared:
+        pass
+    total = 0
+    for s in config.sources:
+        if s.train_examples is not None:
+            total += s.train_examples
+            continue
+        n = _phantom_train_images(s.name, config.data_dir)
+        if n is None:
+            return None
+        total += n
+    return total
+
+
+def _phantom_train_images(name: str, data_dir: str | None) -> int | None:
+    """Training images of a ``synthetic_echo`` dataset from its builder's config and
+    split rule, without generating it; None for any other dataset."""
+    if not name.startswith("synthetic_echo/"):
+        return None
+    import tensorflow_datasets as tfds
+
+    from echojax import phantoms
+    from tfds_builders.synthetic_echo.synthetic_echo_dataset_builder import split_of
+
+    cfg = tfds.builder(name, data_dir=data_dir).builder_config
+    if cfg.test_subjects is not None:  # a test split only
+        return 0
+    subjects = sum(split_of(i) == "train" for i in range(cfg.subjects))
+    return subjects * phantoms.STYLES[cfg.style].examples_per_subject
+
+
+def _measured_rows(table: str) -> list[dict]:
+    """The rows of the measured-throughput table; none if it is absent (an installed
+    package has no ``bench/``)."""
+    try:
+        with open(table) as f:
+            return list(json.load(f).get("rows", []))
+    except FileNotFoundError:
+        return []
+
+
 def _enable_compilation_cache(workdir: str) -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-__all__ = ["main", "parse", "parse_all"]
+__all__ = ["THROUGHPUT_TABLE", "main", "parse", "parse_all", "sweep_cost"]
 
 
 def check_batch_fits(runs: Sequence[Run], train_size) -> None:

@@ -139,7 +139,8 @@ def pseudo_label_runs(base: Config, classes: Sequence[str], *, teacher_name: str
 
 
 def describe(run: Run, adjust: Callable[[Config], Config] | None = None) -> dict[str, Any]:
-    """What ``--dry_run`` prints for a run: name, table placement, architecture, loss,
+    """What ``--dry_run`` prints for a run: name, table placement, architecture, its
+    layer implementation (``impl``, as resolved for this backend) and compute dtype, loss,
     label dropout, seeds, training sources (size: ``train_examples`` or ``"all"``;
     removals), learning rate and batch size (``"grid"`` when a grid search sets them),
     epochs (after ``adjust`` unless ``run.epochs_fixed``; ``None`` while a source it needs to count is not
@@ -156,6 +157,8 @@ def describe(run: Run, adjust: Callable[[Config], Config] | None = None) -> dict
         "method": str(run.tags.get("method", loss.name)),
         "architecture": config.model.name,
         "model_size": config.model.size,
+        "impl": config.model.impl,  # resolved for this backend when the config was built
+        "compute_dtype": config.compute_dtype,
         "loss": loss.name,
         "label_dropout": {"rate": loss.dropout_rate, "classes": list(loss.dropout_classes)},
         "seed": config.seed,

@@ -5,14 +5,15 @@ All map ``x f32[B, H, W, in_channels]`` to logits ``f32[B, H, W, num_classes]``;
 ``model.train()`` / ``model.eval()`` switch BatchNorm statistics and dropout/drop path.
 
 >>> from flax import nnx
->>> model = create("unet", impl="cpu", rngs=nnx.Rngs(0), **PRESETS["unet"]["tiny"])
+>>> model = create("unet", rngs=nnx.Rngs(0), **PRESETS["unet"]["tiny"])  # impl="auto"
 
 ``impl`` chooses how the layers are computed (:data:`IMPLS`): ``"flax"``, the plain Flax
 layers (the reference); ``"cpu"``, the formulations of :mod:`echojax.ops` that XLA:CPU
-runs fastest; ``"gpu"``, those of them measured faster on a GPU too. The parameters
-(names, shapes, initial values) are the same for all three, so a checkpoint written
-with one loads into the others; :func:`resolve_impl` turns ``"auto"`` into the one for
-the default backend.
+runs fastest; ``"gpu"``, those of them measured faster on a GPU too. The default,
+``"auto"``, is the fastest for the backend in use (:func:`resolve_impl`: ``"cpu"`` on a
+CPU, ``"gpu"`` elsewhere). The parameters (names, shapes, initial values) are the same
+for all three, so a checkpoint written with one loads into the others and predicts the
+same masks.
 
 Presets (constructor overrides):
 
@@ -28,11 +29,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-import jax
 from flax import nnx
 
 from echojax.models.attention_unet import AttentionGate, AttentionUNet
-from echojax.models.layers import IMPLS
+from echojax.models.layers import IMPLS, resolve_impl
 from echojax.models.swin_unet import SwinUNet
 from echojax.models.unet import UNet
 
@@ -73,32 +73,22 @@ PRESETS: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType({
 })
 
 
-def resolve_impl(impl: str) -> str:
-    """``impl`` itself if it is one of :data:`IMPLS`; ``"auto"``: ``"cpu"`` when JAX's
-    default backend is the CPU, ``"gpu"`` otherwise (what runs fastest there,
-    bench/README.md). Call it once, when a run is configured, and record the result."""
-    if impl == "auto":
-        return "cpu" if jax.default_backend() == "cpu" else "gpu"
-    if impl not in IMPLS:
-        raise ValueError(f"unknown layer implementation {impl!r}; expected 'auto' or one of {IMPLS}")
-    return impl
-
-
 def create(
-    name: str, *, num_classes: int = 4, in_channels: int = 1, impl: str = "flax",
+    name: str, *, num_classes: int = 4, in_channels: int = 1, impl: str = "auto",
     rngs: nnx.Rngs, **overrides
 ) -> nnx.Module:
     """Builds architecture ``name`` (one of :data:`ARCHITECTURES`) with layer
-    implementation ``impl`` (one of :data:`IMPLS`; ``"flax"`` by default).
+    implementation ``impl``: one of :data:`IMPLS`, or ``"auto"`` (the default), the
+    fastest for JAX's default backend (:func:`resolve_impl`; it starts the backend).
+    The model's ``impl`` attribute holds the concrete name.
 
     ``overrides`` are constructor keywords (e.g. ``**PRESETS[name]["cpu"]``, ``dtype``);
     without them the model has the reference ("paper") size.
     """
     if name not in _CLASSES:
         raise ValueError(f"unknown architecture {name!r}; expected one of {ARCHITECTURES}")
-    if impl not in IMPLS:
-        raise ValueError(f"unknown layer implementation {impl!r}; expected one of {IMPLS}")
-    return _CLASSES[name](in_channels, num_classes, impl=impl, rngs=rngs, **overrides)
+    return _CLASSES[name](in_channels, num_classes, impl=resolve_impl(impl), rngs=rngs,
+                          **overrides)
 
 
 __all__ = [

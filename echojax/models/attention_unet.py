@@ -72,7 +72,9 @@ class AttentionUNet(nnx.Module):
         multiples of ``2 ** (len(widths) - 1)``.
       dtype: computation dtype; parameters stay ``param_dtype``, logits are float32.
       param_dtype: parameter dtype.
-      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all).
+      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all),
+        or ``"auto"`` (default): the fastest for the default backend
+        (``layers.resolve_impl``), stored as ``self.impl``.
       rngs: initialisation keys.
 
     ``model(x, return_attention=True)`` returns ``(logits, alphas)`` where ``alphas`` is
@@ -88,13 +90,13 @@ class AttentionUNet(nnx.Module):
         widths: Sequence[int] = (64, 128, 256, 512, 1024),
         dtype=None,
         param_dtype=jnp.float32,
-        impl: str = "flax",
+        impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) <= 0:
             raise ValueError(f"AttentionUNet: widths must be >= 2 positive ints, got {widths}")
-        self.impl = layers.check_impl(impl)
+        impl = self.impl = layers.resolve_impl(impl)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.widths = widths

@@ -52,6 +52,34 @@ def check_impl(impl: str) -> str:
     return impl
 
 
+def resolve_impl(impl: str = "auto") -> str:
+    """``impl`` itself if it is one of :data:`IMPLS`; ``"auto"``: the fastest for JAX's
+    default backend, i.e. the backend this process computes on:
+
+    * CPU: ``"cpu"`` (measured: 1.10-1.11x PyTorch's best layout for the paper-size
+      U-Nets, against 0.27x for ``"flax"``; bench/README.md, "Quiet-machine run");
+    * GPU: ``"gpu"``. Measured on one H100, float32, 256x256, batch 32 (bench/README.md,
+      "GPU"): these formulations gave the U-Net step 58.7 ms against 74.8 ms with the
+      plain Flax layers, and the Attention U-Net 86.3 vs 85.8 ms (equal within noise).
+      That run predates the 1x1-convolution matmuls and the Swin-UNet reformulations,
+      and bfloat16 was not measured: for those, and for the Swin-UNet, ``"gpu"`` is our
+      choice, unmeasured (XLA's own 3x3 convolution and BatchNorm, the layers cuDNN
+      runs, with the matmul forms that won on the U-Net);
+    * any other backend (TPU, ...): ``"gpu"``, our choice, unmeasured (XLA-native
+      convolutions and normalisation; the CPU-only formulations are kept off it).
+
+    Asking for the backend starts it: call this once, when a run is configured (after
+    ``jax.distributed.initialize`` in a multi-process run), never at import, and record
+    the result (``echojax.config.ModelConfig`` does both).
+    """
+    if impl == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "gpu"
+    if impl not in IMPLS:
+        raise ValueError(
+            f"unknown layer implementation {impl!r}; expected 'auto' or one of {IMPLS}")
+    return impl
+
+
 def _operands(conv: nnx.Conv | nnx.ConvTranspose, x: jax.Array):
     """``(x, kernel, bias)`` promoted to the layer's compute dtype, as the layer does."""
     bias = conv.bias[...] if conv.bias is not None else None

@@ -390,7 +390,9 @@ class SwinUNet(nnx.Module):
         to this value; each decoder stage reuses the rates of its encoder stage.
       dtype: computation dtype; parameters stay ``param_dtype``, logits are float32.
       param_dtype: parameter dtype.
-      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all).
+      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all),
+        or ``"auto"`` (default): the fastest for the default backend
+        (``layers.resolve_impl``), stored as ``self.impl``.
       chunk_tokens: tokens per checkpointed chunk of the MLPs and the final variance
         with ``impl="cpu"`` (``None``: no chunks); unused by the other implementations.
       rngs: initialisation keys; the ``dropout`` stream (or ``default``) drives dropout
@@ -416,7 +418,7 @@ class SwinUNet(nnx.Module):
         drop_path_rate: float = 0.1,
         dtype=None,
         param_dtype=jnp.float32,
-        impl: str = "flax",
+        impl: str = "auto",
         chunk_tokens: int | None = ops.CHUNK_TOKENS,
         rngs: nnx.Rngs,
     ):
@@ -430,7 +432,7 @@ class SwinUNet(nnx.Module):
             raise ValueError(f"SwinUNet: drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if chunk_tokens is not None and chunk_tokens < 1:
             raise ValueError(f"SwinUNet: chunk_tokens must be >= 1 or None, got {chunk_tokens}")
-        self.impl = layers.check_impl(impl)
+        impl = self.impl = layers.resolve_impl(impl)
         # Token chunks are an XLA:CPU memory-traffic measure (bench/README.md).
         chunk_tokens = chunk_tokens if impl == "cpu" else None
         self.in_channels = in_channels

@@ -35,7 +35,9 @@ class UNet(nnx.Module):
       dtype: computation dtype (e.g. ``jnp.bfloat16``); parameters stay ``param_dtype``
         and the logits are returned in float32.
       param_dtype: parameter dtype.
-      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all).
+      impl: layer implementation, one of ``layers.IMPLS`` (same parameters for all),
+        or ``"auto"`` (default): the fastest for the default backend
+        (``layers.resolve_impl``), stored as ``self.impl``.
       rngs: initialisation keys.
     """
 
@@ -47,13 +49,13 @@ class UNet(nnx.Module):
         widths: Sequence[int] = (64, 128, 256, 512, 1024),
         dtype=None,
         param_dtype=jnp.float32,
-        impl: str = "flax",
+        impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) <= 0:
             raise ValueError(f"UNet: widths must be >= 2 positive ints, got {widths}")
-        self.impl = layers.check_impl(impl)
+        impl = self.impl = layers.resolve_impl(impl)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.widths = widths
