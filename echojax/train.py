@@ -24,8 +24,11 @@ from it exactly (model, optimiser, step, RNG and data iterator).
 
 Workdir layout (``echojax.rundir``): ``config.json``, ``environment.json`` (package
 versions and device kind), ``metrics.jsonl`` (one JSON object per line: train loss / lr
-/ grad norm every ``log_every`` steps; validation Dice per class and source at each
-evaluation), ``checkpoints/``; with the default reporter also ``progress.png`` and
+/ grad norm every ``log_every`` steps and at each epoch's end, that row also with the
+epoch's training time: ``epoch_train_seconds`` over ``epoch_timed_steps`` steps, and
+``first_step_seconds`` in the epoch holding a start's first step, which is timed apart
+since it compiles; validation Dice per class and source at each evaluation),
+``checkpoints/``; with the default reporter also ``progress.png`` and
 TensorBoard event files (``echojax.progress``).
 """
 
@@ -468,8 +471,14 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
     reporter.on_start(config=config, workdir=workdir, total_steps=total_steps, start_step=step,
                       steps_per_epoch=steps_per_epoch)
     t0, images_seen = time.perf_counter(), 0
+    # Training time per epoch (the paper's measure, Sec. 5.3.1): the wall time of the
+    # epoch's steps (loading batches, the steps, the training-loss rows), waited for on
+    # the device, without validation and checkpointing. The first step of this call is
+    # timed apart (``first_step_seconds``: compilation, unless this process compiled the
+    # program before, the loader's first batch and the step) and left out of its epoch.
+    epoch_t0, timed_steps, first_step_seconds = time.perf_counter(), 0, None
 
-    def flush() -> None:
+    def flush(extra: dict[str, Any] | None = None) -> None:
         # One device->host transfer per log interval; a NaN is found here, before any
         # checkpoint of the bad state can be written.
         nonlocal train_loss
@@ -486,7 +495,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
         train_loss = float(np.mean([m["loss"] for m in fetched]))
         row = {"step": pending[-1][0] + 1, "epoch": (pending[-1][0] + 1) / steps_per_epoch,
                "train_loss": train_loss,
-               "lr": float(fetched[-1]["lr"]), "grad_norm": float(fetched[-1]["grad_norm"])}
+               "lr": float(fetched[-1]["lr"]), "grad_norm": float(fetched[-1]["grad_norm"]),
+               **(extra or {})}
         log.write(row)
         reporter.on_log(row)
         pending.clear()
@@ -497,13 +507,26 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
             batch = engine.global_batch(
                 {k: np.asarray(local[k]) for k in ("image", "segmentation", "label_mask")})
             state, m = engine.train_step(state, batch)
+            if first_step_seconds is None:
+                jax.block_until_ready(m)
+                now = time.perf_counter()
+                first_step_seconds, epoch_t0 = now - epoch_t0, now
+            else:
+                timed_steps += 1
             pending.append((step, m))
             step += 1
             images_seen += config.batch_size
             reporter.on_step(step)
             epoch_done = step % steps_per_epoch == 0
             epoch = step // steps_per_epoch
-            if step % config.log_every == 0 or epoch_done:
+            if epoch_done:
+                jax.block_until_ready((state, m))
+                timing = {"epoch_train_seconds": time.perf_counter() - epoch_t0,
+                          "epoch_timed_steps": timed_steps}
+                if timed_steps < steps_per_epoch:  # the epoch holding this call's first step
+                    timing["first_step_seconds"] = first_step_seconds
+                flush(timing)
+            elif step % config.log_every == 0:
                 flush()
             if epoch_done and (epoch % config.eval_every == 0 or step == total_steps):
                 flush()
@@ -512,6 +535,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *,
                 checkpoints.save(step, state, iterator,
                                  val_fg_dice=last_eval["validation/fg_dice"])
                 reporter.on_eval({"step": step, "epoch": epoch, **last_eval})
+            if epoch_done:
+                epoch_t0, timed_steps = time.perf_counter(), 0
         flush()
     finally:
         reporter.close()

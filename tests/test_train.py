@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +25,19 @@ from fixtures_engine import (
     train_losses,
 )
 
-from echojax import train
+from echojax import progress, train
 from echojax.checkpoint import Checkpoints
 from echojax.config import OptimConfig
 
 pytestmark = pytest.mark.xdist_group("engine")
+
+
+TIMING = ("epoch_train_seconds", "epoch_timed_steps", "first_step_seconds")
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """``metrics.jsonl`` rows without the wall times, which differ from run to run."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +71,41 @@ def test_run_layout_and_metrics(reference_run):
     ckpt.close()
 
 
+def test_epoch_rows_record_training_time_without_the_first_step(reference_run, tmp_path,
+                                                                monkeypatch):
+    config, _, _ = reference_run
+    # The first step stands in for a slow compilation: 2 s more than any other step.
+    step, calls = train.Engine.train_step, []
+
+    def slow_first(self, state, batch):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(2.0)
+        return step(self, state, batch)
+
+    monkeypatch.setattr(train.Engine, "train_step", slow_first)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(config, workdir, reporter=progress.Reporter())
+    rows = read_metrics(workdir)
+    timed = [r for r in rows if "epoch_train_seconds" in r]
+    # One row per epoch, the training row at its last step, with loss and time together.
+    assert [(r["step"], r["epoch"]) for r in timed] == [(5, 1.0), (10, 2.0)]
+    assert all("train_loss" in r for r in timed)
+    first, second = timed
+    assert first["epoch_timed_steps"] == 4 and second["epoch_timed_steps"] == 5
+    assert first["first_step_seconds"] >= 2.0 and "first_step_seconds" not in second
+    # The slow first step is in neither epoch's training time (tiny steps: ms each).
+    assert 0 < first["epoch_train_seconds"] < 2.0
+    assert 0 < second["epoch_train_seconds"] < 2.0
+    # Validation (at steps 5 and 10) is in neither: the rows are written before it.
+    assert [r["step"] for r in rows if "validation/fg_dice" in r] == [5, 10]
+
+
 def test_same_seed_is_bitwise_identical(reference_run, tmp_path):
     config, workdir, _ = reference_run
     again = str(tmp_path / "again")
     train.train_and_evaluate(config, again)
-    assert read_metrics(again) == read_metrics(workdir)
+    assert untimed(read_metrics(again)) == untimed(read_metrics(workdir))
     assert_trees_equal(load_state(again), load_state(workdir))
 
 
@@ -90,7 +129,10 @@ def test_resume_after_sigkill_and_crash_while_saving(reference_run, tmp_path):
     result = train.train_and_evaluate(config, workdir)
     assert result["step"] == 10
     assert_trees_equal(load_state(workdir), load_state(reference))
-    assert read_metrics(workdir) == read_metrics(reference)
+    assert untimed(read_metrics(workdir)) == untimed(read_metrics(reference))
+    # Each start times its first step apart: the killed start's epoch 1, this one's epoch 2.
+    assert [("first_step_seconds" in r, r["epoch_timed_steps"]) for r in read_metrics(workdir)
+            if "epoch_train_seconds" in r] == [(True, 4), (True, 4)]
 
 
 def _assert_same_trajectory(got: dict, want: dict) -> None:
