@@ -8,6 +8,18 @@ Unity). ``Source`` and ``Removal`` describe that; ``Mixture`` is the
 random-access view (a grain ``RandomAccessDataSource``) over one split of all
 sources, concatenated in mixture order.
 
+Which examples form a source's splits (before the training subset) is set per source:
+
+- ``split="official"`` (default): the builder's TFDS splits (CAMUS ``database_split``,
+  EchoNet's ``Split`` column, else the builder's deterministic split by patient);
+  ``split="paper"``: the paper's random 80/10/10 split per dataset (Islam et al., MELBA
+  2026, Sec. 4.4), see :func:`paper_split`: the examples of all the builder's splits
+  are pooled and whole subjects (``patient_id``) assigned to train/validation/test.
+- ``frames="all"`` (default): every example; ``frames="one_phase_per_view"``: one frame
+  of each apical view per patient, ED of one and ES of the other (CAMUS as Table 1
+  counts it, 1,000 images of 500 patients), see :func:`one_phase_per_view`; applied
+  before the split.
+
 Every random choice is made once, from the seed and the source *name* (not its
 position in the mixture), so adding a source leaves the others' choices unchanged:
 
@@ -25,7 +37,11 @@ Examples come out as numpy dicts:
   ``source_index``: int32, the position of the example's source in the mixture.
 - with ``metadata=True`` also ``patient_id``, ``view``, ``phase`` (str), ``ef``
   (float32, percent, NaN when unknown), ``pixel_spacing_mm`` (float32[2]) and
-  ``index`` (int32, the example's index in its source's TFDS split).
+  ``index`` (int32, the example's position in its source's split before the training
+  subset: with ``split="official"`` and ``frames="all"`` its index in the TFDS split;
+  otherwise its position in the split as the options define it, the pooled examples
+  kept in TFDS order, train, validation, test). Test and validation indices run over
+  the whole split, so runs of one sweep line up image by image.
 
 No TensorFlow at runtime: sources are read with ``builder.as_data_source``.
 """
@@ -51,6 +67,14 @@ SPLITS = ("train", "validation", "test")
 REMOVAL_SPLITS = ("train", "validation")
 
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+# Source.split: the builder's TFDS splits, or the paper's random split per dataset.
+SPLIT_RULES = ("official", "paper")
+# The paper's proportions (Sec. 4.4), in SPLITS order.
+PAPER_FRACTIONS = (0.8, 0.1, 0.1)
+# Source.frames: every example, or one frame per apical view (ED of one, ES of the other).
+FRAME_RULES = ("all", "one_phase_per_view")
+_VIEWS, _PHASES = ("2CH", "4CH"), ("ED", "ES")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +126,25 @@ class Source:
       alias: short name used in metric keys and reports, e.g. ``"camus"``.
       train_examples: size of the seeded training subset; None takes all.
       removals: artificial partial labelling of train and validation masks.
+      split: ``"official"``, the builder's splits, or ``"paper"``, the paper's random
+        80/10/10 split by subject (:func:`paper_split`). Our choice: the paper split's
+        seed is fixed per dataset (derived from the dataset's TFDS name without its
+        config, independent of the run seed and ``data_seed``), so every run of a
+        sweep, every seed, and every resolution of a dataset are validated and tested
+        on the same images.
+      frames: ``"all"``, or ``"one_phase_per_view"``: CAMUS as the paper's Table 1
+        counts it (:func:`one_phase_per_view`), applied before the split.
+
+    Configs written before ``split`` and ``frames`` existed load with the defaults
+    (``"official"``, ``"all"``), which is what they ran on.
     """
 
     name: str
     alias: str
     train_examples: int | None = None
     removals: tuple[Removal, ...] = ()
+    split: str = "official"
+    frames: str = "all"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name or self.name != self.name.strip():
@@ -129,6 +166,12 @@ class Source:
             if not isinstance(r, Removal):
                 raise ValueError(f"Source {self.alias!r}: removals must be Removal, got {r!r}")
         object.__setattr__(self, "removals", removals)
+        if self.split not in SPLIT_RULES:
+            raise ValueError(f"Source {self.alias!r}: split must be one of {SPLIT_RULES}, "
+                             f"got {self.split!r}")
+        if self.frames not in FRAME_RULES:
+            raise ValueError(f"Source {self.alias!r}: frames must be one of {FRAME_RULES}, "
+                             f"got {self.frames!r}")
 
 
 def check_sources(sources: Sequence[Source]) -> tuple[Source, ...]:
@@ -188,11 +231,183 @@ def kept_classes(source: Source, split: str, num_examples: int, *, seed: int) ->
     return keep
 
 
+def _round_half_up(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def split_key(name: str) -> str:
+    """The key of a dataset's paper split: its TFDS name without config or version
+    (``"camus/256:1.0.0"`` -> ``"camus"``), so every resolution splits alike."""
+    return name.split("/")[0].split(":")[0]
+
+
+def paper_split(patient_ids: Sequence[str], *, key: str) -> dict[str, str]:
+    """The paper's random 80/10/10 split of one dataset, by subject: ``{patient_id:
+    "train" | "validation" | "test"}``.
+
+    Islam et al., MELBA 2026, Sec. 4.4: each dataset "randomly split into 80%/10%/10%",
+    the same proportion from each. Subjects, never frames, are assigned (a subject's
+    frames stay in one split): the distinct ids, sorted, in a permutation seeded by
+    ``key`` alone (:func:`split_key`; our choice: fixed per dataset, independent of the
+    run seed); the first ``round(0.8 n)`` are train, up to ``round(0.9 n)`` validation,
+    the rest test (rounding half up).
+    """
+    subjects = sorted(set(patient_ids))
+    if any(not isinstance(p, str) or not p for p in subjects):
+        raise ValueError(f"dataset {key!r}: the paper split groups examples by patient_id, "
+                         f"but some examples have none ({subjects[:1]!r}); expected a "
+                         f"non-empty patient_id on every example")
+    n = len(subjects)
+    cut_train, cut_val = _round_half_up(PAPER_FRACTIONS[0] * n), _round_half_up(
+        (PAPER_FRACTIONS[0] + PAPER_FRACTIONS[1]) * n)
+    perm = _rng(0, key, "paper_split").permutation(n)
+    return {subjects[k]: SPLITS[0] if rank < cut_train else SPLITS[1] if rank < cut_val
+            else SPLITS[2] for rank, k in enumerate(perm)}
+
+
+def patient_parity(patient_id: str) -> int:
+    """0 or 1: the parity of the number a patient id ends with (``patient0007`` -> 1),
+    else of its crc32 (stable across runs)."""
+    m = re.search(r"(\d+)$", patient_id)
+    return int(m.group(1)) % 2 if m else zlib.crc32(patient_id.encode()) % 2
+
+
+def one_phase_per_view(patient_ids: Sequence[str], views: Sequence[str],
+                       phases: Sequence[str], *, dataset: str) -> np.ndarray:
+    """Positions (sorted int64) of the frames kept by ``frames="one_phase_per_view"``.
+
+    CAMUS as the paper's Table 1 counts it: 500 subjects, 1,000 images (A2C + A4C),
+    where the public release annotates four frames per patient (2CH and 4CH, ED and
+    ES). Our rule, deterministic and balanced: one frame of each view per patient, ED
+    of one view and ES of the other, alternating with the patient: 2CH ED + 4CH ES for
+    patients of even number (:func:`patient_parity`), 2CH ES + 4CH ED for odd ones. On
+    CAMUS (patients 1..500) that gives 500 ED / 500 ES and 500 2CH / 500 4CH images.
+
+    Raises ValueError naming ``dataset`` if an example's view is not one of 2CH/4CH or
+    its phase not one of ED/ES (the rule needs both), if a patient has a (view, phase)
+    twice, or if a patient lacks a frame the rule picks (e.g. a missing view).
+    """
+    if not len(patient_ids) == len(views) == len(phases):
+        raise ValueError(f"{dataset}: {len(patient_ids)} patient ids, {len(views)} views, "
+                         f"{len(phases)} phases; expected one of each per example")
+    frames: dict[str, dict[tuple[str, str], int]] = {}
+    for k, (p, v, ph) in enumerate(zip(patient_ids, views, phases)):
+        if v not in _VIEWS or ph not in _PHASES:
+            raise ValueError(
+                f"{dataset}: frames='one_phase_per_view' needs each example's view in "
+                f"{_VIEWS} and phase in {_PHASES}; example {k} (patient {p!r}) has view "
+                f"{v!r}, phase {ph!r}")
+        mine = frames.setdefault(p, {})
+        if (v, ph) in mine:
+            raise ValueError(f"{dataset}: patient {p!r} has two {v} {ph} frames (examples "
+                             f"{mine[(v, ph)]} and {k}); frames='one_phase_per_view' expects one")
+        mine[(v, ph)] = k
+    keep = []
+    for p in sorted(frames):
+        first = patient_parity(p)  # 0: 2CH ED + 4CH ES; 1: 2CH ES + 4CH ED
+        for view, phase in ((_VIEWS[0], _PHASES[first]), (_VIEWS[1], _PHASES[1 - first])):
+            if (view, phase) not in frames[p]:
+                have = ", ".join(f"{v} {ph}" for v, ph in sorted(frames[p]))
+                raise ValueError(
+                    f"{dataset}: frames='one_phase_per_view' takes the {view} {phase} frame of "
+                    f"patient {p!r}, which it lacks (it has: {have}); expected both views "
+                    f"with ED and ES")
+            keep.append(frames[p][(view, phase)])
+    return np.sort(np.asarray(keep, np.int64))
+
+
+# (name, data_dir, split rule, frames rule) -> {split: (TFDS split ids, TFDS indices,
+# patient ids)}: reading the metadata of a large dataset takes seconds, once per process.
+_TABLES: dict[tuple[str, str, str, str], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def _read_metadata(builder, split: str) -> list[tuple[str, str, str]]:
+    """(patient_id, view, phase) of every example of one TFDS split, in index order."""
+    keys = ("patient_id", "view", "phase")
+    if set(builder.info.features.keys()) == set(_FEATURE_KEYS):
+        raw = builder.as_data_source(split=split,
+                                     deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+        out = []
+        for i in range(len(raw)):
+            f = tf_example_pb2.Example.FromString(raw[i]).features.feature
+            out.append(tuple(f[k].bytes_list.value[0].decode() for k in keys))
+        return out
+    full = builder.as_data_source(split=split)
+    return [tuple(_text(full[i][k]) for k in keys) for i in range(len(full))]
+
+
+def _tables(source: Source, builder, data_dir) -> dict[str, tuple[np.ndarray, ...]]:
+    key = (source.name, str(data_dir), source.split, source.frames)
+    if key in _TABLES:
+        return _TABLES[key]
+    where = f"Source {source.alias!r} ({source.name})"
+    present = [sp for sp in SPLITS if sp in builder.info.splits]
+    if not present:
+        raise ValueError(f"{where} has none of the splits {SPLITS}; it has "
+                         f"{sorted(builder.info.splits)}")
+    split_ids, indices, meta = [], [], []
+    for sp in present:  # the pool: every split's examples, in SPLITS and TFDS order
+        rows = _read_metadata(builder, sp)
+        split_ids += [SPLITS.index(sp)] * len(rows)
+        indices += range(len(rows))
+        meta += rows
+    split_ids, indices = np.asarray(split_ids, np.int8), np.asarray(indices, np.int64)
+    patients = np.asarray([m[0] for m in meta], dtype=object)
+    if source.frames == "all":
+        keep = np.arange(len(meta), dtype=np.int64)
+    else:
+        keep = one_phase_per_view([m[0] for m in meta], [m[1] for m in meta],
+                                  [m[2] for m in meta], dataset=where)
+    if source.split == "official":
+        assigned = np.asarray([SPLITS[i] for i in split_ids[keep]], dtype=object)
+    else:
+        table = paper_split(patients[keep].tolist(), key=split_key(source.name))
+        assigned = np.asarray([table[p] for p in patients[keep]], dtype=object)
+    out = {}
+    for sp in SPLITS:
+        rows = keep[assigned == sp]
+        out[sp] = (split_ids[rows], indices[rows], patients[rows])
+    _TABLES[key] = out
+    return out
+
+
+def split_table(source: Source, split: str, *, data_dir, builder=None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(TFDS split ids into ``SPLITS``, TFDS indices) of the examples of ``source``'s
+    ``split`` as its ``split`` and ``frames`` options define it, in order (before the
+    training subset). The official split of every frame reads no data; the other rules
+    read each example's patient_id, view and phase once per process."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    builder = builder if builder is not None else _builder(source, data_dir)
+    if source.split == "official" and source.frames == "all":
+        if split not in builder.info.splits:
+            raise ValueError(f"Source {source.alias!r} ({source.name}) has no split {split!r}; "
+                             f"it has {sorted(builder.info.splits)}")
+        n = builder.info.splits[split].num_examples
+        return np.full(n, SPLITS.index(split), np.int8), np.arange(n, dtype=np.int64)
+    ids, idx, _ = _tables(source, builder, data_dir)[split]
+    return ids, idx
+
+
+def split_size(source: Source, split: str, *, data_dir) -> int:
+    """Examples of ``source``'s ``split`` (before the training subset)."""
+    return len(split_table(source, split, data_dir=data_dir)[1])
+
+
+def split_patients(source: Source, split: str, *, data_dir) -> list[str]:
+    """The sorted patient ids of ``source``'s ``split`` (e.g. to choose test images to
+    annotate, as the paper's 20 EchoNet images, from the paper split's test set)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return sorted(set(_tables(source, _builder(source, data_dir), data_dir)[split][2]))
+
+
 class Mixture:
     """One split of a mixture, as a grain ``RandomAccessDataSource``.
 
     Index ``i`` runs over the sources in order: the examples of source 0 first
-    (in ascending TFDS index), then source 1, and so on.
+    (in ascending ``index``, see the module doc), then source 1, and so on.
 
     Args:
       sources: the mixture.
@@ -222,14 +437,15 @@ class Mixture:
         if len(set(resolutions.values())) != 1:
             raise ValueError(f"mixture sources differ in resolution: {resolutions}")
         self.resolution = next(iter(resolutions.values()))
-        self._indices, self._keep = [], []
+        # Per source: the split's examples as (TFDS split id, TFDS index) by position,
+        # and the positions used (train: the subset).
+        self._indices, self._keep, self._tables = [], [], []
         for s, b in zip(self.sources, self._builders):
-            if split not in b.info.splits:
-                raise ValueError(f"Source {s.alias!r} ({s.name}) has no split {split!r}; "
-                                 f"it has {sorted(b.info.splits)}")
-            available = b.info.splits[split].num_examples
+            table = split_table(s, split, data_dir=data_dir, builder=b)
+            available = len(table[1])
             idx = (subset_indices(s, available, seed=self.seed) if split == "train"
                    else np.arange(available, dtype=np.int64))
+            self._tables.append(table)
             self._indices.append(idx)
             self._keep.append(kept_classes(s, split, len(idx), seed=self.seed))
         self.sizes = tuple(len(i) for i in self._indices)
@@ -251,25 +467,39 @@ class Mixture:
         return state
 
     def locate(self, i: int) -> tuple[int, int]:
-        """(source index, TFDS index within that source's split) of example ``i``."""
+        """(source index, ``index`` within that source's split) of example ``i``; the
+        ``index`` is the TFDS index for the official split of every frame."""
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {self!r} of length {len(self)}")
         s = bisect.bisect_right(self._offsets, i) - 1
         return s, int(self._indices[s][i - self._offsets[s]])
 
-    def _reader(self, s: int):
+    def _reader(self, s: int, tfds_split: str | None = None):
+        """The reader of source ``s``'s TFDS split ``tfds_split`` (default: this
+        mixture's split)."""
         if self._readers is None:
             if self._builders is None:
                 self._builders = [_builder(src, self._data_dir) for src in self.sources]
-            self._readers = [_open_reader(b, self.split) for b in self._builders]
-        return self._readers[s]
+            self._readers = [{} for _ in self._builders]
+        tfds_split = tfds_split or self.split
+        if tfds_split not in self._readers[s]:
+            self._readers[s][tfds_split] = _open_reader(self._builders[s], tfds_split)
+        return self._readers[s][tfds_split]
+
+    def record(self, i: int) -> dict[str, Any]:
+        """The stored feature dict of example ``i`` (no removal, TFDS field types)."""
+        return self._record(*self.locate(int(i)))
+
+    def _record(self, s: int, position: int) -> dict[str, Any]:
+        split_ids, tfds_indices = self._tables[s]
+        return self._reader(s, SPLITS[split_ids[position]])(int(tfds_indices[position]))
 
     def __getitem__(self, i) -> dict[str, Any]:
         i = int(i)
-        s, tfds_index = self.locate(i)
-        return self._process(self._reader(s)(tfds_index), s, i - self._offsets[s], tfds_index)
+        s, position = self.locate(i)
+        return self._process(self._record(s, position), s, i - self._offsets[s], position)
 
-    def _process(self, ex, s: int, j: int, tfds_index: int) -> dict[str, Any]:
+    def _process(self, ex, s: int, j: int, position: int) -> dict[str, Any]:
         keep = self._keep[s][j]
         seg = ex["segmentation"][..., 0]
         for c in np.flatnonzero(~keep):
@@ -287,7 +517,7 @@ class Mixture:
                 patient_id=_text(ex["patient_id"]), view=_text(ex["view"]),
                 phase=_text(ex["phase"]), ef=np.float32(ex["ef"]),
                 pixel_spacing_mm=np.asarray(ex["pixel_spacing_mm"], np.float32),
-                index=np.int32(tfds_index))
+                index=np.int32(position))
         return out
 
 
