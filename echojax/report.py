@@ -16,7 +16,7 @@ per loss and architecture), Figure 6 (median LA Dice on Unity against the label-
 rate, and the best rate chosen on it), Table 2 (training-size grid of median LA Dice),
 Table 3 (Dice per structure, overall mean and EF MAE per loss), Table 4 (external
 validation), the paper's Wilcoxon signed-rank tests beside a Holm-corrected table of all
-pairs, and the wall time per epoch of each run.
+pairs, and the training time per epoch of each run.
 
 Figures in the same layouts: ``echojax.figures``.
 
@@ -577,29 +577,77 @@ def image_mean(row: Mapping, structures: Sequence[str] = STRUCTURES) -> float:
 # ---------------------------------------------------------------------- run time
 
 
+# How a run's time per epoch was measured (``run_timing``'s ``measure``) -> the column
+# that shows it.
+EPOCH_TIME_MEASURES = {
+    "train": "s per epoch (training steps only)",
+    "run_time": "s per epoch (train + eval, run_time.json)",
+}
+
+
+def _epoch_time_rows(path: str) -> list[dict]:
+    """The rows of a ``metrics.jsonl`` that carry an epoch's training time."""
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {number}: not a metrics row ({e})") from e
+            if isinstance(row, dict) and "epoch_train_seconds" in row:
+                rows.append(row)
+    return rows
+
+
 def run_timing(run_path: str | os.PathLike) -> dict | None:
-    """``{"seconds", "epochs", "seconds_per_epoch", "arch", "loss", "batch_size"}`` of a
-    finished run folder, from its ``run_time.json`` (wall time of training + test
-    evaluation, written by the experiment layer) and its ``config.json``; None when
-    ``run_time.json`` is missing. The time includes compilation, validation every
-    ``eval_every`` epochs and the test evaluation, so the per-epoch figure is an upper
-    bound on the training time per epoch; a resumed run's file holds only the time since
-    it resumed."""
+    """The time per epoch of a run folder: ``{"seconds_per_epoch", "measure",
+    "seconds", "epochs", "first_step_seconds", "arch", "loss", "batch_size"}``; None
+    when the run has no timing.
+
+    ``measure`` ``"train"`` (the paper's "training time per epoch", Sec. 5.3.1): from
+    the epoch rows of ``metrics.jsonl`` (``echojax.train``), the summed
+    ``epoch_train_seconds`` over the summed ``epoch_timed_steps``, times the steps per
+    epoch: the steps' wall time without validation, checkpointing, the test evaluation
+    and each start's first step (``first_step_seconds``, the compilation, reported
+    apart: the first start's). ``seconds`` is that summed time and ``epochs`` the
+    epoch rows it comes from.
+
+    ``measure`` ``"run_time"``, the fallback for runs whose ``metrics.jsonl`` predates
+    those fields: ``run_time.json``'s wall time of training + test evaluation over the
+    configured epochs, so compilation, validation and the test evaluation are in it (an
+    upper bound); a resumed run's file holds only the time since it resumed.
+    ``first_step_seconds`` is NaN there."""
     directory = rundir.RunDir(os.fspath(run_path))
+    has_metrics = os.path.exists(directory.metrics)
+    if not os.path.exists(directory.run_time) and not has_metrics:
+        return None
+    with open(directory.config) as f:
+        config = json.load(f)
+    about = {"arch": (config.get("model") or {}).get("name", ""),
+             "loss": (config.get("loss") or {}).get("name", ""),
+             "batch_size": config.get("batch_size")}
+    rows = _epoch_time_rows(directory.metrics) if has_metrics else []
+    timed = sum(int(r["epoch_timed_steps"]) for r in rows)
+    if timed > 0:
+        seconds = float(sum(r["epoch_train_seconds"] for r in rows))
+        steps_per_epoch = round(rows[-1]["step"] / rows[-1]["epoch"])
+        first = next((r["first_step_seconds"] for r in rows if "first_step_seconds" in r),
+                     math.nan)
+        return {"seconds": seconds, "epochs": len(rows),
+                "seconds_per_epoch": seconds / timed * steps_per_epoch, "measure": "train",
+                "first_step_seconds": float(first), **about}
     if not os.path.exists(directory.run_time):
         return None
     with open(directory.run_time) as f:
         seconds = json.load(f).get("seconds")
-    with open(directory.config) as f:
-        config = json.load(f)
     epochs = config.get("epochs")
     if not isinstance(seconds, (int, float)) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"{directory.path}: expected a number 'seconds' in run_time.json and a "
                          f"positive int 'epochs' in config.json, got {seconds!r} and {epochs!r}")
     return {"seconds": float(seconds), "epochs": epochs, "seconds_per_epoch": seconds / epochs,
-            "arch": (config.get("model") or {}).get("name", ""),
-            "loss": (config.get("loss") or {}).get("name", ""),
-            "batch_size": config.get("batch_size")}
+            "measure": "run_time", "first_step_seconds": math.nan, **about}
 
 
 def run_timings(runs: Iterable[tuple[str | os.PathLike, Mapping]]) -> list[dict]:
@@ -616,12 +664,30 @@ def run_timings(runs: Iterable[tuple[str | os.PathLike, Mapping]]) -> list[dict]
 
 def epoch_time_table(entries: Sequence[Mapping], *, group: Sequence[str] = ("arch", "method"),
                      order: Sequence[str] = ()) -> str:
-    """Wall time per epoch, one line per ``group`` value: mean ± std over runs of each
-    run's ``seconds_per_epoch`` (:func:`run_timing`), and the number of runs."""
-    keyf = lambda e: tuple(e[g] for g in group)  # noqa: E731
+    """Time per epoch, one line per ``group`` value and measure: mean ± std over runs of
+    each run's ``seconds_per_epoch`` (:func:`run_timing`), and the number of runs.
+
+    The column names the measure (``EPOCH_TIME_MEASURES``); when the entries mix
+    measures (runs older than the training-time fields beside newer ones) each line
+    says its own in a ``measured as`` column and the two are never averaged together.
+    Where any run has the training-time measure, a column gives its first step's time
+    (compilation), which that measure leaves out."""
+    measures = sorted({e.get("measure", "run_time") for e in entries})
+    mixed = len(measures) > 1
+    keyf = lambda e: tuple(e[g] for g in group) + (e.get("measure", "run_time"),)  # noqa: E731
     keys = sorted({keyf(e) for e in entries}, key=lambda k: tuple(order_key(v, order) for v in k))
+    first = "train" in measures
     body = []
     for k in keys:
-        m, sd, n = mean_std(e["seconds_per_epoch"] for e in entries if keyf(e) == k)
-        body.append(list(k) + [fmt(m, sd, digits=2), str(n)])
-    return markdown_table(list(group) + ["s per epoch (train + eval)", "runs"], body)
+        sel = [e for e in entries if keyf(e) == k]
+        m, sd, n = mean_std(e["seconds_per_epoch"] for e in sel)
+        line = list(k[:-1]) + ([EPOCH_TIME_MEASURES[k[-1]]] if mixed else [])
+        line.append(fmt(m, sd, digits=2))
+        if first:
+            fm, fsd, fn = mean_std(e.get("first_step_seconds", math.nan) for e in sel)
+            line.append(fmt(fm, fsd, digits=2) if fn else "–")
+        body.append(line + [str(n)])
+    header = list(group) + (["measured as", "s per epoch"] if mixed
+                            else [EPOCH_TIME_MEASURES[measures[0]]] if measures else ["s per epoch"])
+    header += ["first step, s (compilation)"] if first else []
+    return markdown_table(header + ["runs"], body)

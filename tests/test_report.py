@@ -1,5 +1,6 @@
 """Tables, statistics and figures of echojax.report on small hand-made results."""
 
+import json
 import math
 import os
 
@@ -353,14 +354,79 @@ def test_run_timing_and_epoch_time_table(tmp_path):
     assert report.run_timing(run("unfinished", None, 4)) is None
     t = report.run_timing(run("a", 120.0, 4))
     assert t == {"seconds": 120.0, "epochs": 4, "seconds_per_epoch": 30.0, "arch": "unet",
-                 "loss": "abce", "batch_size": 8}
+                 "loss": "abce", "batch_size": 8, "measure": "run_time",
+                 "first_step_seconds": pytest.approx(math.nan, nan_ok=True)}
     assert report.run_timings([(tmp_path / "a", {"setting": "x"}), (tmp_path / "unfinished", {})]) == [
         {**t, "setting": "x", "method": "abce"}]
     entries = [{"arch": "unet", "method": "acce", **t},
                {"arch": "unet", "method": "acce", **report.run_timing(run("b", 100.0, 2))},
                {"arch": "unet", "method": "abce", **report.run_timing(run("c", 40.0, 2))}]
     lines = report.epoch_time_table(entries, order=("acce", "abce")).strip().splitlines()
-    # acce: 30 and 50 s per epoch -> 40 ± sqrt(200) = 14.14.
+    # Old runs only: the fallback, named in the column. acce: 30 and 50 s per epoch ->
+    # 40 ± sqrt(200) = 14.14.
+    assert lines[0] == "| arch | method | s per epoch (train + eval, run_time.json) | runs |"
     assert lines[2:] == ["| unet | acce | 40.00 ± 14.14 | 2 |", "| unet | abce | 20.00 | 1 |"]
     with pytest.raises(ValueError, match="positive int 'epochs'"):
         report.run_timing(run("bad", 10.0, 0))
+
+
+def _timed_run(tmp_path, name, epoch_rows, *, run_time=None, steps_per_epoch=5, epochs=None):
+    """A run folder whose metrics.jsonl has ``epoch_rows`` ((seconds, timed steps,
+    first step seconds or None) per epoch) between ordinary training and validation
+    rows, as ``echojax.train`` writes them."""
+    d = tmp_path / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"epochs": epochs or len(epoch_rows),
+                                               "model": {"name": "unet"},
+                                               "loss": {"name": "acce"}, "batch_size": 4}))
+    lines = []
+    for e, (seconds, timed, first) in enumerate(epoch_rows, start=1):
+        step = e * steps_per_epoch
+        lines.append({"step": step - 1, "epoch": (step - 1) / steps_per_epoch, "train_loss": 1.0})
+        row = {"step": step, "epoch": float(e), "train_loss": 1.0, "epoch_train_seconds": seconds,
+               "epoch_timed_steps": timed}
+        if first is not None:
+            row["first_step_seconds"] = first
+        lines += [row, {"step": step, "epoch": e, "validation/fg_dice": 0.5}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    if run_time is not None:
+        (d / "run_time.json").write_text(json.dumps({"seconds": run_time}))
+    return d
+
+
+def test_run_timing_reads_the_training_time_of_metrics_jsonl(tmp_path):
+    # 3 epochs of 5 steps: 4 + 5 + 5 = 14 timed steps in 2.8 s -> 0.2 s a step, 1.0 s an
+    # epoch; run_time.json's 60 s (compilation, validation, test) is not used.
+    d = _timed_run(tmp_path, "new", [(0.8, 4, 9.0), (1.0, 5, None), (1.0, 5, None)], run_time=60.0)
+    t = report.run_timing(d)
+    assert t["measure"] == "train" and t["epochs"] == 3
+    assert t["seconds_per_epoch"] == pytest.approx(1.0)
+    assert t["seconds"] == pytest.approx(2.8) and t["first_step_seconds"] == 9.0
+    # Resumed: the second start's first step is left out too; the first start's is shown.
+    d = _timed_run(tmp_path, "resumed", [(0.8, 4, 9.0), (1.6, 4, 7.0)])
+    t = report.run_timing(d)
+    assert t["seconds_per_epoch"] == pytest.approx(2.4 / 8 * 5) and t["first_step_seconds"] == 9.0
+    # One step per epoch, one epoch: nothing timed beyond the first step -> run_time.json.
+    d = _timed_run(tmp_path, "one_step", [(0.0, 0, 9.0)], run_time=12.0, steps_per_epoch=1)
+    assert report.run_timing(d)["measure"] == "run_time"
+    assert report.run_timing(_timed_run(tmp_path, "none", [(0.0, 0, 9.0)], steps_per_epoch=1)) is None
+
+
+def test_epoch_time_table_names_its_measure_and_never_mixes_them(tmp_path):
+    new = [{"arch": "unet", "method": "acce",
+            **report.run_timing(_timed_run(tmp_path, f"n{i}", [(0.8 * k, 4, 9.0 + i), (k, 5, None)]))}
+           for i, k in enumerate((1.0, 2.0))]
+    lines = report.epoch_time_table(new).strip().splitlines()
+    # Epoch times 1.0 and 2.0 s; first steps 9 and 10 s.
+    assert lines[0] == ("| arch | method | s per epoch (training steps only) | "
+                        "first step, s (compilation) | runs |")
+    assert lines[2:] == ["| unet | acce | 1.50 ± 0.71 | 9.50 ± 0.71 | 2 |"]
+    # A run from before the field: metrics.jsonl without it, run_time.json over 2 epochs.
+    old_entry = {"arch": "unet", "method": "acce",
+                 **report.run_timing(_timed_run(tmp_path, "old", [], run_time=40.0, epochs=2))}
+    lines = report.epoch_time_table(new + [old_entry]).strip().splitlines()
+    assert lines[0] == ("| arch | method | measured as | s per epoch | "
+                        "first step, s (compilation) | runs |")
+    assert sorted(lines[2:]) == sorted([
+        "| unet | acce | s per epoch (training steps only) | 1.50 ± 0.71 | 9.50 ± 0.71 | 2 |",
+        "| unet | acce | s per epoch (train + eval, run_time.json) | 20.00 | – | 1 |"])
