@@ -74,6 +74,20 @@ def _digest(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def _source_key(source: Source) -> dict:
+    """A source as it enters the derived datasets' hash: its JSON form without the
+    ``split``/``frames`` options at their defaults, so datasets derived before those
+    options existed keep their names."""
+    out = to_jsonable(source)
+    for field in ("split", "frames"):
+        if out.get(field) == _SOURCE_DEFAULTS[field]:
+            del out[field]
+    return out
+
+
+_SOURCE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Source)}
+
+
 def _config_name(role: str, source: Source, key: str) -> str:
     alias = "".join(ch if ch.isalnum() else "_" for ch in source.alias.lower())
     return f"{role}_{alias}_{key}"
@@ -85,7 +99,6 @@ def _examples(source: Source, split: str, *, data_dir, seed: int,
               chunk: int = 64) -> Iterator[dict]:
     """Feature-dict examples of one source's split as the base mixture sees it."""
     mix = Mixture([source], split, data_dir=data_dir, seed=seed, metadata=True)
-    raw = tfds.builder(source.name, data_dir=data_dir).as_data_source(split=split)
     pending: list[dict] = []
 
     def flush():
@@ -97,7 +110,7 @@ def _examples(source: Source, split: str, *, data_dir, seed: int,
         ex = mix[i]
         if not keep(ex):
             continue
-        src = raw[int(ex["index"])]["source"]
+        src = mix.record(i)["source"]
         pending.append({
             "image": np.asarray(ex["image"], np.uint8),
             "segmentation": np.asarray(ex["segmentation"], np.uint8)[..., None],
@@ -146,7 +159,7 @@ def write_derived(config_name: str, splits: Mapping[str, Callable[[], Iterator[d
 def teacher_config(base: Config, classes: Sequence[str]) -> Config:
     """Prepares the teacher's data (see module doc) and returns its CCE config."""
     ids = labels.class_ids(classes)
-    key = _digest("teacher", [to_jsonable(s) for s in base.sources], base.mixture_seed, ids)
+    key = _digest("teacher", [_source_key(s) for s in base.sources], base.mixture_seed, ids)
     sources = []
     for source in base.sources:
         def has_all(ex, ids=ids):
@@ -186,7 +199,7 @@ def student_config(base: Config, classes: Sequence[str], teacher_dir: str, *,
     ids = labels.class_ids(classes)
     with open(rundir.RunDir(teacher_dir).config) as f:
         teacher_json = f.read()
-    key = _digest("student", [to_jsonable(s) for s in base.sources], base.mixture_seed, ids, teacher_json)
+    key = _digest("student", [_source_key(s) for s in base.sources], base.mixture_seed, ids, teacher_json)
     loaded: list[PredictFn] = [predict] if predict is not None else []
 
     def fill(batch: list[dict]) -> list[dict]:

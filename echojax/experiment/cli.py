@@ -32,6 +32,7 @@ import jax
 import echojax.experiment.options as options_lib
 from echojax import progress
 from echojax.config import Config
+from echojax.data.mixture import Source
 from echojax.experiment.datasets import DataNotPrepared, train_sizes
 from echojax.experiment.execute import Backend, execute
 from echojax.experiment.options import Options
@@ -81,7 +82,11 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     if verbosity >= progress.NORMAL:
         print(f"{experiment.title}\n{len(runs)} runs, {len(mine)} in shard "
               f"{options.shard[0]}/{options.shard[1]}; preset={options.preset.name}, "
-              f"data={options.data}, workdir={progress.short_path(options.workdir)}",
+              f"data={options.data}, "
+              + (f"split={options.split}, " if options.split != "official" else "")
+              + (f"camus_frames={options.camus_frames}, " if options.camus_frames != "all"
+                 else "")
+              + f"workdir={progress.short_path(options.workdir)}",
               flush=True)
 
     try:  # sizes known without the data (explicit training counts) fail before anything runs
@@ -246,28 +251,38 @@ def _train_images(config: Config, train_size: Callable[[Config], int]) -> int | 
         if s.train_examples is not None:
             total += s.train_examples
             continue
-        n = _phantom_train_images(s.name, config.data_dir)
+        n = _phantom_train_images(s, config.data_dir)
         if n is None:
             return None
         total += n
     return total
 
 
-def _phantom_train_images(name: str, data_dir: str | None) -> int | None:
-    """Training images of a ``synthetic_echo`` dataset from its builder's config and
-    split rule, without generating it; None for any other dataset."""
-    if not name.startswith("synthetic_echo/"):
+def _phantom_train_images(source: Source, data_dir: str | None) -> int | None:
+    """Training images of a ``synthetic_echo`` source from its builder's config and
+    split rule (or the paper split's count, ``Source.split``; two frames per subject
+    under ``Source.frames="one_phase_per_view"``), without generating it; None for any
+    other dataset."""
+    if not source.name.startswith("synthetic_echo/"):
         return None
     import tensorflow_datasets as tfds
 
     from echojax import phantoms
+    from echojax.data import mixture
     from tfds_builders.synthetic_echo.synthetic_echo_dataset_builder import split_of
 
-    cfg = tfds.builder(name, data_dir=data_dir).builder_config
-    if cfg.test_subjects is not None:  # a test split only
+    cfg = tfds.builder(source.name, data_dir=data_dir).builder_config
+    if cfg.test_subjects is not None and source.split == "official":  # a test split only
         return 0
-    subjects = sum(split_of(i) == "train" for i in range(cfg.subjects))
-    return subjects * phantoms.STYLES[cfg.style].examples_per_subject
+    n = cfg.test_subjects or cfg.subjects
+    if source.split == "paper":
+        subjects = int(mixture.PAPER_FRACTIONS[0] * n + 0.5)  # round half up
+    else:
+        subjects = sum(split_of(i) == "train" for i in range(n))
+    style = phantoms.STYLES[cfg.style]
+    if source.frames == "one_phase_per_view":
+        return subjects * 2 if style.views_per_subject == 2 else None
+    return subjects * style.examples_per_subject
 
 
 def _measured_rows(table: str) -> list[dict]:

@@ -8,6 +8,7 @@ prepared on first use) or the real builder (prepared by the user from the downlo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ import tensorflow_datasets as tfds
 import tfds_builders  # noqa: F401  registers the echojax builders, to prepare datasets
 from echojax import phantoms, progress
 from echojax.config import Config
-from echojax.data.mixture import Mixture, Source
+from echojax.data.mixture import Mixture, Source, split_table
 
 DATA_KINDS = ("synthetic", "real")
 PAPER_SOURCES = ("camus", "unity", "echonet")
@@ -78,8 +79,9 @@ def prepare_datasets(names: Sequence[str], *, data: str, data_dir: str | None,
 
 def train_size(config: Config) -> int:
     """Training examples of a config's mixture (``train_examples``, else the prepared
-    split's size, read from its TFDS metadata). Raises ``DataNotPrepared`` naming a
-    source used whole that is not prepared yet."""
+    split's size: read from its TFDS metadata for the official split of every frame,
+    else counted under the source's ``split``/``frames`` options). Raises
+    ``DataNotPrepared`` naming a source used whole that is not prepared yet."""
     total = 0
     for s in config.sources:
         if s.train_examples is not None:
@@ -89,7 +91,7 @@ def train_size(config: Config) -> int:
         if not progress.is_prepared(builder):
             raise DataNotPrepared(f"{s.name} is not prepared in data_dir={config.data_dir!r}: "
                                   f"its training-set size is unknown")
-        total += builder.info.splits["train"].num_examples
+        total += len(split_table(s, "train", data_dir=config.data_dir, builder=builder)[1])
     return total
 
 
@@ -102,7 +104,7 @@ def train_sizes(config: Config) -> str:
 def test_examples(source: Source, *, data_dir: str | None, count: int) -> list[dict]:
     """``count`` test examples of ``source`` (with metadata), evenly spaced through its
     test split (fewer if the split is smaller), e.g. for overlay figures."""
-    test = Mixture([Source(source.name, alias=source.alias)], "test", data_dir=data_dir,
-                   seed=0, metadata=True)
+    whole = dataclasses.replace(source, train_examples=None, removals=())  # same split/frames
+    test = Mixture([whole], "test", data_dir=data_dir, seed=0, metadata=True)
     picks = np.linspace(0, len(test) - 1, num=min(count, len(test))).round().astype(int)
     return [test[int(i)] for i in picks]

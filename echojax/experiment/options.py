@@ -23,7 +23,7 @@ from typing import Any
 import echojax.experiment.datasets as datasets
 from echojax import losses, models
 from echojax.config import Config, LossConfig, ModelConfig, OptimConfig
-from echojax.data.mixture import Removal, Source
+from echojax.data.mixture import FRAME_RULES, SPLIT_RULES, Removal, Source
 from echojax.experiment.datasets import DATA_KINDS
 
 ARCHS: tuple[str, ...] = tuple(models.ARCHITECTURES)
@@ -51,6 +51,11 @@ class Preset:
     each (setting-independent) group of runs first grid-searches the initial learning
     rate and batch size on validation foreground Dice (Islam et al., MELBA 2026,
     Sec. 4.4).
+    ``split`` and ``camus_frames``: the ``Source.split`` of every dataset and the
+    ``Source.frames`` of CAMUS on real data (``--split``/``--camus_frames`` override).
+    The paper preset takes the paper's random 80/10/10 split per dataset (Sec. 4.4)
+    and CAMUS as Table 1 counts it (1,000 images of 500 patients); see
+    :func:`resolve_split` for the phantoms.
     """
     name: str
     resolution: int
@@ -70,11 +75,19 @@ class Preset:
     experiment_archs: tuple[tuple[str, tuple[str, ...]], ...] = ()
     experiment_losses: tuple[tuple[str, tuple[str, ...]], ...] = ()
     grid: str = "shared"
+    split: str = "official"
+    camus_frames: str = "all"
 
     def __post_init__(self):
         if self.grid not in GRID_MODES:
             raise ValueError(f"preset {self.name}: grid must be one of {GRID_MODES}, "
                              f"got {self.grid!r}")
+        if self.split not in SPLIT_RULES:
+            raise ValueError(f"preset {self.name}: split must be one of {SPLIT_RULES}, "
+                             f"got {self.split!r}")
+        if self.camus_frames not in FRAME_RULES:
+            raise ValueError(f"preset {self.name}: camus_frames must be one of "
+                             f"{FRAME_RULES}, got {self.camus_frames!r}")
 
     def archs_for(self, experiment: str) -> tuple[str, ...]:
         """The architectures of ``experiment`` when ``--arch`` is not given."""
@@ -131,7 +144,7 @@ PRESETS: dict[str, Preset] = {
         eval_every=5, lr_grid=(0.1, 0.01, 0.001), batch_grid=(8, 16, 32),
         experiment_archs=(("exp1_domain_shift", ("unet",)),),
         experiment_losses=(("exp4_all_datasets", ("acce", "marginal", "abce")),),
-        grid="per_model"),
+        grid="per_model", split="paper", camus_frames="one_phase_per_view"),
     # Sized for a 2-core CPU: 64 x 64 phantoms, CPU-size U-Net, 2 epochs, one seed.
     "quick": Preset(
         name="quick", resolution=64, model_size="cpu", epochs=2, batch_size=8, lr=0.05,
@@ -169,6 +182,8 @@ class Options:
     data_seed: int | None = None  # --data_seed: one choice of examples for every seed
     dry_run: bool = False
     grid: str = "shared"  # --grid, else the preset's (GRID_MODES)
+    split: str = "official"  # Source.split of every paper dataset (resolve_split)
+    camus_frames: str = "all"  # Source.frames of CAMUS (resolve_split)
 
     @property
     def grid_search(self) -> bool:
@@ -198,7 +213,8 @@ class Options:
         from ``fraction`` of its train/validation masks."""
         removals = (Removal(tuple(remove), fraction),) if remove else ()
         name = datasets.tfds_name(alias, data=self.data, resolution=self.preset.resolution)
-        return Source(name, alias=alias, train_examples=train_examples, removals=removals)
+        return Source(name, alias=alias, train_examples=train_examples, removals=removals,
+                      split=self.split, frames=self.camus_frames if alias == "camus" else "all")
 
     def external_sources(self, exclude: Sequence[str]) -> list[Source]:
         """Prepared datasets beyond ``exclude`` for external validation (Table 4):
@@ -304,6 +320,30 @@ class DropoutSpec:
 
 def _spec_key(loss: str | None, arch: str | None) -> str:
     return "every loss" if loss is None else f"{loss}:{arch}" if arch else loss
+
+
+def resolve_split(preset: Preset, data: str, split: str | None = None,
+                  camus_frames: str | None = None) -> tuple[str, str]:
+    """(``Source.split`` of every paper dataset, ``Source.frames`` of CAMUS) of a sweep:
+    ``--split``/``--camus_frames`` when given, else the preset's on real data.
+
+    Our choice on the phantoms (``--data=synthetic``): the builders' split and every
+    frame unless the flags ask otherwise. ``synthetic_echo`` already splits 80/10/10 by
+    subject, and its subjects are independent draws, so that split is a random one;
+    Table 3's annotated EchoNet-like set (``echonet_like_annotated``) is the first test
+    subjects of it, which a re-split would put mostly into training. ``camus_like``
+    already holds Table 1's 1,000 CAMUS images (250 subjects x 2 views x ED/ES); the
+    frames rule would halve it.
+    """
+    if split is None:
+        split = preset.split if data == "real" else "official"
+    if camus_frames is None:
+        camus_frames = preset.camus_frames if data == "real" else "all"
+    if split not in SPLIT_RULES:
+        raise ValueError(f"--split must be one of {SPLIT_RULES}, got {split!r}")
+    if camus_frames not in FRAME_RULES:
+        raise ValueError(f"--camus_frames must be one of {FRAME_RULES}, got {camus_frames!r}")
+    return split, camus_frames
 
 
 # --------------------------------------------------------------------------- parsing
@@ -438,6 +478,16 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         + "; ".join(f"{e} {c['per_model']} / {c['shared']}"
                                     for e, c in PAPER_GRID_RUNS.items())
                         + " (default: the preset's, paper: per_model)")
+    p.add_argument("--split", default=None, choices=SPLIT_RULES,
+                   help="paper = each dataset split 80/10/10 at random by subject, the split "
+                        "fixed per dataset (the paper, Sec. 4.4); official = the builders' "
+                        "splits (CAMUS database_split, EchoNet's Split column) (default: the "
+                        "preset's on real data, paper: paper; the builders' on phantoms)")
+    p.add_argument("--camus_frames", default=None, choices=FRAME_RULES,
+                   help="one_phase_per_view = per CAMUS patient 2CH and 4CH, ED of one and ES "
+                        "of the other, 1,000 images of 500 patients as Table 1 counts CAMUS; "
+                        "all = the 4 annotated frames per patient (default: the preset's on "
+                        "real data, paper: one_phase_per_view; all on phantoms)")
     p.add_argument("--dry_run", action="store_true",
                    help="print this shard's runs, one JSON object per line, and exit")
     return p
@@ -467,6 +517,8 @@ def options_from_args(experiment: str, args: argparse.Namespace, flags: Any = No
             raise ValueError(f"--external entries are name:alias, got {item!r}")
         name, alias = item.rsplit(":", 1)
         external.append((name, alias))
+    split, camus_frames = resolve_split(preset, args.data, getattr(args, "split", None),
+                                        getattr(args, "camus_frames", None))
     workdir = args.workdir or os.path.join(
         os.path.expanduser("~"), "echojax_runs", experiment, f"{preset.name}_{args.data}")
     return Options(
@@ -475,4 +527,5 @@ def options_from_args(experiment: str, args: argparse.Namespace, flags: Any = No
         workdir=os.path.abspath(workdir), shard=parse_shard(args.shard), lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, external=tuple(external),
         flags=flags, seeds_given=seeds is not None, data_seed=args.data_seed,
-        dry_run=args.dry_run, grid=getattr(args, "grid", None) or preset.grid)
+        dry_run=args.dry_run, grid=getattr(args, "grid", None) or preset.grid, split=split,
+        camus_frames=camus_frames)

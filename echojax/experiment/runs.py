@@ -142,7 +142,8 @@ def describe(run: Run, adjust: Callable[[Config], Config] | None = None) -> dict
     """What ``--dry_run`` prints for a run: name, table placement, architecture, its
     layer implementation (``impl``, as resolved for this backend) and compute dtype, loss,
     label dropout, seeds, training sources (size: ``train_examples`` or ``"all"``;
-    removals), learning rate and batch size (``"grid"`` when a grid search sets them),
+    removals; ``split`` and ``frames``, ``echojax.data.mixture.Source``), learning rate
+    and batch size (``"grid"`` when a grid search sets them),
     epochs (after ``adjust`` unless ``run.epochs_fixed``; ``None`` while a source it needs to count is not
     prepared) and extra test sources. A pseudo-label teacher or student shows the
     partially labelled mixture its data is derived from (``"derived_from"``)."""
@@ -167,7 +168,8 @@ def describe(run: Run, adjust: Callable[[Config], Config] | None = None) -> dict
         "sources": [{"name": s.name, "alias": s.alias,
                      "train_examples": s.train_examples if s.train_examples is not None else "all",
                      "removals": [{"classes": list(r.classes), "fraction": r.fraction}
-                                  for r in s.removals]}
+                                  for r in s.removals],
+                     "split": s.split, "frames": s.frames}
                     for s in config.sources],
         "lr": "grid" if run.grid else config.optim.lr,
         "batch_size": "grid" if run.grid else config.batch_size,
