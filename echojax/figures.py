@@ -2,8 +2,10 @@
 
 Figure 2 (training-set x test-source Dice matrix), Figures 3 and 7a (per-image Dice box
 plots with mean markers and an overall-mean panel), Figure 4a (mean Dice against its std
-across runs), Figure 5 (Dice per loss and structure, mean and std across runs), Figure 6
-(median Dice against the label-dropout rate, mean and std across runs) and Figures
+across runs), Figure 5 (per-image Dice box plots of one run per loss, and the mean and
+std across runs per structure), Figure 6 (median Dice against the label-dropout rate,
+mean and std across runs; panels of a spread across runs are left out where every cell
+has one run) and Figures
 4b/7b/8 (sample predictions as coloured overlays), after Islam et al., MELBA 2026. Every
 figure is written atomically (``echojax.files``). "Std across runs" is the sample std
 (ddof=1) of the per-run values: the spread between re-trainings, not between images.
@@ -58,6 +60,15 @@ def plot_domain_matrix(rows: Sequence[Mapping], path, *, structure: str = "lv",
     save_figure(fig, path)
 
 
+def _box(ax, data: Sequence[Sequence[float]], names: Sequence[str]) -> None:
+    """Box plots with the median as a line and the mean as a white diamond."""
+    ax.boxplot([d if len(d) else [math.nan] for d in data], showfliers=True, showmeans=True,
+               meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
+                          "markersize": 5})
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=45, ha="right")
+    ax.set_ylim(0, 1.02)
+
+
 def plot_boxes(per_image: Sequence[Mapping], path, *, group: str = "method",
                structures: Sequence[str] = report.STRUCTURES, order: Sequence[str] = (),
                title: str = "", overall: bool = True) -> None:
@@ -73,12 +84,8 @@ def plot_boxes(per_image: Sequence[Mapping], path, *, group: str = "method",
                              squeeze=False)
     for ax, (name, value) in zip(axes[0], panels):
         data = [[v for r in per_image if r[group] == g and not math.isnan(v := value(r))] for g in groups]
-        ax.boxplot([d if d else [math.nan] for d in data], showfliers=True, showmeans=True,
-                   meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
-                              "markersize": 5})
-        ax.set_xticks(range(1, len(groups) + 1), groups, rotation=45, ha="right")
+        _box(ax, data, groups)
         ax.set_title(name)
-        ax.set_ylim(0, 1.02)
         ax.set_ylabel("Dice")
     if title:
         fig.suptitle(title)
@@ -120,41 +127,88 @@ def plot_mean_std(rows: Sequence[Mapping], path, *, group: str = "method",
     save_figure(fig, path)
 
 
-def plot_method_bars(rows: Sequence[Mapping], path, *, test_source: str, group: str = "method",
-                     structures: Sequence[str] = report.STRUCTURES, order: Sequence[str] = (),
-                     title: str = "") -> None:
-    """Figure 5 style: (a) mean over runs of each run's mean Dice on ``test_source`` per
-    structure, one bar per ``group`` value, error bars one std across runs; (b) that
-    std across runs ("1 run" where a group has a single run, which has none)."""
+def one_run_per_group(per_image: Sequence[Mapping], *, group: str = "method",
+                      seed: int | None = None) -> dict[str, list[Mapping]]:
+    """``{group value: the per-image rows of one run}``: per group the run with ``seed``
+    if it has one, else its lowest seed (ties: the first run name), so a figure of "one
+    run" never pools re-trainings."""
+    runs: dict[str, dict[tuple, list[Mapping]]] = {}
+    for r in per_image:
+        runs.setdefault(r[group], {}).setdefault((int(r["seed"]), str(r["run"])), []).append(r)
+    out = {}
+    for g, by_run in runs.items():
+        keys = sorted(by_run)
+        pick = next((k for k in keys if k[0] == seed), keys[0])
+        out[g] = by_run[pick]
+    return out
+
+
+def plot_figure5(rows: Sequence[Mapping], per_image: Sequence[Mapping], path, *,
+                 test_source: str, structure: str = "la", seed: int | None = None,
+                 group: str = "method", structures: Sequence[str] = report.STRUCTURES,
+                 order: Sequence[str] = (), title: str = "") -> dict:
+    """Figure 5: (a) box plots of the per-image ``structure`` Dice on ``test_source`` of
+    ONE run per ``group`` value (:func:`one_run_per_group` with ``seed``; the paper: "one
+    run"), the mean as a white diamond; where some group has several runs, also (b) the
+    std across runs of each run's mean Dice per structure (the paper's 5b plots it
+    against the mean) and, as an extra panel of ours, (c) the mean over runs with error
+    bars of that std. With one run per group those two panels are left out: a single
+    run has no spread between runs. ``per_image`` rows carry ``source`` (the test source
+    alias), ``seed`` and ``run``.
+
+    Returns ``{"runs": {group value: (run, seed)}, "across_runs": bool}``: what the box
+    plots show and whether the across-runs panels are drawn, for the caption."""
     rows = report.select(rows, test_source=test_source)
-    groups = report.ordered((r[group] for r in rows), order)
+    images = [i for i in per_image if i["source"] == test_source]
+    groups = report.ordered([r[group] for r in rows] + [i[group] for i in images], order)
+    chosen = one_run_per_group(images, group=group, seed=seed)
     cells = {(g, s): v for s in structures
              for (g,), v in report.across_runs(rows, group=(group,), structure=s).items()}
-    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(2.2 * len(structures) + 0.5 * len(groups) + 4, 3.6))
-    width = 0.8 / max(1, len(groups))
-    x = np.arange(len(structures))
-    for k, g in enumerate(groups):
-        m = np.array([cells.get((g, s), (math.nan,))[0] for s in structures])
-        sd = np.array([cells.get((g, s), (math.nan, math.nan))[1] for s in structures])
-        pos = x - 0.4 + width * (k + 0.5)
-        ax_a.bar(pos, m, width, yerr=np.nan_to_num(sd), capsize=2, label=g, color=f"C{k}")
-        ax_b.bar(pos, np.nan_to_num(sd), width, color=f"C{k}")
-        for xp, v in zip(pos, sd):
-            if math.isnan(v):
-                ax_b.text(xp, 0, "1 run", rotation=90, ha="center", va="bottom", fontsize=7)
-    for ax in (ax_a, ax_b):
-        ax.set_xticks(x, [s.upper() for s in structures])
-    ax_a.set_ylim(0, 1.05)
-    ax_a.set_ylabel(f"mean Dice on {test_source}")
-    ax_a.set_title("(a) mean ± std across runs")
-    ax_b.set_ylabel("std of mean Dice across runs")
-    ax_b.set_title("(b) std across runs")
+    across = any(v[2] > 1 for v in cells.values())
+    n_panels = 3 if across else 1
+    box_width = max(3.4, 0.6 * len(groups) + 1.4)
+    bar_width = 2.2 * len(structures) + 0.5 * len(groups) + 1
+    ratios = [box_width] + [bar_width] * (n_panels - 1)
+    fig, axes = plt.subplots(1, n_panels, figsize=(sum(ratios), 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": ratios})
+    axes = axes[0]
+    box_groups = [g for g in groups if g in chosen]
+    seeds = {int(chosen[g][0]["seed"]) for g in box_groups}
+    _box(axes[0], [[v for r in chosen[g] if not math.isnan(v := r[f"dice_{structure}"])]
+                   for g in box_groups],
+         [g if len(seeds) == 1 else f"{g} (seed {chosen[g][0]['seed']})" for g in box_groups])
+    which = f"seed {next(iter(seeds))}" if len(seeds) == 1 else "seed per label"
+    axes[0].set_title(f"(a) one run per method ({which})", fontsize=10)
+    axes[0].set_ylabel(f"per-image {structure.upper()} Dice on {test_source}")
+    if across:
+        ax_b, ax_c = axes[1], axes[2]
+        width = 0.8 / max(1, len(groups))
+        x = np.arange(len(structures))
+        for k, g in enumerate(groups):
+            m = np.array([cells.get((g, s), (math.nan,))[0] for s in structures])
+            sd = np.array([cells.get((g, s), (math.nan, math.nan))[1] for s in structures])
+            pos = x - 0.4 + width * (k + 0.5)
+            ax_b.bar(pos, np.nan_to_num(sd), width, color=f"C{k}", label=g)
+            ax_c.bar(pos, m, width, yerr=np.nan_to_num(sd), capsize=2, color=f"C{k}")
+            for xp, v in zip(pos, sd):
+                if math.isnan(v):
+                    ax_b.text(xp, 0, "1 run", rotation=90, ha="center", va="bottom", fontsize=7)
+        for ax in (ax_b, ax_c):
+            ax.set_xticks(x, [s.upper() for s in structures])
+        ax_b.set_ylabel("std of mean Dice across runs")
+        ax_b.set_title("(b) std across runs", fontsize=10)
+        ax_c.set_ylim(0, 1.05)
+        ax_c.set_ylabel(f"mean Dice on {test_source}")
+        ax_c.set_title("(c, ours) mean ± std across runs", fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.legend(*ax_a.get_legend_handles_labels(), fontsize=7, loc="center left",
-               bbox_to_anchor=(1.0, 0.5))
+    if across:
+        fig.legend(*axes[1].get_legend_handles_labels(), fontsize=7, loc="center left",
+                   bbox_to_anchor=(1.0, 0.5))
     save_figure(fig, path)
+    return {"runs": {g: (str(chosen[g][0]["run"]), int(chosen[g][0]["seed"])) for g in box_groups},
+            "across_runs": across}
 
 
 def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, structure: str = "la",
@@ -165,10 +219,15 @@ def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, struc
     rate, the mean over runs of each run's ``statistic`` (default: its median over the
     test images, as the paper) with error bars of one std across runs, one line per
     ``group`` value, ``references`` (name -> Dice, e.g. the benchmark) as dashed lines;
-    (b) the std across runs against the rate (one run: no point)."""
+    (b) the std across runs against the rate, left out when every cell has one run
+    (nothing to draw there). Returns whether (b) is drawn."""
     rows = report.select(rows, structure=structure, test_source=test_source)
     cells = report.across_seeds(rows, lambda r: (r[group], r["dropout"]), lambda rs: rs[0][statistic])
-    fig, (ax, ax_b) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    across = any(v[2] > 1 for v in cells.values())
+    if across:
+        fig, (ax, ax_b) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        fig, ax = plt.subplots(figsize=(6.2, 3.8))
     groups = report.ordered((r[group] for r in rows), order)
     for k, g in enumerate(groups):
         rates = sorted(d for (gg, d) in cells if gg == g)
@@ -176,7 +235,8 @@ def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, struc
         sd = [cells[(g, d)][1] for d in rates]
         ax.errorbar([100 * d for d in rates], m, yerr=np.nan_to_num(sd), marker="o", capsize=3,
                     label=g, color=f"C{k}")
-        ax_b.plot([100 * d for d in rates], sd, marker="o", color=f"C{k}", label=g)
+        if across:
+            ax_b.plot([100 * d for d in rates], sd, marker="o", color=f"C{k}", label=g)
     for k, (name, value) in enumerate((references or {}).items()):
         if not math.isnan(value):
             ax.axhline(value, linestyle="--", color=f"C{len(groups) + k}", label=name)
@@ -184,16 +244,19 @@ def plot_dropout_curve(rows: Sequence[Mapping], path, *, test_source: str, struc
     ax.set_xlabel("label dropout rate (%)")
     ax.set_ylabel(f"{what} {structure.upper()} Dice on {test_source}")
     ax.set_ylim(0, 1)
-    ax.set_title(f"(a) mean over runs of each run's {what}")
+    ax.set_title(f"(a) mean over runs of each run's {what}" if across
+                 else f"(a) one run per point: its {what}")
     ax.legend(fontsize=7)
-    ax_b.set_xlabel("label dropout rate (%)")
-    ax_b.set_ylabel("std across runs")
-    ax_b.set_title("(b) std across runs")
-    ax_b.set_ylim(bottom=0)
+    if across:
+        ax_b.set_xlabel("label dropout rate (%)")
+        ax_b.set_ylabel("std across runs")
+        ax_b.set_title("(b) std across runs")
+        ax_b.set_ylim(bottom=0)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
+    return across
 
 
 # Display colours for the classes of an overlay (background transparent).
