@@ -67,7 +67,9 @@ class Flags:
         None, "TFDS name of EchoNet test images annotated with LV, LVM and LA for Table 3 "
               "(an echo_folder dataset, e.g. echo_folder/echonet_lvm_la_256); default on "
               "--data=synthetic: synthetic_echo/echonet_like_annotated_<R>; on real data "
-              "none (Table 3's EchoNet LVM/LA cells stay empty)")
+              "none (Table 3's EchoNet LVM/LA cells stay empty). Under --split=paper pick "
+              "them from the paper split's EchoNet test patients "
+              "(echojax.data.mixture.split_patients), or they may be training images")
 
     def __post_init__(self):
         if not self.settings:

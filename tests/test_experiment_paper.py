@@ -296,11 +296,12 @@ def test_describe_fields(tmp_path):
     plain = describe(X.Run("unet/acce/s2", cfg, tags={"setting": "mix"}))
     assert plain == {
         "name": "unet/acce/s2", "setting": "mix", "method": "acce", "architecture": "unet",
-        "model_size": "tiny", "loss": "acce",
+        "model_size": "tiny", "impl": cfg.model.impl, "compute_dtype": "float32", "loss": "acce",
         "label_dropout": {"rate": 0.3, "classes": ["la"]}, "seed": 2, "data_seed": 2,
         "resolution": 64,
         "sources": [{"name": "synthetic_echo/unity_like_64", "alias": "unity",
-                     "train_examples": 40, "removals": [{"classes": ["la"], "fraction": 1.0}]}],
+                     "train_examples": 40, "removals": [{"classes": ["la"], "fraction": 1.0}],
+                     "split": "official", "frames": "all"}],
         "lr": cfg.optim.lr, "batch_size": 4, "epochs": 7}
     tuned = X.with_grid_search([X.Run("unet/acce/s2", cfg)], _paper(tmp_path, "per_model"))[-1]
     d = describe(tuned, adjust=lambda c: c)
