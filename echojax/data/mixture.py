@@ -282,6 +282,8 @@ def one_phase_per_view(patient_ids: Sequence[str], views: Sequence[str],
     of one view and ES of the other, alternating with the patient: 2CH ED + 4CH ES for
     patients of even number (:func:`patient_parity`), 2CH ES + 4CH ED for odd ones. On
     CAMUS (patients 1..500) that gives 500 ED / 500 ES and 500 2CH / 500 4CH images.
+    No view keeps both its ED and ES frame, so no EF can be measured from the kept
+    masks (``echojax.evaluate`` then reports no CAMUS EF).
 
     Raises ValueError naming ``dataset`` if an example's view is not one of 2CH/4CH or
     its phase not one of ED/ES (the rule needs both), if a patient has a (view, phase)
