@@ -83,13 +83,34 @@ class LossConfig:
 
     ``dropout_classes`` names the experiment's partially-labelled classes; each is
     dropped per training example with probability ``dropout_rate`` (0 disables).
+
+    ``abce_inference`` is aBCE's decision rule at inference (evaluation, prediction,
+    export; ``echojax.losses.from_config``); it does not change training:
+
+    - ``"sigmoid"`` (default): argmax over ``[0, z_1, ..., z_{C-1}]``, i.e. background
+      unless some structure's sigmoid exceeds 0.5;
+    - ``"softmax"``: argmax over all C logits as the network outputs them, channel 0
+      included, as Islam et al., MELBA 2026, Sec. 6.1 describe ("uses the Softmax
+      during inference"). Our aBCE does not train channel 0 (Eq. 5 sums over
+      c >= 1), so under this rule background is decided by an untrained logit;
+      ``bench/abce_decision_rule.py`` measures both rules on the same weights.
+
+    Only ``abce`` takes ``"softmax"``; the other losses decide by argmax. A
+    ``config.json`` without the field loads with the default.
     """
     name: str = "cce"
     dropout_rate: float = 0.0
     dropout_classes: tuple[str, ...] = ()
+    abce_inference: str = "sigmoid"
 
     def __post_init__(self):
         object.__setattr__(self, "dropout_classes", _freeze(self.dropout_classes))
+        if self.abce_inference not in losses.ABCE_INFERENCE_RULES:
+            raise ValueError(f"loss.abce_inference must be one of "
+                             f"{losses.ABCE_INFERENCE_RULES}, got {self.abce_inference!r}")
+        if self.abce_inference != "sigmoid" and self.name != "abce":
+            raise ValueError(f"loss.abce_inference={self.abce_inference!r} applies to loss "
+                             f"'abce' only, got loss {self.name!r}")
         if not 0.0 <= self.dropout_rate <= 1.0:
             raise ValueError(f"loss.dropout_rate must be in [0, 1], got {self.dropout_rate}")
         ids = labels.class_ids(self.dropout_classes)  # raises on unknown names
@@ -102,6 +123,12 @@ class LossConfig:
     @property
     def dropout_class_ids(self) -> tuple[int, ...]:
         return labels.class_ids(self.dropout_classes)
+
+    @property
+    def decision_rule(self) -> str:
+        """The decision rule's name: the loss's name (``"abce"``: the sigmoid rule), or
+        ``"abce:softmax"``."""
+        return "abce:softmax" if self.abce_inference == "softmax" else self.name
 
 
 @_frozen

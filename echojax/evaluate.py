@@ -11,8 +11,9 @@ foreground Dice, the model the paper keeps) and writes, under ``RUN/eval/<split>
   ground truth (MONAI's NaN convention).
   The ``_mm2`` areas are empty for images without a known pixel spacing (NaN
   ``pixel_spacing_mm``, e.g. EchoNet-Dynamic and Unity Imaging).
-- ``summary.json``: per source and over all sources, per class: ``n``, ``mean``,
-  ``median`` and population ``std`` of the per-image Dice (``echojax.report.describe``);
+- ``summary.json``: the ``decision_rule`` predicted with (``inference.Model``), and
+  per source and over all sources, per class: ``n``, ``mean``, ``median`` and population
+  ``std`` of the per-image Dice (``echojax.report.describe``);
   ``fg_dice`` (mean over LV, LVM, LA of the class means); ``spacing_known`` (every
   image of the source has a pixel spacing); and, for sources with a known EF, ejection
   fraction by the method of discs (``echojax.biomarkers``) on the predicted LV masks of
@@ -80,6 +81,20 @@ def evaluate(workdir: str | os.PathLike, *, split: str = "test", checkpoint: str
     run.load_config()  # a clear error for a folder that is not a run
     rundir.warn_if_environment_differs(run, doing="evaluating")
     model = inference.restore(run.path, checkpoint=checkpoint)
+    summary, rows = evaluate_model(model, split=split, checkpoint=checkpoint,
+                                   data_dir=data_dir)
+    files.write_csv(run.per_image(split), rows, CSV_COLUMNS)
+    files.write_json(run.summary(split), summary)
+    return summary
+
+
+def evaluate_model(model: inference.Model, *, split: str = "test",
+                   checkpoint: str | int = "best",
+                   data_dir: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(summary, rows)`` of a restored ``model`` on ``split`` of its config's sources,
+    predicted with the config's decision rule (``model.decision_rule``); writes
+    nothing. ``rows`` are the ``per_image.csv`` rows (extra ``_`` keys are not
+    written); ``checkpoint`` is only recorded in the summary."""
     config = model.config
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
@@ -116,7 +131,8 @@ def evaluate(workdir: str | os.PathLike, *, split: str = "test", checkpoint: str
                                             tuple(spacing) if known else UNIT_SPACING_MM)
 
     summary = {"split": split, "checkpoint": str(checkpoint), "checkpoint_step": model.step,
-               "sources": {}, "ef_method": "method of discs (echojax.biomarkers)"}
+               "decision_rule": model.decision_rule, "sources": {},
+               "ef_method": "method of discs (echojax.biomarkers)"}
     for source in config.sources:
         src_rows = [r for r in rows if r["source"] == source.alias]
         summary["sources"][source.alias] = {
@@ -124,10 +140,7 @@ def evaluate(workdir: str | os.PathLike, *, split: str = "test", checkpoint: str
             "spacing_known": all(r["_spacing_known"] for r in src_rows),
             "ef": _ef_summary(src_rows, masks)}
     summary["overall"] = {"num_images": len(rows), **_dice_summary(rows)}
-
-    files.write_csv(run.per_image(split), rows, CSV_COLUMNS)
-    files.write_json(run.summary(split), summary)
-    return summary
+    return summary, rows
 
 
 def _dice_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

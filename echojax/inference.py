@@ -27,9 +27,10 @@ API:
   e.g. BatchNorm statistics; not the optimiser state).
 - ``Model``: ``config`` (the run's ``Config``, as in its ``config.json``), ``params``
   and ``rest`` (host-side pytrees), ``step``, ``path``, ``impl`` (what the predictor
-  computes with; ``None``: ``config.model.impl``), ``decision_rule`` (the loss whose ``predict`` turns
-  logits into classes, ``echojax.losses.LOSSES[name].predict``: argmax, or background
-  unless a sigmoid exceeds 0.5 for ``abce``), ``resolution``;
+  computes with; ``None``: ``config.model.impl``), ``decision_rule`` (the rule that
+  turns logits into classes, ``echojax.losses.from_config(config.loss).predict``:
+  argmax; for ``abce``, background unless a sigmoid exceeds 0.5, or ``abce:softmax``,
+  argmax over all channels, per ``LossConfig.abce_inference``), ``resolution``;
   ``Model.predictor(batch_size=None) -> Predictor``.
 - ``Predictor``: ``predictor(images) -> int32[N, R, R]`` for ``uint8[N, R, R, 1]``
   images at the model's resolution, in batches of ``batch_size`` (default the run's
@@ -58,11 +59,12 @@ from typing import Any
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from echojax import models, rundir
+from echojax import losses, models, rundir
 from echojax import train as train_lib
 from echojax.checkpoint import Checkpoints
 from echojax.config import Config
@@ -99,8 +101,9 @@ class Model:
 
     @property
     def decision_rule(self) -> str:
-        """Name of the loss whose ``predict`` maps logits to classes."""
-        return self.config.loss.name
+        """Name of the rule that maps logits to classes (``LossConfig.decision_rule``):
+        the loss's name, or ``"abce:softmax"``."""
+        return self.config.loss.decision_rule
 
     @property
     def resolution(self) -> int:
@@ -180,8 +183,16 @@ def restore_state(path: str | os.PathLike, *, checkpoint: str | int = "best") ->
 
 def predict_fn(config: Config, graphdef_eval: nnx.GraphDef) -> Callable:
     """``predict(params, rest, images uint8[B,R,R,1]) -> int32[B,R,R]``, pure, with the
-    config's loss's decision rule."""
-    return train_lib.make_predict(config, graphdef_eval)
+    config's decision rule (``losses.from_config(config.loss)``, which honours
+    ``LossConfig.abce_inference``) and the same input scaling as in training."""
+    loss = losses.from_config(config.loss)
+
+    def predict(params, rest, images):
+        model = nnx.merge(graphdef_eval, params, rest, copy=True)
+        x = train_lib.model_input(train_lib.to_float(images))
+        return loss.predict(model(x).astype(jnp.float32))
+
+    return predict
 
 
 @functools.lru_cache(maxsize=16)

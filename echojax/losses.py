@@ -251,10 +251,11 @@ def argmax_predict(logits: Array) -> Array:
 
 
 def abce_predict(logits: Array) -> Array:
-    """``int32[B, H, W]``: argmax over ``[0, z_1, ..., z_{C-1}]`` (aBCE's rule).
+    """``int32[B, H, W]``: argmax over ``[0, z_1, ..., z_{C-1}]`` (aBCE's default rule).
 
     Background unless some structure's sigmoid exceeds 0.5, then the structure with
-    the largest logit. Channel 0 is untrained under aBCE and is ignored.
+    the largest logit. Channel 0 is untrained under aBCE and is ignored. The other
+    rule, ``abce_inference="softmax"`` (:func:`get`), is :func:`argmax_predict`.
     """
     _check(logits, None, where="predict")
     z = jnp.asarray(logits)
@@ -289,6 +290,43 @@ ABCE = Loss("abce", abce_per_pixel, abce_predict)
 
 LOSSES: Mapping[str, Loss] = MappingProxyType(
     {loss.name: loss for loss in (CCE, ACCE, MARGINAL, ABCE)})
+
+# aBCE's decision rules at inference (``LossConfig.abce_inference``):
+#   "sigmoid": abce_predict, background unless a structure's sigmoid exceeds 0.5;
+#   "softmax": argmax over all C logits as the network outputs them, channel 0
+#              included (Islam et al., MELBA 2026, Sec. 6.1: aBCE "uses the Softmax
+#              during inference"). aBCE never trains channel 0 (Eq. 5 sums c >= 1),
+#              so under this rule background is decided by an untrained logit.
+ABCE_INFERENCE_RULES: tuple[str, ...] = ("sigmoid", "softmax")
+ABCE_SOFTMAX = dataclasses.replace(ABCE, decide=argmax_predict)
+
+
+def get(name: str, *, abce_inference: str = "sigmoid") -> Loss:
+    """The loss ``name`` with its decision rule; for ``abce``, the rule
+    ``abce_inference`` (one of :data:`ABCE_INFERENCE_RULES`). The training loss is the
+    same whatever the rule; :func:`from_config` reads both from a ``LossConfig``.
+
+    Raises:
+      ValueError: unknown ``name`` or rule, or a non-default rule for a loss other
+        than ``abce`` (the softmax losses have one rule, argmax).
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}")
+    if abce_inference not in ABCE_INFERENCE_RULES:
+        raise ValueError(f"abce_inference must be one of {ABCE_INFERENCE_RULES}, "
+                         f"got {abce_inference!r}")
+    if abce_inference == "softmax":
+        if name != "abce":
+            raise ValueError(f"abce_inference='softmax' applies to loss 'abce' only, "
+                             f"got loss {name!r}")
+        return ABCE_SOFTMAX
+    return LOSSES[name]
+
+
+def from_config(loss_config) -> Loss:
+    """The :class:`Loss` of an ``echojax.config.LossConfig``, with its configured
+    decision rule: what evaluation and inference predict with."""
+    return get(loss_config.name, abce_inference=loss_config.abce_inference)
 
 
 def label_dropout(
