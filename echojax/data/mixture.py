@@ -29,6 +29,9 @@ position in the mixture), so adding a source leaves the others' choices unchange
   ``n`` examples of the split (train: of the subset), the first of another seeded
   permutation. Removal sets pixels of those classes to 0 (background) and their
   ``label_mask`` entries to False, as in the paper. The test split is never altered.
+- the paper split is the one choice not made from the seed: its permutation is keyed
+  by the dataset alone (see ``Source.split``), so a sweep's runs share their
+  validation and test images.
 
 Examples come out as numpy dicts:
 
