@@ -4,9 +4,6 @@ steps); runs that must be killed or need other devices/processes are subprocesse
 
 import dataclasses
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import jax
@@ -15,11 +12,12 @@ import numpy as np
 import optax
 import pytest
 from fixtures_engine import (
-    HERE,
-    WORKER,
+    assert_same_trajectory,
     assert_trees_equal,
+    free_port,
     load_state,
     read_metrics,
+    run_processes,
     run_worker,
     tiny_config,
     train_losses,
@@ -135,18 +133,6 @@ def test_resume_after_sigkill_and_crash_while_saving(reference_run, tmp_path):
             if "epoch_train_seconds" in r] == [(True, 4), (True, 4)]
 
 
-def _assert_same_trajectory(got: dict, want: dict) -> None:
-    """Split over devices, BatchNorm statistics and the loss mean are summed per device
-    and then across devices: float32 rounding differs from one device (~1e-6 in a
-    step) and the difference grows as training feeds it back (~1e-5 by step 3 at lr
-    0.01). So: the first steps within 1e-5, the whole run within 5e-5."""
-    steps = sorted(want)
-    np.testing.assert_allclose([got[s] for s in steps[:2]], [want[s] for s in steps[:2]],
-                               atol=1e-5, rtol=0)
-    np.testing.assert_allclose([got[s] for s in steps], [want[s] for s in steps],
-                               atol=5e-5, rtol=0)
-
-
 def test_two_fake_devices_match_one(reference_run, tmp_path):
     config, reference, _ = reference_run
     workdir = str(tmp_path / "two_devices")
@@ -155,43 +141,23 @@ def test_two_fake_devices_match_one(reference_run, tmp_path):
     run_worker(config, workdir, env={"XLA_FLAGS": flags.strip()})
     got, want = train_losses(workdir), train_losses(reference)
     assert sorted(got) == sorted(want) == list(range(1, 11))
-    _assert_same_trajectory(got, want)
+    assert_same_trajectory(got, want)
     ref_params = load_state(reference)["params"]
     for a, b in zip(jax.tree.leaves(load_state(workdir)["params"]), jax.tree.leaves(ref_params)):
         np.testing.assert_allclose(a, b, atol=1e-4)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_two_processes_match_one(reference_run, tmp_path):
     config, reference, _ = reference_run
     workdir = str(tmp_path / "two_processes")
-    os.makedirs(workdir)
-    path = str(tmp_path / "config.json")
-    config.save(path)
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               "JAX_PLATFORMS": "cpu",
-               "JAX_COMPILATION_CACHE_DIR": config.data_dir.rstrip("/") + "_xla_cache",
-               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-               "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
-               "JAX_PROCESS_ID": str(pid)}
-        procs.append(subprocess.Popen([sys.executable, WORKER, "--config", path, "--workdir",
-                                       workdir], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-4000:]
+    port = free_port()
+    run_processes(config, workdir, [
+        {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+         "JAX_PROCESS_ID": str(pid)} for pid in range(2)])
     got, want = train_losses(workdir), train_losses(reference)
     assert sorted(got) == sorted(want)
-    _assert_same_trajectory(got, want)
+    assert_same_trajectory(got, want)
     val = [r for r in read_metrics(workdir) if "validation/fg_dice" in r]
     ref_val = [r for r in read_metrics(reference) if "validation/fg_dice" in r]
     assert [r["validation/tiny/count_lv"] for r in val] == [5, 5]
