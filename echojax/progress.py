@@ -656,10 +656,56 @@ def prepare(builder, *, verbosity: int = NORMAL, log: Callable[[str], None] | No
     """``builder.download_and_prepare(**kwargs)`` with one line before and after instead of
     TFDS's bars (their descriptions hold 200-character temporary paths) and its two
     printed lines ("Downloading and preparing dataset Unknown size ...", "Dataset ...
-    downloaded and prepared to ..."); verbose keeps TFDS's bars and lines."""
-    log = log or (lambda text: tqdm.tqdm.write(text))
+    downloaded and prepared to ..."); verbose keeps TFDS's bars and lines.
+
+    Several processes may prepare the same dataset in one ``data_dir`` at once (the
+    shards of a job array, or two ``--shard`` commands, starting together): they take
+    turns through an exclusive lock on ``<data_dir>/<name>/.<config>.prepare.lock``
+    (``fcntl.flock``; the file stays, empty), and the ones that find the dataset prepared
+    when their turn comes use it. Without it TFDS's final rename fails in all but the
+    first ("Destination ... already exists"). On a shared file system without locks,
+    prepare once before starting the shards.
+    """
     name = f"{builder.name}/{builder.builder_config.name}" if builder.builder_config \
         else builder.name
+    with _prepare_lock(builder, name, verbosity, log):
+        if is_prepared(builder):  # by another process while this one waited
+            builder.info.read_from_directory(builder.data_path)  # what it wrote
+            return
+        _prepare(builder, name, verbosity, log, **kwargs)
+
+
+@contextlib.contextmanager
+def _prepare_lock(builder, name: str, verbosity: int = QUIET,
+                  log: Callable[[str], None] | None = None) -> Iterator[None]:
+    """The exclusive preparation lock of ``builder``'s dataset (see :func:`prepare`);
+    says so in one line when another process holds it."""
+    import fcntl
+
+    folder = os.fspath(builder.data_path)  # <data_dir>/<name>[/<config>]/<version>
+    if builder.builder_config:
+        folder = os.path.dirname(folder)
+    config = builder.builder_config.name if builder.builder_config else "default"
+    folder = os.path.dirname(folder)  # <data_dir>/<name>
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f".{config}.prepare.lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if verbosity >= NORMAL:
+                (log or (lambda text: tqdm.tqdm.write(text)))(
+                    f"waiting for another process preparing {name} in "
+                    f"{short_path(builder.data_dir)} ...")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _prepare(builder, name: str, verbosity: int, log: Callable[[str], None] | None,
+             **kwargs) -> None:
+    log = log or (lambda text: tqdm.tqdm.write(text))
     if verbosity >= NORMAL:
         log(f"preparing {name} in {short_path(builder.data_dir)} (first use only) ...")
     t0 = time.perf_counter()

@@ -421,3 +421,39 @@ def test_train_main_quiet_prints_results_and_paths_only(engine_data_dir, tmp_pat
     assert lines[1] == f"run: {workdir}"
     assert lines[2] == f"curves: {workdir / 'progress.png'}, `tensorboard --logdir {workdir}`"
     assert (workdir / "progress.png").exists() and glob.glob(str(workdir / "events.out.*"))
+
+
+def test_prepare_waits_for_another_process_and_uses_its_dataset(tmp_path):
+    # Two shards preparing one dataset in one data_dir: the second waits for the first's
+    # lock, then uses what it prepared (TFDS's own rename would fail in the second).
+    import subprocess
+    import sys
+    import time
+
+    import tensorflow_datasets as tfds
+    from fixtures import tiny_echo  # noqa: F401
+
+    name = "tiny_echo/r16_n20"
+    builder = tfds.builder(name, data_dir=str(tmp_path))
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+            "import tensorflow_datasets as tfds\n"
+            "from fixtures import tiny_echo\n"
+            "from echojax import progress\n"
+            f"b = tfds.builder({name!r}, data_dir={str(tmp_path)!r})\n"
+            "progress.prepare(b, log=print, file_format='array_record')\n"
+            "print('splits', sorted(b.info.splits))\n")
+    with progress._prepare_lock(builder, name):
+        other = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        first = other.stdout.readline()  # printed just before it blocks on the lock
+        assert first.startswith(f"waiting for another process preparing {name}"), \
+            first + other.communicate()[1][-3000:]
+        time.sleep(1)
+        assert other.poll() is None  # still waiting
+        progress._prepare(builder, name, progress.QUIET, None, file_format="array_record")
+    out, err = other.communicate(timeout=300)
+    assert other.returncode == 0, err[-3000:]
+    lines = out.splitlines()
+    assert not any(line.startswith("preparing") for line in lines)  # it did not prepare
+    assert lines[-1] == "splits ['test', 'train', 'validation']"
+    assert progress.is_prepared(builder)
