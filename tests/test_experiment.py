@@ -248,6 +248,40 @@ def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
                                               ("acce", "unet", "acce", 0.0, 0, 1)]
 
 
+def test_report_only_collects_every_shard_and_names_the_missing_runs(tmp_path, capsys):
+    # The report step after a job array: each shard trains its runs into one workdir,
+    # then one --report_only command reports them all, training nothing.
+    def runs(options):
+        return [X.Run(f"{loss}", _config(loss), tags={"setting": "mix"}) for loss in options.losses]
+
+    def make_report(inp):
+        table = report.structure_table(inp.results, group=("method",), test_source="unity")
+        return "## LA on Unity\n\n" + table, table
+
+    exp = X.Experiment("exp_test", "Test experiment", runs=runs, report=make_report)
+    fake = FakeEngine()
+    argv = ["--loss=cce,acce,marginal", f"--workdir={tmp_path}", "--epochs=1"]
+    kw = dict(backend=fake.backend(prepare=lambda names, **k: None))
+    assert X.main(exp, argv + ["--shard=0/2", "-q"], **kw) == 0
+    trained = [os.path.basename(w) for w in fake.trained]
+    assert len(trained) == 2  # shard 0 of 2: every second run
+    capsys.readouterr()
+    assert X.main(exp, argv + ["--report_only"], **kw) == 3  # one run is missing
+    out = capsys.readouterr().out
+    missing = ({"cce", "acce", "marginal"} - set(trained)).pop()
+    assert f"finished: 2 of 3 runs (all shards); missing 1: {missing}" in out
+    assert len(fake.trained) == 2  # trained nothing
+    assert f"runs finished: 2 of 3 (missing: {missing})" in (tmp_path / "report.md").read_text()
+    assert X.main(exp, argv + ["--shard=1/2", "-q"], **kw) == 0
+    assert len(fake.trained) == 3
+    capsys.readouterr()
+    assert X.main(exp, argv + ["--report_only"], **kw) == 0
+    out = capsys.readouterr().out
+    assert "finished: 3 of 3 runs (all shards)" in out and "missing" not in out
+    assert len(fake.trained) == 3
+    assert len(report.read_results(tmp_path / "results.csv")) == 3 * 2 * 3
+
+
 def test_real_data_not_prepared_is_a_clear_error(tmp_path, capsys):
     def refuse(names, **kw):
         raise X.DataNotPrepared(f"real datasets not prepared: {', '.join(names)}")

@@ -7,7 +7,9 @@
 2. prepares the synthetic datasets the runs need (first use only) or checks that the
    real ones are prepared;
 3. trains and evaluates each run (``execute``: finished runs are skipped,
-   interrupted ones resume);
+   interrupted ones resume); with ``--report_only`` none (the report step after the
+   shards of a job array: it names the runs still missing and exits with status 3 if
+   any are);
 4. collects ``results.csv``, writes ``report.md`` and PNG figures through the
    experiment's report function, and prints a compact table and where they are.
 
@@ -119,21 +121,28 @@ def main(experiment: Experiment, argv: Sequence[str] | None = None, *,
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sweep = progress.SweepProgress(len(mine), verbosity=verbosity)
-    try:
-        outcomes = execute(mine, options.workdir, backend=backend, adjust=adjust, sweep=sweep)
-    finally:
-        sweep.close()
-    trained = [o for o in outcomes if o.status == "trained"]
-    if verbosity >= progress.NORMAL:
-        print(f"{len(trained)} runs trained, {len(outcomes) - len(trained)} skipped, "
-              f"{progress.format_seconds(sum(o.seconds for o in trained))}; writing the "
-              "report ...", flush=True)
-    path, compact = write_report(experiment, options, runs, backend=backend)
+    if not options.report_only:
+        sweep = progress.SweepProgress(len(mine), verbosity=verbosity)
+        try:
+            outcomes = execute(mine, options.workdir, backend=backend, adjust=adjust,
+                               sweep=sweep)
+        finally:
+            sweep.close()
+        trained = [o for o in outcomes if o.status == "trained"]
+        if verbosity >= progress.NORMAL:
+            print(f"{len(trained)} runs trained, {len(outcomes) - len(trained)} skipped, "
+                  f"{progress.format_seconds(sum(o.seconds for o in trained))}; writing the "
+                  "report ...", flush=True)
+    path, compact, missing = write_report(experiment, options, runs, backend=backend)
     # Printed at every verbosity, after the bars are closed.
     print(compact)
     print(f"report: {path}\nresults: {os.path.join(options.workdir, 'results.csv')}\n"
           f"figures: {os.path.join(options.workdir, 'figures')}", flush=True)
+    if options.report_only:
+        print(f"finished: {len(runs) - len(missing)} of {len(runs)} runs (all shards)"
+              + (f"; missing {len(missing)}: {', '.join(missing)}" if missing else ""),
+              flush=True)
+        return 3 if missing else 0
     return 0
 
 

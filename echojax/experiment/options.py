@@ -181,6 +181,7 @@ class Options:
     seeds_given: bool = False  # --seeds was passed (else the preset's seeds)
     data_seed: int | None = None  # --data_seed: one choice of examples for every seed
     dry_run: bool = False
+    report_only: bool = False  # --report_only: collect every shard's finished runs, train none
     grid: str = "shared"  # --grid, else the preset's (GRID_MODES)
     split: str = "official"  # Source.split of every paper dataset (resolve_split)
     camus_frames: str = "all"  # Source.frames of CAMUS (resolve_split)
@@ -490,6 +491,10 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         "real data, paper: one_phase_per_view; all on phantoms)")
     p.add_argument("--dry_run", action="store_true",
                    help="print this shard's runs, one JSON object per line, and exit")
+    p.add_argument("--report_only", action="store_true",
+                   help="train nothing: write the report from every finished run in --workdir "
+                        "(all shards), name the runs still missing, and exit with status 3 "
+                        "if any are (0 when all are finished)")
     return p
 
 
@@ -527,5 +532,5 @@ def options_from_args(experiment: str, args: argparse.Namespace, flags: Any = No
         workdir=os.path.abspath(workdir), shard=parse_shard(args.shard), lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, external=tuple(external),
         flags=flags, seeds_given=seeds is not None, data_seed=args.data_seed,
-        dry_run=args.dry_run, grid=getattr(args, "grid", None) or preset.grid, split=split,
-        camus_frames=camus_frames)
+        dry_run=args.dry_run, report_only=args.report_only,
+        grid=getattr(args, "grid", None) or preset.grid, split=split, camus_frames=camus_frames)

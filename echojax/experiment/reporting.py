@@ -108,9 +108,10 @@ class ReportInput:
 
 
 def write_report(experiment: Experiment, options: Options, runs: Sequence[Run], *,
-                 backend: Backend) -> tuple[str, str]:
-    """Collects the results of all finished runs and writes ``results.csv`` and
-    ``report.md`` (with the experiment's figures). Returns (report path, compact table)."""
+                 backend: Backend) -> tuple[str, str, list[str]]:
+    """Collects the results of all finished runs (of every shard) and writes
+    ``results.csv`` and ``report.md`` (with the experiment's figures). Returns (report
+    path, compact table, names of the runs not finished)."""
     results, per_image, missing = collect(experiment.name, runs, options.workdir)
     files.write_csv(os.path.join(options.workdir, "results.csv"), results, RESULT_COLUMNS)
     figures = os.path.join(options.workdir, "figures")
@@ -137,7 +138,7 @@ def write_report(experiment: Experiment, options: Options, runs: Sequence[Run], 
               "images whose ground truth has the structure", ""]
     path = os.path.join(options.workdir, "report.md")
     files.write_atomic(path, "\n".join(header) + "\n" + body)
-    return path, compact
+    return path, compact, missing
 
 
 __all__ = ["ReportInput", "write_report"]
