@@ -326,3 +326,14 @@ def test_dry_run_prints_one_json_object_per_run(tmp_path, capsys):
     assert [(s["alias"], s["train_examples"]) for s in first["sources"]] == [
         ("camus", "all"), ("unity", "all"), ("echonet", 1120)]
     assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+def test_compute_dtype_flag_reaches_every_run(tmp_path, capsys):
+    exp = load_experiment("exp2_intra_domain")
+    for flag, want in (([], "float32"), (["--compute_dtype=bfloat16"], "bfloat16")):
+        assert X.main(exp, [f"--workdir={tmp_path}", "--dry_run", *flag]) == 0
+        rows = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        assert rows and {r["compute_dtype"] for r in rows} == {want}
+    with pytest.raises(SystemExit):
+        X.parse(exp, ["--compute_dtype=float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err

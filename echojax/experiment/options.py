@@ -22,7 +22,7 @@ from typing import Any
 
 import echojax.experiment.datasets as datasets
 from echojax import losses, models
-from echojax.config import Config, LossConfig, ModelConfig, OptimConfig
+from echojax.config import COMPUTE_DTYPES, Config, LossConfig, ModelConfig, OptimConfig
 from echojax.data.mixture import FRAME_RULES, SPLIT_RULES, Removal, Source
 from echojax.experiment.datasets import DATA_KINDS
 
@@ -182,6 +182,7 @@ class Options:
     data_seed: int | None = None  # --data_seed: one choice of examples for every seed
     dry_run: bool = False
     report_only: bool = False  # --report_only: collect every shard's finished runs, train none
+    compute_dtype: str = "float32"  # --compute_dtype: activations (parameters stay float32)
     grid: str = "shared"  # --grid, else the preset's (GRID_MODES)
     split: str = "official"  # Source.split of every paper dataset (resolve_split)
     camus_frames: str = "all"  # Source.frames of CAMUS (resolve_split)
@@ -205,7 +206,7 @@ class Options:
             batch_size=self.batch_size if self.batch_size is not None else p.batch_size,
             epochs=self.epochs if self.epochs is not None else p.epochs,
             eval_every=min(p.eval_every, self.epochs or p.epochs),
-            seed=seed, data_seed=self.data_seed)
+            seed=seed, data_seed=self.data_seed, compute_dtype=self.compute_dtype)
 
     def source(self, alias: str, *, train_examples: int | None = None,
                remove: Sequence[str] = (), fraction: float = 1.0) -> Source:
@@ -491,6 +492,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                         "real data, paper: one_phase_per_view; all on phantoms)")
     p.add_argument("--dry_run", action="store_true",
                    help="print this shard's runs, one JSON object per line, and exit")
+    p.add_argument("--compute_dtype", default="float32", choices=COMPUTE_DTYPES,
+                   help="activation dtype of every run; parameters, the loss and the "
+                        "optimiser stay float32 (default float32, every preset)")
     p.add_argument("--report_only", action="store_true",
                    help="train nothing: write the report from every finished run in --workdir "
                         "(all shards), name the runs still missing, and exit with status 3 "
@@ -532,5 +536,5 @@ def options_from_args(experiment: str, args: argparse.Namespace, flags: Any = No
         workdir=os.path.abspath(workdir), shard=parse_shard(args.shard), lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, external=tuple(external),
         flags=flags, seeds_given=seeds is not None, data_seed=args.data_seed,
-        dry_run=args.dry_run, report_only=args.report_only,
+        dry_run=args.dry_run, report_only=args.report_only, compute_dtype=args.compute_dtype,
         grid=getattr(args, "grid", None) or preset.grid, split=split, camus_frames=camus_frames)
