@@ -177,7 +177,7 @@ def plot_figure5(rows: Sequence[Mapping], per_image: Sequence[Mapping], path, *,
     _box(axes[0], [[v for r in chosen[g] if not math.isnan(v := r[f"dice_{structure}"])]
                    for g in box_groups],
          [g if len(seeds) == 1 else f"{g} (seed {chosen[g][0]['seed']})" for g in box_groups])
-    which = f"seed {next(iter(seeds))}" if len(seeds) == 1 else "seed per label"
+    which = f"seed {min(seeds)}" if len(seeds) == 1 else "seed per label" if seeds else "none"
     axes[0].set_title(f"(a) one run per method ({which})", fontsize=10)
     axes[0].set_ylabel(f"per-image {structure.upper()} Dice on {test_source}")
     if across:

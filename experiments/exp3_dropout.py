@@ -97,7 +97,7 @@ def report(inp):
                 title=f"{arch}: Unity test images, no label dropout")
             seeds = sorted({seed for _, seed in drawn["runs"].values()})
             caption = ("(a) as the paper's 5a, the per-image LA Dice on Unity's test images of "
-                       "one run per method (seed " + ", ".join(map(str, seeds))
+                       "one run per method (seed " + (", ".join(map(str, seeds)) or "none")
                        + (", the first seed" if seeds == [o.seeds[0]] else "")
                        + "), box plots with the mean as a white diamond. ")
             if drawn["across_runs"]:

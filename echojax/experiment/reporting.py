@@ -69,7 +69,8 @@ class ReportInput:
             text.append("Training time per epoch (the paper's measure): the wall time of each "
                         "epoch's training steps (`epoch_train_seconds` in `metrics.jsonl`), "
                         "without validation, checkpointing and the test evaluation; each "
-                        "start's first step, which compiles, is left out and shown apart.")
+                        "start's first step is left out and shown apart: it compiles, unless "
+                        "a run before it in the same process compiled the same program.")
         if "run_time" in measures:
             text.append(("Runs older than that field: " if "train" in measures else "")
                         + "training + test evaluation time (`run_time.json`) over the epochs, "
