@@ -101,8 +101,9 @@ def _cell(values: list[float]) -> str:
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
     if x.size == 0:
         return "-"
-    std = float(x.std(ddof=1)) if x.size > 1 else 0.0
-    return f"{x.mean():.3f} ± {std:.3f}"
+    if x.size == 1:
+        return f"{x[0]:.3f}"  # one run: no spread
+    return f"{x.mean():.3f} ± {x.std(ddof=1):.3f}"
 
 
 def table(results: list[dict], workdirs: list[str]) -> str:
