@@ -167,7 +167,7 @@ def plot_figure5(rows: Sequence[Mapping], per_image: Sequence[Mapping], path, *,
     across = any(v[2] > 1 for v in cells.values())
     n_panels = 3 if across else 1
     box_width = max(3.4, 0.6 * len(groups) + 1.4)
-    bar_width = 2.2 * len(structures) + 0.5 * len(groups) + 1
+    bar_width = 1.4 * len(structures) + 0.3 * len(groups) + 1.0
     ratios = [box_width] + [bar_width] * (n_panels - 1)
     fig, axes = plt.subplots(1, n_panels, figsize=(sum(ratios), 3.8), squeeze=False,
                              gridspec_kw={"width_ratios": ratios})
