@@ -17,6 +17,9 @@ against the run's own ``eval/test/summary.json`` (same weights, same rule).
 
   python bench/abce_decision_rule.py /work/runs/abce_exp2 /work/runs/abce_exp3
   python bench/abce_decision_rule.py RUNS... --json out.json   # also every run's numbers
+
+With ``--json``, runs already in that file (same folder, checkpoint and step) are not
+measured again, so the table can be refreshed while a sweep is still training.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 
 from echojax import evaluate as evaluate_lib
 from echojax import files, inference, rundir
+from echojax.checkpoint import Checkpoints
 from echojax.data import pipeline
 from echojax.train import eval_mixture
 
@@ -76,7 +80,7 @@ def measure_run(path: str, checkpoint: str) -> dict:
     model = inference.restore(path, checkpoint=checkpoint)
     models = {rule: with_rule(model, rule) for rule in RULES}
     config = model.config
-    out = {"run": path, "arch": config.model.name, "seed": config.seed,
+    out = {"run": path, "checkpoint": checkpoint, "arch": config.model.name, "seed": config.seed,
            "dropout": config.loss.dropout_rate, "step": model.step, "rules": {},
            "pixels_differ": disagreement(models)}
     for rule in RULES:
@@ -141,14 +145,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", default=None, help="also write every run's numbers here")
     args = parser.parse_args(argv)
     workdirs = [os.path.abspath(w) for w in args.workdirs]
+    known = {}
+    if args.json and os.path.exists(args.json):
+        with open(args.json) as f:
+            known = {(r["run"], r.get("checkpoint"), r["step"]): r for r in json.load(f)}
     results = []
     for workdir in workdirs:
         runs = find_runs(workdir)
         if not runs:
             print(f"warning: no finished aBCE run under {workdir}", file=sys.stderr)
         for path in runs:
+            ckpts = Checkpoints(rundir.RunDir(path).checkpoints, read_only=True)
+            try:
+                key = (path, args.checkpoint, ckpts.resolve(args.checkpoint))
+            finally:
+                ckpts.close()
+            if key in known:
+                results.append(known[key])
+                continue
             results.append(measure_run(path, args.checkpoint))
             print(f"measured {os.path.relpath(path, workdir)}", file=sys.stderr)
+            if args.json:
+                files.write_json(args.json, results)
     print("Dice on the test split of each run's sources: mean ± sample std across seeds "
           "of each run's mean (or median) over the test images; same weights per rule.\n")
     print(table(results, workdirs))
