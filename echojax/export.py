@@ -1,6 +1,6 @@
 """Export one checkpoint of a run as a self-contained model folder.
 
-    python -m echojax.export --workdir RUN [--checkpoint best|latest|STEP] --out MODEL_DIR
+    python -m echojax.export --workdir RUN [--checkpoint best|latest|STEP] --out MODEL_DIR [--onnx]
 
 writes::
 
@@ -10,6 +10,9 @@ writes::
       model.json    what a user of the model needs besides the weights (below)
       params/       Orbax checkpoint of {"params", "rest", "step"}: the parameters and
                     the other model state (BatchNorm statistics), no optimiser state
+      model.onnx    with --onnx only: the network and its decision rule as an ONNX graph
+                    (echojax.onnx_export; needs the onnx extra), for onnxruntime
+                    (``echojax predict --runtime onnx``) or any other ONNX runtime
 
 ``model.json``: ``format``, ``decision_rule`` (the loss whose ``predict`` turns logits
 into classes), ``class_names`` and ``label_ids``, ``preprocessing`` (resolution,
@@ -17,7 +20,10 @@ intensity scaling, aspect rule, sector handling: :func:`preprocessing_spec`), ``
 and ``checkpoint`` exported, ``source_run``, ``packages`` (versions at export, and the
 run's own ``environment.json`` when it has one), ``validation`` (the run's validation
 scores at the exported step, from ``metrics.jsonl``) and ``evaluation`` (the run's
-``eval/<split>/summary.json`` files, when evaluated).
+``eval/<split>/summary.json`` files, when evaluated), and with ``--onnx`` an ``onnx``
+entry: file, opset, converter, input and output names, shapes and dtypes, the decision
+rule in the graph, the layer implementation converted and the check against JAX
+(``echojax.onnx_export.write``).
 
 ``echojax.inference.restore(MODEL_DIR)`` and ``python -m echojax.predict --model
 MODEL_DIR`` read it; no training data is needed. The parameters do not depend on the
@@ -42,7 +48,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from echojax import files, inference, labels, rundir
+from echojax import files, inference, labels, onnx_export, rundir
 from echojax.config import Config
 from echojax.data import cone
 
@@ -114,17 +120,21 @@ def model_info(model: inference.Model, *, checkpoint: str | int, source_run: str
 
 
 def export(workdir: str | os.PathLike, out: str | os.PathLike, *,
-           checkpoint: str | int = "best") -> str:
+           checkpoint: str | int = "best", onnx: bool = False) -> str:
     """Writes ``checkpoint`` of the run ``workdir`` as the model folder ``out``; returns
-    its absolute path.
+    its absolute path. ``onnx``: also ``model.onnx`` (see the module doc).
 
     Raises:
-      ValueError: ``workdir`` is not a run or has no such checkpoint; ``out`` exists.
+      ValueError: ``workdir`` is not a run or has no such checkpoint; ``out`` exists;
+        ``onnx`` without the onnx extra, or a network that does not convert (nothing is
+        written then).
     """
     run = rundir.RunDir(workdir)
     out = os.path.abspath(os.path.expanduser(os.fspath(out)))
     if os.path.lexists(out):
         raise ValueError(f"{out} already exists; choose a new --out or delete it first")
+    if onnx and onnx_export.missing():
+        raise ValueError(f"--onnx needs the onnx extra: {onnx_export.missing()}")
     model = inference.restore(run.path, checkpoint=checkpoint, impl=None)  # copied as trained
     run_env = None
     if os.path.exists(run.environment):
@@ -146,6 +156,8 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *,
             checkpointer.wait_until_finished()
         finally:
             checkpointer.close()
+        if onnx:
+            info["onnx"] = onnx_export.write(model, os.path.join(tmp, onnx_export.FILE))
         files.write_json(os.path.join(tmp, inference.MODEL_FILE), info)  # written last
         umask = os.umask(0)
         os.umask(umask)
@@ -166,9 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", default="best",
                         help="best (default; best validation foreground Dice), latest, or a step")
     parser.add_argument("--out", required=True, help="the model folder to create")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx: the network and its decision rule as an "
+                             "ONNX graph (uint8 frames in, logits and class ids out, dynamic "
+                             "batch), checked against JAX with onnxruntime; for predict "
+                             "--runtime onnx. Needs pip install 'echojax[onnx]'")
     args = parser.parse_args(argv)
     try:
-        path = export(args.workdir, args.out, checkpoint=args.checkpoint)
+        path = export(args.workdir, args.out, checkpoint=args.checkpoint, onnx=args.onnx)
     except ValueError as e:
         parser.exit(2, f"error: {e}\n")
     with open(os.path.join(path, inference.MODEL_FILE)) as f:
@@ -176,6 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     dice = info["validation"].get("validation/fg_dice")
     print(f"exported step {info['step']} of {info['source_run']} to {path} "
           f"(validation foreground Dice {dice if dice is None else f'{dice:.4f}'})")
+    if "onnx" in info:
+        o, v = info["onnx"], info["onnx"]["verification"]
+        print(f"ONNX: {os.path.join(path, o['file'])} (opset {o['opset']}, {o['converter']}, "
+              f"layers {o['layer_impl']}); onnxruntime vs JAX on {v['frames']} frames: max "
+              f"|logits difference| {v['max_abs_logit_difference']:.2g}, classes equal on "
+              f"{v['class_agreement']:.2%} of pixels")
 
 
 if __name__ == "__main__":

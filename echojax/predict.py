@@ -2,6 +2,7 @@
 
     python -m echojax.predict --model MODEL_DIR|RUN INPUT... --out OUT_DIR
         [--pair A2C_FILE:A4C_FILE ...] [--fps FPS] [--batch_size N] [--checkpoint best]
+        [--runtime jax|onnx]
 
 ``INPUT`` is a recording (video, DICOM, NIfTI/MetaImage, PNG/JPEG) or a folder searched
 for them (``echojax.recordings``). ``--model`` is a folder from ``python -m
@@ -42,6 +43,11 @@ one patient; both are segmented as usual, and ``biplane.csv`` gives, for the i-t
 each (our choice: the views are not recorded together, so beats are paired in order),
 the biplane EF from the two views' ED and ES masks, and the mean over the paired beats.
 
+``--runtime onnx`` runs the model folder's ``model.onnx`` (``echojax export --onnx``)
+with onnxruntime instead of JAX (``echojax.onnx_export.OnnxPredictor``; needs the onnx
+extra); everything else (reading, pre-processing, outputs) is the same, and so are the
+masks (tested). ``summary.json`` -> ``model`` -> ``runtime`` says which one ran.
+
 Exit status: 0 when every recording succeeded (truncated ones included), 1 when some
 failed, 2 when there was nothing to segment (no recording found, bad arguments, a model
 folder that cannot be read).
@@ -68,7 +74,7 @@ from typing import Any
 import numpy as np
 import tqdm
 
-from echojax import biomarkers, cardiac_cycle, export, files, inference
+from echojax import biomarkers, cardiac_cycle, export, files, inference, onnx_export
 from echojax import predict_io as io
 from echojax.data import cone
 from echojax.recordings import RecordingError, find_recordings, one_line, read_recording
@@ -81,33 +87,53 @@ SUMMARY_COLUMNS = (
 AREA_COLUMNS = ("frame", "lv_area_px", "lv_area_mm2", "lv_volume_ml", "phase", "beat")
 BEAT_COLUMNS = ("beat", "ed_frame", "es_frame", "ef", "edv_ml", "esv_ml")
 MAX_READER_WARNINGS = 5  # distinct reader warnings kept per recording in result.json
+RUNTIMES = ("jax", "onnx")
 
 
 class Segmenter:
     """The model's predictor and pre-processing spec: ``segmenter(uint8[N, R, R, 1]) ->
-    int32[N, R, R]``."""
+    int32[N, R, R]``. ``runtime``: ``"jax"`` (``echojax.inference``) or ``"onnx"`` (the
+    model folder's ``model.onnx`` with onnxruntime)."""
 
     def __init__(self, model_path: str | os.PathLike, *, checkpoint: str | int = "best",
-                 batch_size: int | None = None):
-        self.model = inference.restore(model_path, checkpoint=checkpoint)
-        if inference.is_model_dir(model_path):
-            with open(os.path.join(self.model.path, inference.MODEL_FILE)) as f:
-                self.spec = json.load(f)["preprocessing"]
+                 batch_size: int | None = None, runtime: str = "jax"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+        self.runtime = runtime
+        if runtime == "onnx":
+            if checkpoint != "best":
+                raise ValueError(f"{model_path}: --runtime onnx runs the exported model; "
+                                 f"--checkpoint {checkpoint} applies to run folders only")
+            self.model = None
+            self.predictor = onnx_export.OnnxPredictor(model_path, batch_size=batch_size)
+            self.spec = self.predictor.info["preprocessing"]
+            self._about = {"path": self.predictor.path, "step": self.predictor.step,
+                           "decision_rule": self.predictor.decision_rule,
+                           "onnx_providers": self.predictor.providers}
+            resolution = self.predictor.resolution
         else:
-            self.spec = export.preprocessing_spec(self.model.config)
-        if self.spec.get("aspect") != "stretch" or self.spec["resolution"] != self.model.resolution:
+            self.model = inference.restore(model_path, checkpoint=checkpoint)
+            if inference.is_model_dir(model_path):
+                with open(os.path.join(self.model.path, inference.MODEL_FILE)) as f:
+                    self.spec = json.load(f)["preprocessing"]
+            else:
+                self.spec = export.preprocessing_spec(self.model.config)
+            self._about = {"path": self.model.path, "step": self.model.step,
+                           "decision_rule": self.model.decision_rule}
+            resolution = self.model.resolution
+        if self.spec.get("aspect") != "stretch" or self.spec["resolution"] != resolution:
             raise ValueError(f"{model_path}: pre-processing {self.spec.get('aspect')!r} at "
                              f"{self.spec.get('resolution')} is not one this version applies "
-                             f"(stretch at the model's resolution {self.model.resolution})")
-        self.resolution = self.model.resolution
-        self.predictor = self.model.predictor(batch_size)
+                             f"(stretch at the model's resolution {resolution})")
+        self.resolution = resolution
+        if runtime == "jax":
+            self.predictor = self.model.predictor(batch_size)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self.predictor(images)
 
     def describe(self) -> dict[str, Any]:
-        return {"path": self.model.path, "step": self.model.step,
-                "decision_rule": self.model.decision_rule, "resolution": self.resolution}
+        return dict(self._about, resolution=self.resolution, runtime=self.runtime)
 
 
 def _frame_areas(lv: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -328,12 +354,13 @@ def _biplane(pairs, results: dict[str, dict], kept: dict[str, dict]) -> list[dic
 
 def run(model, inputs: list[str], out: str, *, pairs=(), fps: float | None = None,
         checkpoint: str | int = "best", batch_size: int | None = None,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, runtime: str = "jax") -> dict[str, Any]:
     """Segments every recording of ``inputs`` into ``out`` (see the module doc); returns
     the summary (also written as ``out/summary.json`` and ``summary.csv``).
 
     ``model``: a model or run folder, or a ready ``Segmenter`` (anything with its
-    ``resolution``, ``spec``, ``describe()`` and call).
+    ``resolution``, ``spec``, ``describe()`` and call). ``runtime``: ``"jax"`` or
+    ``"onnx"`` for a model folder (see ``Segmenter``).
     """
     pairs = [(str(Path(a)), str(Path(b))) for a, b in pairs]
     paths, failed = collect(list(inputs) + [p for pair in pairs for p in pair
@@ -341,7 +368,7 @@ def run(model, inputs: list[str], out: str, *, pairs=(), fps: float | None = Non
     summary = {"model": None, "recordings": [], "failed": failed, "biplane": []}
     if not paths:
         return summary
-    segment = model if callable(model) else _load(model, checkpoint, batch_size)
+    segment = model if callable(model) else _load(model, checkpoint, batch_size, runtime)
     summary["model"] = segment.describe()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -370,11 +397,11 @@ def run(model, inputs: list[str], out: str, *, pairs=(), fps: float | None = Non
     return summary
 
 
-def _load(model, checkpoint, batch_size) -> Segmenter:
+def _load(model, checkpoint, batch_size, runtime="jax") -> Segmenter:
     """The ``Segmenter`` of a model or run folder; any error reading it is a ValueError
     naming the folder (the run stops: nothing can be segmented without it)."""
     try:
-        return Segmenter(model, checkpoint=checkpoint, batch_size=batch_size)
+        return Segmenter(model, checkpoint=checkpoint, batch_size=batch_size, runtime=runtime)
     except ValueError:
         raise
     except Exception as e:
@@ -454,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="frame rate for recordings whose file gives none")
     parser.add_argument("--checkpoint", default="best", help="for a run folder: best, latest, STEP")
     parser.add_argument("--batch_size", type=int, default=None, help="frames per model call")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="jax",
+                        help="jax (default) or onnx: the model folder's model.onnx (export "
+                             "--onnx) with onnxruntime (pip install 'echojax[onnx]'); the "
+                             "rest of predict is the same")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
     if not args.inputs and not args.pair:
@@ -463,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args.model, args.inputs, args.out, pairs=args.pair, fps=args.fps,
                       checkpoint=args.checkpoint, batch_size=args.batch_size,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, runtime=args.runtime)
     except ValueError as e:  # a model folder that cannot be read
         print(f"error: {e}", file=sys.stderr)
         return 2
