@@ -9,7 +9,7 @@ across runs), per-image Dice box plots with mean markers and an overall-mean pan
 (Figure 3), mean Dice against its std across runs (Figure 4a), sample predictions
 (Figure 4b), Wilcoxon signed-rank tests between the methods (Exp. 2's claim, Sec. 5.2:
 each partial-label method and pseudo-labelling significantly above CCE on the LVM; then
-the full Holm-corrected table) and the wall time per epoch of each loss.
+the full Holm-corrected table) and the training time per epoch of each loss.
 
     python experiments/exp2_intra_domain.py                    # quick preset, phantoms
     python experiments/exp2_intra_domain.py --preset=paper --data=real --data_dir=...

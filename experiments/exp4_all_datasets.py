@@ -25,7 +25,7 @@ paper's value beside ours; per-source tables (ours); Wilcoxon signed-rank tests 
 paired per-image Dice of Table 3's images: the paper's (LVM, marginal vs aBCE and aBCE
 vs aCCE, U-Net and Attention U-Net, p < 0.05, two-sided) beside every pair and
 structure with Holm correction; external validation on any
-further prepared source (Table 4), with sample predictions; wall time per epoch.
+further prepared source (Table 4), with sample predictions; training time per epoch.
 
     python experiments/exp4_all_datasets.py                    # quick preset, phantoms
     python experiments/exp4_all_datasets.py --preset=paper --data=real --data_dir=... \\
