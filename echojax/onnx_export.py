@@ -198,9 +198,11 @@ def _verify(session, jitted, resolution: int) -> dict[str, Any]:
             "logit_tolerance": ATOL, "min_class_agreement": MIN_AGREEMENT}
 
 
-def write(model, path: str | os.PathLike, *, impls: tuple[str, ...] = IMPL_ORDER) -> dict[str, Any]:
+def write(model, path: str | os.PathLike, *,
+          impls: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Converts ``model`` (an ``echojax.inference.Model``) to the ONNX file ``path`` and
-    checks it with onnxruntime (see the module doc); returns ``model.json``'s ``onnx``
+    checks it with onnxruntime (see the module doc), trying the layer implementations
+    ``impls`` (default :data:`IMPL_ORDER`) in turn; returns ``model.json``'s ``onnx``
     entry.
 
     Raises:
@@ -214,7 +216,7 @@ def write(model, path: str | os.PathLike, *, impls: tuple[str, ...] = IMPL_ORDER
 
     r = model.config.resolution
     failures: dict[str, str] = {}
-    for impl in impls:
+    for impl in IMPL_ORDER if impls is None else impls:
         try:
             fn, jitted = _functions(model.config, model.params, model.rest, impl)
             proto = _convert(fn, r)
