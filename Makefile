@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Two install stamps: the demo needs only the package, the tests also the test extra
-# (TensorFlow for TFDS's builder tests, ~600 MB).
+# (TensorFlow for TFDS's builder tests, ~600 MB) and the onnx extra (jax2onnx and
+# onnxruntime for tests/test_onnx.py, ~180 MB).
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 # Installs pin the versions the documented numbers come from (see requirements.lock).
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) -e '.[test,onnx]'
 	@touch $(TEST_STAMP)
 
 test: $(TEST_STAMP)
@@ -35,7 +36,7 @@ demo: $(STAMP)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	.lock-venv/bin/python -m pip install --quiet -e '.[test]'
+	.lock-venv/bin/python -m pip install --quiet -e '.[test,onnx]'
 	{ sed -n '/^#/p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable \
 	  | grep -v '^echojax'; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 	rm -rf .lock-venv
