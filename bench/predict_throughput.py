@@ -9,6 +9,10 @@ on a phantom cine loop of each recording size written as an AVI. Per case:
 
 - ``compile``: the predictor's first call (one compiled shape per resolution and batch);
 - ``model``: frames/s of the predictor alone on frames already at the model grid;
+- ``onnxruntime model``: the same for the model's ONNX graph (``echojax.onnx_export``,
+  as ``echojax export --onnx`` writes it) run by onnxruntime on the CPU
+  (``predict --runtime onnx``); ``onnxruntime segment``: ``segment`` with it. Left out
+  (``-``) without the onnx extra (``pip install 'echojax[onnx]'``);
 - ``segment``: frames/s of reading, sector handling, resizing, the model, mapping masks
   back and the LV areas (``predict.segment_recording``);
 - ``end to end``: the above plus every output file (``predict.run`` on one recording:
@@ -29,7 +33,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from echojax import export, inference, phantoms, predict, train
+from echojax import export, files, inference, onnx_export, phantoms, predict, train
 from echojax.config import Config, LossConfig, ModelConfig, Source
 
 
@@ -52,6 +56,25 @@ class InitialisedSegmenter:
         return {"path": self.model.path, "resolution": self.resolution}
 
 
+class OnnxSegmenter:
+    """The same model as an ONNX graph in a minimal model folder, run by onnxruntime."""
+
+    def __init__(self, seg: InitialisedSegmenter, folder: Path, batch: int):
+        folder.mkdir()
+        seg.model.config.save(folder / "config.json")
+        entry = onnx_export.write(seg.model, folder / onnx_export.FILE)
+        files.write_json(folder / inference.MODEL_FILE,
+                         {"preprocessing": seg.spec, "step": 0, "onnx": entry})
+        self.predictor = onnx_export.OnnxPredictor(folder, batch_size=batch)
+        self.resolution, self.spec = seg.resolution, seg.spec
+
+    def __call__(self, images):
+        return self.predictor(images)
+
+    def describe(self):
+        return {"path": self.predictor.path, "resolution": self.resolution}
+
+
 def _median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -69,11 +92,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
+    ort = None if onnx_export.missing() else __import__("onnxruntime").__version__
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
-          f"batch {args.batch}, {args.frames}-frame loops, median of {args.repeats}")
-    print("| model input | recording | compile s | model frames/s | segment frames/s "
-          "| end to end frames/s | load |")
-    print("|---|---|---:|---:|---:|---:|---|")
+          f"onnxruntime {ort or '(not installed)'}, batch {args.batch}, {args.frames}-frame "
+          f"loops, median of {args.repeats}")
+    print("| model input | recording | compile s | model frames/s | onnxruntime model frames/s "
+          "| segment frames/s | onnxruntime segment frames/s | end to end frames/s | load |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as tmp:
         videos = {}
         for shape in args.shapes:
@@ -87,19 +112,31 @@ def main() -> None:
             t = time.perf_counter()
             seg(grid[:1])
             compile_s = time.perf_counter() - t
+            onnx_seg = OnnxSegmenter(seg, Path(tmp) / f"model_{r}", args.batch) if ort else None
             load0 = os.getloadavg()[0]
             model_s = _median_time(lambda seg=seg, grid=grid: seg(grid), args.repeats)
+            onnx_model = "-"
+            if onnx_seg:
+                onnx_seg(grid[:1])  # warm-up
+                onnx_s = _median_time(lambda o=onnx_seg, grid=grid: o(grid), args.repeats)
+                onnx_model = f"{args.frames / onnx_s:.0f}"
             for shape, video in videos.items():
                 predict.segment_recording(video, seg)  # warm-up
                 seg_s = _median_time(lambda v=video, s=seg: predict.segment_recording(v, s),
                                      args.repeats)
+                onnx_segment = "-"
+                if onnx_seg:
+                    predict.segment_recording(video, onnx_seg)
+                    onnx_seg_s = _median_time(
+                        lambda v=video, s=onnx_seg: predict.segment_recording(v, s), args.repeats)
+                    onnx_segment = f"{args.frames / onnx_seg_s:.0f}"
                 out = Path(tmp) / f"out_{r}_{shape}"
                 e2e_s = _median_time(lambda v=video, s=seg, o=out: predict.run(
                     s, [str(v)], str(o), progress=False), args.repeats)
                 n = args.frames
-                print(f"| {r}x{r} | {shape} | {compile_s:.1f} | {n / model_s:.0f} | "
-                      f"{n / seg_s:.0f} | {n / e2e_s:.0f} | {load0:.1f}-{os.getloadavg()[0]:.1f} |",
-                      flush=True)
+                print(f"| {r}x{r} | {shape} | {compile_s:.1f} | {n / model_s:.0f} | {onnx_model} | "
+                      f"{n / seg_s:.0f} | {onnx_segment} | {n / e2e_s:.0f} | "
+                      f"{load0:.1f}-{os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
