@@ -41,6 +41,7 @@ the others were passed over; when none converts, export stops with each one's re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -131,19 +132,22 @@ def _functions(config, params, rest, impl: str):
 
     config = dataclasses.replace(config, compute_dtype="float32",
                                  model=dataclasses.replace(config.model, impl=impl))
-    network = nnx.merge(train_lib.graphdef(config, training=False), params, rest, copy=True)
+    graphdef = train_lib.graphdef(config, training=False)
     r = config.resolution
     loss = losses.from_config(config.loss)
     rule = jax.make_jaxpr(lambda z: loss.predict(z[None])[0])(
         jax.ShapeDtypeStruct((r, r, labels.NUM_CLASSES), jnp.float32))
     decide_one = jex.jaxpr_as_fun(rule)
 
-    def fn(images):
+    def predict(params, rest, images):
+        network = nnx.merge(graphdef, params, rest, copy=True)
         x = train_lib.model_input(train_lib.to_float(images))
         logits = network(x).astype(jnp.float32)
         return logits, jax.vmap(lambda z: decide_one(z)[0])(logits)
 
-    return fn, jax.jit(fn)
+    compiled = jax.jit(predict)  # parameters as arguments, not as constants to fold
+    return (functools.partial(predict, params, rest),  # converted: parameters -> initializers
+            lambda images: compiled(params, rest, images))
 
 
 def _convert(fn, resolution: int):

@@ -170,6 +170,16 @@ def test_export_onnx_without_the_extra_says_how_to_install(runs, tmp_path, monke
     assert os.listdir(tmp_path) == []
 
 
+def test_runtime_onnx_without_the_extra_says_how_to_install(runs, tmp_path, monkeypatch,
+                                                            capsys):
+    monkeypatch.setattr(onnx_export, "missing", lambda: "onnxruntime not installed; pip install x")
+    frame = tmp_path / "frame.png"
+    io.write_png(frame, np.full((20, 24), 90, np.uint8))
+    assert predict.main(["--model", runs["unet"], str(frame), "--out", str(tmp_path / "o"),
+                         "--runtime", "onnx"]) == 2
+    assert "ONNX needs the onnx extra: onnxruntime not installed" in capsys.readouterr().err
+
+
 @needs_onnx
 def test_predict_runtime_onnx_gives_the_jax_runtimes_outputs(exported, tmp_path, capsys):
     loop = phantoms.render_cine("camus_like", 3, "4CH", shape=(40, 56), num_frames=30,
