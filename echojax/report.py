@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from echojax import files, labels, rundir
+from echojax import files, labels, progress, rundir
 
 STRUCTURES: tuple[str, ...] = tuple(labels.CLASS_NAMES[c] for c in labels.FOREGROUND_CLASSES)
 
@@ -585,22 +585,6 @@ EPOCH_TIME_MEASURES = {
 }
 
 
-def _epoch_time_rows(path: str) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` that carry an epoch's training time."""
-    rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {number}: not a metrics row ({e})") from e
-            if isinstance(row, dict) and "epoch_train_seconds" in row:
-                rows.append(row)
-    return rows
-
-
 def run_timing(run_path: str | os.PathLike) -> dict | None:
     """The time per epoch of a run folder: ``{"seconds_per_epoch", "measure",
     "seconds", "epochs", "first_step_seconds", "arch", "loss", "batch_size"}``; None
@@ -628,7 +612,8 @@ def run_timing(run_path: str | os.PathLike) -> dict | None:
     about = {"arch": (config.get("model") or {}).get("name", ""),
              "loss": (config.get("loss") or {}).get("name", ""),
              "batch_size": config.get("batch_size")}
-    rows = _epoch_time_rows(directory.metrics) if has_metrics else []
+    rows = [r for r in progress.read_metrics(directory.metrics)
+            if "epoch_train_seconds" in r] if has_metrics else []
     timed = sum(int(r["epoch_timed_steps"]) for r in rows)
     if timed > 0:
         seconds = float(sum(r["epoch_train_seconds"] for r in rows))
