@@ -218,7 +218,8 @@ def test_grid_search_picks_best_validation_dice(tmp_path):
     assert (cfg.optim.lr, cfg.batch_size, cfg.seed) == (0.1, 8, 1)
 
 
-def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
+def _one_run_per_loss() -> X.Experiment:
+    """An experiment of one run per ``--loss``, reporting the LA on Unity."""
     def runs(options):
         return [X.Run(f"{loss}", _config(loss), tags={"setting": "mix"}) for loss in options.losses]
 
@@ -226,7 +227,11 @@ def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
         table = report.structure_table(inp.results, group=("method",), test_source="unity")
         return "## LA on Unity\n\n" + table, table
 
-    exp = X.Experiment("exp_test", "Test experiment", runs=runs, report=make_report)
+    return X.Experiment("exp_test", "Test experiment", runs=runs, report=make_report)
+
+
+def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
+    exp = _one_run_per_loss()
     fake = FakeEngine()
     prepared = []
     argv = ["--loss=cce,acce", f"--workdir={tmp_path}", "--epochs=1"]
@@ -251,14 +256,7 @@ def test_main_writes_report_and_rerun_trains_nothing(tmp_path, capsys):
 def test_report_only_collects_every_shard_and_names_the_missing_runs(tmp_path, capsys):
     # The report step after a job array: each shard trains its runs into one workdir,
     # then one --report_only command reports them all, training nothing.
-    def runs(options):
-        return [X.Run(f"{loss}", _config(loss), tags={"setting": "mix"}) for loss in options.losses]
-
-    def make_report(inp):
-        table = report.structure_table(inp.results, group=("method",), test_source="unity")
-        return "## LA on Unity\n\n" + table, table
-
-    exp = X.Experiment("exp_test", "Test experiment", runs=runs, report=make_report)
+    exp = _one_run_per_loss()
     fake = FakeEngine()
     argv = ["--loss=cce,acce,marginal", f"--workdir={tmp_path}", "--epochs=1"]
     kw = dict(backend=fake.backend(prepare=lambda names, **k: None))
