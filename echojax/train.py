@@ -196,7 +196,7 @@ def make_train_step(config: Config, graphdef: nnx.GraphDef) -> Callable:
 
 def make_predict(config: Config, graphdef_eval: nnx.GraphDef) -> Callable:
     """``predict(params, rest, images uint8[B,H,W,1]) -> int32[B,H,W]`` (loss's rule)."""
-    loss = losses_lib.LOSSES[config.loss.name]
+    loss = losses_lib.from_config(config.loss)  # its decision rule, e.g. aBCE's abce_inference
 
     def predict(params, rest, images):
         model = nnx.merge(graphdef_eval, params, rest, copy=True)
