@@ -12,6 +12,7 @@ layout (contiguous NCHW or channels_last).
   python bench/train_step.py --cases unet-128,attention_unet-128 --rounds 5
   python bench/train_step.py --jax-impls cpu,flax           # A/B of the layer implementations
   python bench/train_step.py --host-devices 2               # batch split over 2 CPU devices
+  python bench/train_step.py --host-devices 1,2             # A/B: 1 and 2 CPU devices, one process
   python bench/train_step.py --device cuda --batch 32 --dtype bfloat16 --torch-compile
 
 ``--jax-impls`` names the models' layer implementations to time (``echojax.models.IMPLS``):
@@ -31,6 +32,8 @@ CASES = {
     # name: (architecture, preset, resolution, batch)
     "unet-ref-64": ("unet", "paper", 64, 8),
     "attention_unet-ref-64": ("attention_unet", "paper", 64, 8),
+    "unet-64": ("unet", "cpu", 64, 8),
+    "attention_unet-64": ("attention_unet", "cpu", 64, 8),
     "unet-128": ("unet", "cpu", 128, 8),
     "unet-256": ("unet", "cpu", 256, 8),
     "attention_unet-128": ("attention_unet", "cpu", 128, 8),
@@ -64,16 +67,18 @@ def parse_args(argv):
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="compute dtype (parameters stay float32; PyTorch uses autocast)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="PyTorch device")
-    p.add_argument("--host-devices", type=int, default=1,
-                   help="split the JAX batch over this many CPU devices (sets XLA_FLAGS)")
+    p.add_argument("--host-devices", default="1",
+                   help="split the JAX batch over this many CPU devices (sets XLA_FLAGS); "
+                        "comma-separated counts (e.g. 1,2) time each as a variant in one process")
     p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: CPU count)")
     return p.parse_args(argv)
 
 
 ARGS = parse_args(sys.argv[1:])
-if ARGS.host_devices > 1:
+HOST_DEVICES = tuple(int(n) for n in ARGS.host_devices.split(","))
+if max(HOST_DEVICES) > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={ARGS.host_devices}")
+                               + f" --xla_force_host_platform_device_count={max(HOST_DEVICES)}")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -100,7 +105,9 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.sgd(LR, momentum=0.9, nesterov=True)
     loss_fn = losses.LOSSES["cce"]
-    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    devices = jax.devices()[:host_devices]
+    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     state = jax.device_put((params, rest, tx.init(params)), rep)
@@ -174,9 +181,10 @@ def run_case(name, args):
 
     runners, counts = {}, {}
     for impl in args.jax_impls.split(","):
-        label = f"echojax[{impl}]" + (f"x{args.host_devices}dev" if args.host_devices > 1 else "")
-        runners[label], counts[label] = make_jax_runner(
-            arch, overrides, x_np, y_np, impl=impl, dtype=args.dtype, host_devices=args.host_devices)
+        for ndev in HOST_DEVICES:
+            label = f"echojax[{impl}]" + (f"x{ndev}dev" if max(HOST_DEVICES) > 1 else "")
+            runners[label], counts[label] = make_jax_runner(
+                arch, overrides, x_np, y_np, impl=impl, dtype=args.dtype, host_devices=ndev)
     if not args.no_torch:
         for fmt in args.torch_formats.split(","):
             for comp in (False, True) if args.torch_compile else (False,):
