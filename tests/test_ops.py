@@ -229,6 +229,96 @@ def test_conv_same_bad_input():
         ops.conv_same(jnp.ones((4, 4, 2)), jnp.ones((3, 3, 2, 3)))
 
 
+# --- 3x3 convolution of a nearest 2x up-sampled map -------------------------------------
+
+def _ref_upsampled_conv(x, k):
+    return _ref_conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), k)
+
+
+@pytest.mark.parametrize("method,h,w,cin,cout", [
+    ("auto", 8, 8, 4, 3),       # low-resolution 8x8: im2col
+    ("auto", 16, 12, 3, 2),     # 16x12: Winograd F(4x4) at the low resolution
+    ("auto", 10, 6, 2, 3),      # 10x6: F(2x2) (sides not multiples of 4)
+    ("xla", 5, 7, 2, 3),        # odd sides
+    ("im2col", 1, 3, 3, 2),     # a single row: every tap but the middle row is padding
+])
+def test_conv_same_upsampled_matches_the_convolution_of_the_upsampled_map(method, h, w, cin, cout):
+    x, k = _rand(21, 2, h, w, cin), _rand(22, 3, 3, cin, cout)
+    _check_against_float64(lambda x, k: ops.conv_same_upsampled(x, k, method=method),
+                           _ref_upsampled_conv, [x, k], (2, 2 * h, 2 * w, cout), rtol=2e-5)
+
+
+def test_conv_same_upsampled_phases_layout():
+    x, k = jnp.asarray(_rand(23, 2, 4, 6, 3), jnp.float32), jnp.asarray(_rand(24, 3, 3, 3, 5), jnp.float32)
+    y = ops.conv_same_upsampled(x, k)
+    p = ops.conv_same_upsampled(x, k, phases=True)
+    assert y.shape == (2, 8, 12, 5) and p.shape == (2, 4, 6, 2, 2, 5)
+    for a in (0, 1):
+        for b in (0, 1):   # phase (a, b) of pixel (i, j) is full-resolution (2i + a, 2j + b)
+            np.testing.assert_array_equal(p[:, :, :, a, b], y[:, a::2, b::2])
+    np.testing.assert_array_equal(ops.depth_to_space_2x(p), y)
+
+
+def test_subpixel_kernel_hand_computed():
+    # k = 1..9 (one channel): phase (0, 0) reads low-resolution offsets -1 and 0 in both
+    # directions with the taps that land there summed; phase (1, 1) offsets 0 and +1.
+    k = jnp.arange(1.0, 10.0).reshape(3, 3, 1, 1)
+    sk = ops.subpixel_kernel(k)
+    assert sk.shape == (3, 3, 1, 4)
+    want = {
+        (0, 0): [[1, 2 + 3, 0], [4 + 7, 5 + 6 + 8 + 9, 0], [0, 0, 0]],
+        (0, 1): [[0, 1 + 2, 3], [0, 4 + 5 + 7 + 8, 6 + 9], [0, 0, 0]],
+        (1, 0): [[0, 0, 0], [1 + 4, 2 + 3 + 5 + 6, 0], [7, 8 + 9, 0]],
+        (1, 1): [[0, 0, 0], [0, 1 + 2 + 4 + 5, 3 + 6], [0, 7 + 8, 9]],
+    }
+    for (a, b), w in want.items():
+        np.testing.assert_array_equal(sk[:, :, 0, 2 * a + b], np.array(w, np.float32))
+        assert float(sk[:, :, 0, 2 * a + b].sum()) == 45.0   # every tap once per phase
+    with pytest.raises(ValueError, match=r"\[3, 3, C, O\]"):
+        ops.subpixel_kernel(jnp.ones((5, 5, 1, 1)))
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv_same_upsampled(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 5, 3)))
+
+
+def test_upsample_conv_layer_matches_flax_and_its_running_statistics(monkeypatch):
+    # The Attention U-Net's up_conv block: "cpu" (low-resolution sub-pixel convolution,
+    # BatchNorm on the phases) against "flax" (nearest up-sampling, nnx.Conv,
+    # nnx.BatchNorm): outputs, gradients and running statistics, training mode. The
+    # full-resolution map (34x32, 3 -> 4) is a narrow layer above 32x32, where "cpu"
+    # takes the sub-pixel form; a small map keeps the full-resolution form.
+    from echojax.models import layers
+
+    calls = []
+    upsampled = ops.conv_same_upsampled
+    monkeypatch.setattr(ops, "conv_same_upsampled", lambda *a, **k: calls.append(1) or upsampled(*a, **k))
+
+    def run(impl, h, w):
+        block = layers.UpsampleConv(3, 4, impl=impl, rngs=nnx.Rngs(0))
+        block.train()
+        x = jnp.asarray(_rand(25, 2, h, w, 3), jnp.float32)
+        ct = jnp.asarray(_rand(26, 2, 2 * h, 2 * w, 4), jnp.float32)
+        graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+
+        def f(p, x):
+            m = nnx.merge(graphdef, p, rest, copy=True)
+            return m(x), nnx.state(m, nnx.BatchStat)
+
+        y, stats = f(params, x)
+        grads = jax.grad(lambda p, x: jnp.sum(f(p, x)[0] * ct), argnums=(0, 1))(params, x)
+        return y, stats, grads
+
+    for (h, w), subpixel in [((17, 16), True), ((6, 4), False)]:
+        calls.clear()
+        (y0, s0, g0), (y1, s1, g1) = run("flax", h, w), run("cpu", h, w)
+        assert bool(calls) == subpixel
+        assert y1.shape == (2, 2 * h, 2 * w, 4)
+        np.testing.assert_allclose(y1, y0, rtol=0, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s0)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * max(1.0, float(np.abs(b).max())))
+
+
 # --- max pooling -----------------------------------------------------------------------
 
 def test_max_pool_matches_flax_values_and_gradients():

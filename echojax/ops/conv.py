@@ -97,6 +97,69 @@ def conv_1x1(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------
+# 3x3 'SAME' convolution of a nearest-neighbour 2x up-sampled map, at the low resolution.
+
+# _UP_TAPS[a][t]: the taps ``dh`` of a 3x3 kernel that read low-resolution row offset
+# ``t - 1`` for output phase ``a`` (full-resolution row ``2i + a`` reads up-sampled rows
+# ``2i + a + dh - 1``, i.e. low-resolution row ``i + floor((a + dh - 1) / 2)``).
+_UP_TAPS = (((0,), (1, 2), ()), ((), (0, 1), (2,)))
+
+
+def subpixel_kernel(kernel: jax.Array) -> jax.Array:
+    """``[3, 3, C, O] -> [3, 3, C, 4 O]``: the kernel that, applied ('SAME') to a
+    low-resolution map, gives the four output phases of ``kernel`` applied to that map's
+    nearest 2x up-sampling; output feature ``(2 a + b) O + o`` is phase ``(a, b)`` (full
+    resolution pixel ``(2i + a, 2j + b)``), channel ``o``. Each phase reads a 2x2 window
+    of the low-resolution map (sums of the taps that land on the same pixel), the other
+    five entries are zero."""
+    if kernel.ndim != 4 or kernel.shape[:2] != (3, 3):
+        raise ValueError(f"subpixel_kernel: kernel must be [3, 3, C, O], got {tuple(kernel.shape)}")
+    zero = jnp.zeros(kernel.shape[2:], kernel.dtype)
+
+    def taps(a, b, th, tw):
+        planes = [kernel[dh, dw] for dh in _UP_TAPS[a][th] for dw in _UP_TAPS[b][tw]]
+        return functools.reduce(jnp.add, planes) if planes else zero
+
+    k = jnp.stack([jnp.stack([jnp.stack([taps(a, b, th, tw) for a in (0, 1) for b in (0, 1)],
+                                        axis=1) for tw in range(3)]) for th in range(3)])
+    return k.reshape(*k.shape[:3], 4 * kernel.shape[3])            # [3, 3, C, 4 * O]
+
+
+def conv_same_upsampled(x: jax.Array, kernel: jax.Array, *, method: str = "auto",
+                        phases: bool = False) -> jax.Array:
+    """``conv(upsample_nearest_2x(x), kernel)`` (3x3, stride 1, 'SAME'; the Attention
+    U-Net's ``up_conv``), computed at the low resolution: one 'SAME' convolution of ``x``
+    with :func:`subpixel_kernel` (``C -> 4 O``, through :func:`conv_same` with
+    ``method``), then depth-to-space. The up-sampled map is never formed, its gradient
+    (a 2x2 sum) is not needed, and the layer runs on a 4x smaller map with 4x the output
+    width, a shape Winograd serves far better than the narrow full-resolution layer.
+
+    Args:
+      x: ``[B, H, W, C]`` (low resolution).
+      kernel: ``[3, 3, C, O]`` (the ``nnx.Conv`` kernel of the full-resolution layer).
+      method: :func:`conv_same`'s method for the low-resolution convolution.
+      phases: return ``[B, H, W, 2, 2, O]`` (phase ``(a, b)`` of pixel ``(i, j)`` is
+        full-resolution pixel ``(2i + a, 2j + b)``) instead of ``[B, 2H, 2W, O]``, e.g.
+        to normalise before the rearrangement.
+
+    Returns:
+      ``[B, 2H, 2W, O]`` (or the phases).
+    """
+    _check(x, kernel, name="conv_same_upsampled")
+    b, h, w, _ = x.shape
+    o = kernel.shape[3]
+    y = conv_same(x, subpixel_kernel(kernel), method=method).reshape(b, h, w, 2, 2, o)
+    return y if phases else depth_to_space_2x(y)
+
+
+def depth_to_space_2x(y: jax.Array) -> jax.Array:
+    """``[B, H, W, 2, 2, O] -> [B, 2H, 2W, O]`` (phase ``(a, b)`` of ``(i, j)`` to pixel
+    ``(2i + a, 2j + b)``)."""
+    b, h, w, _, _, o = y.shape
+    return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(b, 2 * h, 2 * w, o)
+
+
+# ---------------------------------------------------------------------------------------
 # k x k 'SAME' convolution, stride 1, as patches + one matmul.
 
 
