@@ -264,19 +264,20 @@ class UpsampleConv(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        xc, kernel, bias = _operands(self.block.conv, x)
         b, h, w, c = x.shape
-        if self.impl != "cpu" or conv_ops.auto_method((b, 2 * h, 2 * w, c), kernel.shape) != "xla":
+        full = (b, 2 * h, 2 * w, c)
+        if self.impl != "cpu" or conv_ops.auto_method(full, self.block.conv.kernel.shape) != "xla":
             return self.block(upsample_nearest_2x(x))
         # "cpu", where the full-resolution layer would be a narrow one on XLA's direct
         # convolution (conv_ops.auto_method): the convolution at the low resolution
         # (``ops.conv_same_upsampled``: C -> 4 O with the sub-pixel kernel, a shape
         # Winograd serves), BatchNorm and ReLU on its four output phases (the same
-        # values, so the same batch statistics), then depth-to-space. Measured 1.02x on
-        # the cpu-preset Attention U-Net step at 128x128; on the wider layers (every
+        # values, so the same batch statistics), then depth-to-space. Measured 1.05-1.08x
+        # on the cpu-preset Attention U-Net step at 128x128; on the wider layers (every
         # level of the paper-size model) the sub-pixel kernel's zeros cost more than the
         # smaller map saves (0.96x there), so those keep the full-resolution form
         # (bench/README.md, 2026-12-08).
+        xc, kernel, bias = _operands(self.block.conv, x)
         y = ops.conv_same_upsampled(xc, kernel, phases=True)          # [B, H, W, 2, 2, O]
         if bias is not None:
             y = y + bias
