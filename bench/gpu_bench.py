@@ -143,6 +143,7 @@ def run_jax(spec, x_np, y_np, timing):
     import numpy as np
     import optax
     from flax import nnx
+    from jax_step import make_step_fn
 
     from echojax import losses, models
 
@@ -160,16 +161,7 @@ def run_jax(spec, x_np, y_np, timing):
     x, y = jnp.asarray(x_np), jnp.asarray(y_np)
     mask = jnp.ones((x_np.shape[0], 4), bool)
 
-    def step_fn(state, x, y, mask):
-        params, rest, opt_state = state
-
-        def objective(p):
-            m = nnx.merge(graphdef, p, rest, copy=True)
-            return loss_fn(m(x).astype(jnp.float32), y, mask), nnx.state(m, nnx.Not(nnx.Param))
-
-        (loss, rest), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), rest, opt_state), loss
+    step_fn = make_step_fn(graphdef, tx, loss_fn)
 
     t0 = time.perf_counter()
     lowered = jax.jit(step_fn, donate_argnums=(0,)).lower(state, x, y, mask)

@@ -85,6 +85,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
+from jax_step import make_step_fn  # noqa: E402
 
 from echojax import losses, models  # noqa: E402
 
@@ -115,16 +116,7 @@ def make_jax_runner(arch, overrides, x_np, y_np, *, impl, dtype, host_devices):
     y = jax.device_put(jnp.asarray(y_np), split)
     mask = jax.device_put(jnp.ones((x_np.shape[0], 4), bool), split)
 
-    def step_fn(state, x, y, mask):
-        params, rest, opt_state = state
-
-        def objective(p):
-            m = nnx.merge(graphdef, p, rest, copy=True)
-            return loss_fn(m(x).astype(jnp.float32), y, mask), nnx.state(m, nnx.Not(nnx.Param))
-
-        (loss, rest), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), rest, opt_state), loss
+    step_fn = make_step_fn(graphdef, tx, loss_fn)
 
     jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(rep, rep)).lower(
         state, x, y, mask).compile()
